@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole test suite, set-up included: Python environment, Debian packages
+# (chromium for the page tests), the `ai` npm package for protocol conformance,
+# the docs build (warnings are errors), then pytest. Extra arguments go to pytest.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+source scripts/setup.sh test
+
+# Debian packages the tests use, installed when missing (root or sudo needed).
+need=()
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+if [ ${#need[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "installing Debian packages: ${need[*]}"
+  $SUDO apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# The real `ai` package (Vercel AI SDK) for the UI-stream conformance test.
+if [ -f tests/js/package.json ] && command -v npm >/dev/null 2>&1; then
+  if [ ! -d tests/js/node_modules/ai ]; then
+    (cd tests/js && npm install --no-audit --no-fund --silent >/dev/null)
+  fi
+fi
+
+# Docs: built with warnings as errors.
+python -m sphinx -q -W --keep-going -b html docs docs/_build/html
+
+exec python -m pytest "$@"

@@ -1,0 +1,267 @@
+"""The event bus: one private :class:`blinker.Namespace`, one signal per event kind.
+
+Every event is sent on the signal named after its ``kind`` (``start``,
+``chunk``, ``tool``, ``custom``, ``end``), with the emitting module instance as
+the sender. Anything may listen:
+
+* :func:`subscribe` takes a plain callable ``fn(event)`` (or an ``async def``)
+  and isolates failures: a subscriber that raises never breaks the producer
+  or the other subscribers; its first failure is logged with its name on the
+  ``streamtap.bus`` logger and every failure is counted
+  (:attr:`Subscription.errors`).
+* The raw blinker signals in :data:`signals` are there for those who want
+  blinker itself, e.g. ``signals["chunk"].connect(fn, sender=my_module)``.
+  Such receivers get ``(sender, event=...)`` and, as in blinker, their
+  exceptions propagate into the producer: prefer :func:`subscribe`.
+
+No event is built when nobody listens: producers check the signal's receivers
+first. Subscribers run synchronously in the producing thread, in the order of
+``seq``; they must not block. Async subscribers run on the event loop they
+were subscribed from, one event at a time, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import inspect
+import logging
+import threading
+import typing as t
+
+import blinker
+
+from .events import Event
+from .exceptions import UsageError
+
+__all__ = ["KINDS", "Subscriber", "Subscription", "signals", "subscribe", "unsubscribe"]
+
+log = logging.getLogger("streamtap.bus")
+
+KINDS: tuple[str, ...] = ("start", "chunk", "tool", "custom", "end")
+"""The event kinds, in lifecycle order."""
+
+_namespace = blinker.Namespace()
+
+signals: t.Mapping[str, blinker.NamedSignal] = {kind: _namespace.signal(kind) for kind in KINDS}
+"""The blinker signal of each event kind. Receivers are called as ``receiver(sender, event=event)``."""
+
+scope_signal = _namespace.signal("scope")
+"""Sent once when a run starts, with ``run=``. A receiver may return a callable
+that returns a context manager; the run enters it around ``forward()``. The
+tracing subscriber uses it to make the run's span current."""
+
+Subscriber = t.Callable[[Event], t.Any]
+"""A subscriber: a plain callable that takes one event. It may be ``async def``."""
+
+F = t.TypeVar("F", bound=t.Callable[..., t.Any])
+
+
+def _name_of(fn: t.Callable[..., t.Any]) -> str:
+    return getattr(fn, "__qualname__", None) or type(fn).__qualname__
+
+
+class Subscription:
+    """A subscriber connected to the bus.
+
+    Returned by :func:`subscribe`. Use it as a context manager to unsubscribe
+    on exit, call :meth:`unsubscribe`, or keep it for its failure counter.
+    Calling it calls the subscriber, so ``@subscribe`` keeps the function usable.
+    """
+
+    __slots__ = ("__weakref__", "_async", "_connected", "errors", "fn", "kinds", "name", "sender")
+
+    def __init__(
+        self,
+        fn: Subscriber,
+        kinds: tuple[str, ...],
+        sender: t.Any,
+        loop: asyncio.AbstractEventLoop | None,
+        maxsize: int,
+    ) -> None:
+        self.fn = fn
+        self.kinds = kinds
+        self.sender = sender
+        self.name = _name_of(fn)
+        self.errors = 0
+        """How many times the subscriber raised."""
+        self._async = _AsyncDelivery(self, loop, maxsize) if loop is not None else None
+        self._connected = False
+
+    def __call__(self, *args: t.Any, **kwargs: t.Any) -> t.Any:
+        """Call the subscriber itself."""
+        return self.fn(*args, **kwargs)
+
+    def _receive(self, sender: t.Any, /, *, event: Event, **_: t.Any) -> None:
+        if self._async is not None:
+            self._async.put(event)
+            return
+        try:
+            self.fn(event)
+        except Exception as exc:
+            self._failed(exc)
+
+    def _failed(self, exc: BaseException) -> None:
+        self.errors += 1
+        if self.errors == 1:
+            log.error(
+                "streamtap subscriber %s raised %s; the run goes on, later failures of this subscriber are only counted",
+                self.name,
+                type(exc).__name__,
+                exc_info=exc,
+            )
+
+    def _connect(self) -> None:
+        for kind in self.kinds:
+            signals[kind].connect(self._receive, sender=self.sender, weak=False)
+        self._connected = True
+
+    def unsubscribe(self) -> None:
+        """Disconnect the subscriber. Calling it twice is harmless."""
+        if self._connected:
+            for kind in self.kinds:
+                signals[kind].disconnect(self._receive)
+            self._connected = False
+        if self._async is not None:
+            self._async.close()
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.unsubscribe()
+
+    def __repr__(self) -> str:
+        state = "connected" if self._connected else "disconnected"
+        return f"<Subscription {self.name} kinds={list(self.kinds)} {state} errors={self.errors}>"
+
+
+class _AsyncDelivery:
+    """Feeds an async subscriber from any thread, in order, one event at a time."""
+
+    __slots__ = ("_closed", "_lock", "_loop", "_queue", "_running", "dropped", "maxsize", "sub")
+
+    def __init__(self, sub: Subscription, loop: asyncio.AbstractEventLoop, maxsize: int) -> None:
+        self.sub = sub
+        self._loop = loop
+        self._queue: collections.deque[Event] = collections.deque()
+        self._lock = threading.Lock()
+        self._running = False
+        self._closed = False
+        self.maxsize = maxsize
+        self.dropped = 0
+
+    def put(self, event: Event) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            if len(self._queue) >= self.maxsize:
+                self._queue.popleft()
+                self.dropped += 1
+            self._queue.append(event)
+            if self._running:
+                return
+            self._running = True
+        try:
+            self._loop.call_soon_threadsafe(self._start)
+        except RuntimeError:  # the loop is closed: nobody can receive any more
+            self.close()
+
+    def _start(self) -> None:
+        self._loop.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        while True:
+            with self._lock:
+                if not self._queue or self._closed:
+                    self._running = False
+                    return
+                event = self._queue.popleft()
+            try:
+                await self.sub.fn(event)
+            except Exception as exc:
+                self.sub._failed(exc)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._queue.clear()
+
+
+def subscribe(
+    fn: Subscriber | None = None,
+    *,
+    kinds: t.Iterable[str] | None = None,
+    sender: t.Any = blinker.ANY,
+    loop: asyncio.AbstractEventLoop | None = None,
+    maxsize: int = 10_000,
+) -> t.Any:
+    """Connect ``fn`` to the bus so that it receives every event.
+
+    Args:
+        fn: A callable taking one event. An ``async def`` function is run on
+            ``loop`` (default: the running loop of the caller), one event at a
+            time in ``seq`` order.
+        kinds: Only these event kinds (``start``, ``chunk``, ``tool``,
+            ``custom``, ``end``); default all.
+        sender: Only events emitted by this module instance.
+        loop: For async subscribers subscribed outside a running loop.
+        maxsize: For async subscribers: events kept while the subscriber lags;
+            past it the oldest are dropped and counted.
+
+    Returns:
+        A :class:`Subscription` (a context manager that unsubscribes on exit).
+        Called without ``fn`` it returns a decorator, so ``@subscribe(kinds=["end"])``
+        works; the decorated name is then bound to the subscription, which is callable.
+
+    Raises:
+        UsageError: an unknown kind, or an async subscriber with no loop.
+    """
+    if fn is None:
+
+        def decorator(f: Subscriber) -> Subscription:
+            return t.cast(Subscription, subscribe(f, kinds=kinds, sender=sender, loop=loop, maxsize=maxsize))
+
+        return decorator
+    if not callable(fn):
+        msg = f"subscribe() takes a callable that accepts one event, not {fn!r}."
+        raise UsageError(msg)
+    chosen = tuple(KINDS if kinds is None else ([kinds] if isinstance(kinds, str) else kinds))
+    unknown = [k for k in chosen if k not in signals]
+    if unknown:
+        msg = f"Unknown event kind(s) {unknown!r} for subscribe(); choose from {list(KINDS)}."
+        raise UsageError(msg)
+    if maxsize < 1:
+        msg = f"maxsize must be at least 1, got {maxsize!r}."
+        raise UsageError(msg)
+    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None)):
+        if loop is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                msg = (
+                    f"The async subscriber {_name_of(fn)} needs an event loop to run on. Subscribe it from inside "
+                    "a running loop (in an async function), or pass loop=."
+                )
+                raise UsageError(msg) from None
+    else:
+        loop = None
+    sub = Subscription(fn, chosen, sender, loop, maxsize)
+    sub._connect()
+    return sub
+
+
+def unsubscribe(target: Subscription | Subscriber) -> None:
+    """Disconnect a subscription, or every subscription of a subscriber function.
+
+    Unknown targets are ignored, so unsubscribing twice is harmless.
+    """
+    if isinstance(target, Subscription):
+        target.unsubscribe()
+        return
+    for sig in signals.values():
+        # subscribe() connects with weak=False, so blinker holds the bound method itself.
+        for receiver in list(sig.receivers.values()):
+            owner = getattr(receiver, "__self__", None)
+            if isinstance(owner, Subscription) and owner.fn is target:
+                owner.unsubscribe()

@@ -1,0 +1,41 @@
+"""The ``streamtap`` command.
+
+``streamtap demo``          the weather agent on the embedded model server, with the web page
+``streamtap demo --terminal`` the same agent in the terminal (``output:`` / ``trace:`` lines)
+``streamtap fake-openai``   the embedded OpenAI-compatible server alone
+
+Each sub-command lives with the feature it runs and is imported only when used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import typing as t
+
+__all__ = ["main"]
+
+# sub-command -> (module, function taking argv, help)
+_COMMANDS: dict[str, tuple[str, str, str]] = {
+    "demo": ("streamtap.demo", "main", "run the demo: a streaming weather agent with its web page and traces"),
+    "fake-openai": ("streamtap.llm.server", "main", "run the embedded OpenAI-compatible model server"),
+}
+
+
+def main(argv: t.Sequence[str] | None = None) -> int:
+    """Run the ``streamtap`` command line; returns the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="streamtap", description="streamtap command line")
+    parser.add_argument("command", choices=sorted(_COMMANDS), help="; ".join(f"{k}: {v[2]}" for k, v in _COMMANDS.items()))
+    if not args or args[0] in ("-h", "--help"):
+        parser.print_help()
+        return 0
+    ns, rest = parser.parse_known_args(args[:1])
+    module_name, func, _ = _COMMANDS[ns.command]
+    fn = getattr(importlib.import_module(module_name), func)
+    return int(fn(args[1:]) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,568 @@
+"""ModuleBase: subclass it, implement ``forward()``, get streaming and tracing.
+
+``forward`` may have any of four shapes:
+
+* return a value: ``def forward(self, x): return ...``
+* be a coroutine: ``async def forward(self, x): return ...``
+* be a generator: ``def forward(self, x): yield ...`` -- each item is a chunk
+* be an async generator: ``async def forward(self, x): yield ...``
+
+A yielded ``str`` is a chunk on the user-facing ``text`` channel; a
+:class:`Delta` chooses another channel (``reasoning``, ``tool_args``...); any
+other object goes on the ``data`` channel (partial JSON objects, say). The
+call's output is the generator's return value when it has one, else the
+joined ``text`` chunks, else the last item yielded.
+
+The base class alone emits :class:`~streamtap.events.Start` and
+:class:`~streamtap.events.End`, exactly one each, on every path: return,
+exception (status ``error``; the exception reaches the caller unchanged),
+cancellation (``cancelled``), interruption (``interrupted``), a consumer that
+stops reading early, an abandoned stream collected by the garbage collector.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import functools
+import inspect
+import os
+import threading
+import types
+import typing as t
+
+from . import bus
+from .context import CancelToken, Executor, RunContext, _current, _Root
+from .events import ErrorInfo, Run, RunKind, Status
+from .exceptions import UsageError
+from .streams import Policy, RunHandle, RunStream, _Buffer
+
+__all__ = ["Delta", "ModuleBase", "default_executor", "new_id"]
+
+_chunk_receivers = bus.signals["chunk"].receivers
+_scope_signal = bus.scope_signal
+_EMPTY_META: t.Mapping[str, t.Any] = types.MappingProxyType({})
+
+# -- ids ----------------------------------------------------------------------
+
+_id_pool: list[str] = []
+
+
+def new_id() -> str:
+    """A random, unguessable id of 16 hex digits (64 bits from ``os.urandom``).
+
+    Randomness is read in blocks so that an id costs about as much as a list pop.
+    """
+    try:
+        return _id_pool.pop()
+    except IndexError:
+        block = os.urandom(8 * 256).hex()
+        _id_pool.extend(block[i : i + 16] for i in range(0, len(block), 16))
+        return _id_pool.pop()
+
+
+if hasattr(os, "register_at_fork"):  # a forked child must not reuse its parent's ids
+    os.register_at_fork(after_in_child=_id_pool.clear)
+
+
+@functools.lru_cache(maxsize=1)
+def default_executor() -> Executor:
+    """The SDK's thread pool (created on first use), whose tasks keep the submitter's context.
+
+    Background runs of synchronous modules (``start``, ``stream``, and
+    ``acall`` of a blocking module) run here.
+    """
+    return Executor(max_workers=max(32, (os.cpu_count() or 1) * 8), thread_name_prefix="streamtap")
+
+
+class Delta(t.NamedTuple):
+    """What a ``forward`` generator yields to stream on a channel other than ``text``.
+
+    ``yield Delta("hmm, the user wants...", "reasoning")``
+    """
+
+    delta: t.Any
+    channel: str = "text"
+    call_id: str | None = None
+
+
+def _status_of(exc: BaseException) -> Status:
+    status = getattr(type(exc), "__streamtap_status__", None)
+    if status in ("cancelled", "interrupted", "error"):
+        return t.cast(Status, status)
+    if isinstance(exc, (asyncio.CancelledError, GeneratorExit, KeyboardInterrupt, SystemExit)):
+        return "cancelled"
+    return "error"
+
+
+def _inputs_of(args: tuple[t.Any, ...], kwargs: dict[str, t.Any]) -> t.Any:
+    if len(args) == 1 and not kwargs:
+        return args[0]
+    if not args and not kwargs:
+        return None
+    return {"args": list(args), **kwargs} if args else dict(kwargs)
+
+
+def _output_of(parts: list[t.Any], returned: t.Any) -> t.Any:
+    if returned is not None:
+        return returned
+    texts = [p if p.__class__ is str else p.delta for p in parts if p.__class__ is str or (p.__class__ is Delta and p.channel == "text" and isinstance(p.delta, str))]
+    if texts:
+        return "".join(texts)
+    others = [p for p in parts if p.__class__ is not Delta]
+    return others[-1] if others else None
+
+
+def _emit_item(ctx: RunContext, item: t.Any) -> None:
+    cls = item.__class__
+    if cls is str:
+        ctx.chunk(item)
+    elif cls is Delta:
+        ctx.chunk(item.delta, item.channel, item.call_id)
+    else:
+        ctx.chunk(item, "data")
+
+
+class _Shape:
+    SYNC = 0
+    CORO = 1
+    GEN = 2
+    AGEN = 3
+
+
+def _shape_of(fn: t.Callable[..., t.Any]) -> int:
+    if inspect.isasyncgenfunction(fn):
+        return _Shape.AGEN
+    if inspect.iscoroutinefunction(fn):
+        return _Shape.CORO
+    if inspect.isgeneratorfunction(fn):
+        return _Shape.GEN
+    return _Shape.SYNC
+
+
+class ModuleBase:
+    """Base class of every module: an LLM call, a tool, an agent, a flow, a node, anything.
+
+    Subclasses implement :meth:`forward` only. Class attributes (overridable
+    per instance) describe the runs:
+
+    Attributes:
+        name: the run name (default: the class name).
+        kind: ``llm``, ``tool``, ``agent``, ``flow``, ``node`` or ``module``.
+        tags: tags of every run of this module (inherited by child runs).
+        metadata: free-form metadata for the runs.
+        blocking: a synchronous ``forward`` may block, so ``await acall()``
+            runs it in the SDK's thread pool. Set ``False`` for cheap CPU-only
+            modules to run them inline on the event loop.
+        join_output: collect the chunks of a generator ``forward`` to build
+            the output. ``False`` keeps memory flat for endless streams; the
+            output is then the generator's return value.
+
+    Example::
+
+        class Echo(ModuleBase):
+            def forward(self, text: str):
+                for word in text.split():
+                    yield word + " "
+
+        Echo()("hello world")                  # 'hello world '
+        for piece in Echo().stream("hi").text():
+            print(piece)
+    """
+
+    name: str | None = None
+    kind: RunKind = "module"
+    tags: tuple[str, ...] = ()
+    metadata: t.Mapping[str, t.Any] = _EMPTY_META
+    blocking: bool = True
+    join_output: bool = True
+    _forward_shape: int = _Shape.SYNC
+
+    def __init_subclass__(cls, **kwargs: t.Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._forward_shape = _shape_of(cls.forward)
+
+    def forward(self, *args: t.Any, **kwargs: t.Any) -> t.Any:
+        """Do the module's work. Override this; never call it directly (call the module)."""
+        msg = f"{type(self).__qualname__} must implement forward(); ModuleBase subclasses override it to do their work."
+        raise NotImplementedError(msg)
+
+    # -- run bookkeeping ------------------------------------------------------
+
+    def _run_name(self) -> str:
+        return self.name or type(self).__name__
+
+    def _open(
+        self,
+        args: tuple[t.Any, ...],
+        kwargs: dict[str, t.Any],
+        sink: _Buffer | None,
+        token: CancelToken | None,
+        run_id: str | None,
+    ) -> tuple[RunContext, list[t.Callable[[], t.ContextManager[t.Any]]]]:
+        parent = _current.get()
+        rid = run_id or new_id()
+        tags = self.tags
+        if parent is None:
+            run = Run(rid, self._run_name(), self.kind, None, rid, tuple(tags), self.metadata)
+            root = _Root()
+            sinks: tuple[t.Any, ...] = (sink,) if sink is not None else ()
+            tok = token or CancelToken()
+        else:
+            prun = parent.run
+            if tags:
+                tags = prun.tags + tuple(x for x in tags if x not in prun.tags)
+            else:
+                tags = prun.tags
+            run = Run(rid, self._run_name(), self.kind, prun.run_id, prun.root_id, tags, self.metadata)
+            root = parent._root
+            sinks = parent.sinks + (sink,) if sink is not None else parent.sinks
+            tok = token or parent.token
+        ctx = RunContext(run, self, root, sinks, tok)
+        ctx._start(_inputs_of(args, kwargs))
+        scopes: list[t.Callable[[], t.ContextManager[t.Any]]] = []
+        if _scope_signal.receivers:
+            for _, factory in _scope_signal.send(self, run=run, context=ctx):
+                if factory is not None:
+                    scopes.append(factory)
+        return ctx, scopes
+
+    @staticmethod
+    def _close(ctx: RunContext, status: Status, output: t.Any, exc: BaseException | None) -> None:
+        error = ErrorInfo.from_exception(exc) if exc is not None and status == "error" else None
+        if exc is not None and status == "cancelled" and not isinstance(exc, GeneratorExit):
+            error = ErrorInfo.from_exception(exc)
+        if exc is not None and status == "interrupted":
+            output = getattr(exc, "streamtap_output", output)
+        ctx._end(status, output, error)
+
+    # -- sync ---------------------------------------------------------------
+
+    def __call__(self, *args: t.Any, **kwargs: t.Any) -> t.Any:
+        """Run the module and return its output; chunks still reach streams and subscribers.
+
+        An async ``forward`` is run with ``asyncio.run`` when no loop is
+        running in this thread; inside a loop, use ``await module.acall(...)``.
+        """
+        if self._forward_shape in (_Shape.CORO, _Shape.AGEN):
+            return self._call_async_from_sync(args, kwargs, None, None, None)
+        return self._run_sync(args, kwargs, None, None, None)
+
+    def _call_async_from_sync(
+        self,
+        args: tuple[t.Any, ...],
+        kwargs: dict[str, t.Any],
+        sink: _Buffer | None,
+        token: CancelToken | None,
+        run_id: str | None,
+    ) -> t.Any:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            msg = (
+                f"{self._run_name()}.forward is async and an event loop is running in this thread, so it cannot be "
+                f"called synchronously. Use 'await module.acall(...)' instead of 'module(...)'."
+            )
+            raise UsageError(msg)
+
+        async def main() -> t.Any:
+            task = asyncio.current_task()
+            loop = asyncio.get_running_loop()
+            assert task is not None
+            remove = token.add_callback(lambda: loop.call_soon_threadsafe(task.cancel)) if token else None
+            try:
+                return await self._run_async(args, kwargs, sink, token, run_id)
+            finally:
+                if remove:
+                    remove()
+
+        return asyncio.run(main())
+
+    def _run_sync(
+        self,
+        args: tuple[t.Any, ...],
+        kwargs: dict[str, t.Any],
+        sink: _Buffer | None,
+        token: CancelToken | None,
+        run_id: str | None,
+    ) -> t.Any:
+        ctx, scopes = self._open(args, kwargs, sink, token, run_id)
+        var = _current.set(ctx)
+        status: Status = "ok"
+        output: t.Any = None
+        failure: BaseException | None = None
+        try:
+            if scopes:
+                with contextlib.ExitStack() as stack:
+                    for factory in scopes:
+                        stack.enter_context(factory())
+                    output = self._forward_sync(ctx, args, kwargs)
+            else:
+                output = self._forward_sync(ctx, args, kwargs)
+            return output
+        except BaseException as exc:
+            status = _status_of(exc)
+            failure = exc
+            raise
+        finally:
+            _current.reset(var)
+            self._close(ctx, status, output, failure)
+
+    def _forward_sync(self, ctx: RunContext, args: tuple[t.Any, ...], kwargs: dict[str, t.Any]) -> t.Any:
+        result = self.forward(*args, **kwargs)
+        if result.__class__ is types.GeneratorType:
+            return self._drive(ctx, result)
+        if inspect.isawaitable(result):
+            if inspect.iscoroutine(result):
+                result.close()
+            msg = (
+                f"{self._run_name()}.forward returned an awaitable from a synchronous call. Declare it "
+                "'async def forward' (then module(...) runs it with asyncio.run, or use 'await module.acall(...)')."
+            )
+            raise UsageError(msg)
+        return result
+
+    def _drive(self, ctx: RunContext, gen: t.Generator[t.Any, None, t.Any]) -> t.Any:
+        parts: list[t.Any] = []
+        append = parts.append if self.join_output else (lambda _: None)
+        sinks = ctx.sinks
+        recv = _chunk_receivers
+        token = ctx.token
+        try:
+            try:
+                item = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            ctx.chunk_first()
+            append(item)
+            if sinks or recv or token.cancelled:
+                _emit_item(ctx, item)
+            while True:
+                try:
+                    item = next(gen)
+                except StopIteration as stop:
+                    return _output_of(parts, stop.value)
+                append(item)
+                if sinks or recv or token.cancelled:
+                    _emit_item(ctx, item)
+        finally:
+            gen.close()
+
+    # -- async --------------------------------------------------------------
+
+    async def acall(self, *args: t.Any, **kwargs: t.Any) -> t.Any:
+        """Run the module from async code and return its output.
+
+        A synchronous ``forward`` runs in the SDK's thread pool (unless the
+        module sets ``blocking = False``), keeping the event loop free.
+        """
+        return await self._run_async(args, kwargs, None, None, None)
+
+    async def _run_async(
+        self,
+        args: tuple[t.Any, ...],
+        kwargs: dict[str, t.Any],
+        sink: _Buffer | None,
+        token: CancelToken | None,
+        run_id: str | None,
+    ) -> t.Any:
+        shape = self._forward_shape
+        if shape in (_Shape.SYNC, _Shape.GEN) and self.blocking:
+            return await self._offload(args, kwargs, sink, token, run_id)
+        ctx, scopes = self._open(args, kwargs, sink, token, run_id)
+        var = _current.set(ctx)
+        status: Status = "ok"
+        output: t.Any = None
+        failure: BaseException | None = None
+        try:
+            with contextlib.ExitStack() as stack:
+                for factory in scopes:
+                    stack.enter_context(factory())
+                if shape == _Shape.AGEN:
+                    output = await self._adrive(ctx, self.forward(*args, **kwargs))
+                elif shape == _Shape.CORO:
+                    output = await self.forward(*args, **kwargs)
+                else:
+                    output = self._forward_sync(ctx, args, kwargs)
+            return output
+        except BaseException as exc:
+            status = _status_of(exc)
+            failure = exc
+            raise
+        finally:
+            _current.reset(var)
+            self._close(ctx, status, output, failure)
+
+    async def _offload(
+        self,
+        args: tuple[t.Any, ...],
+        kwargs: dict[str, t.Any],
+        sink: _Buffer | None,
+        token: CancelToken | None,
+        run_id: str | None,
+    ) -> t.Any:
+        parent = _current.get()
+        # Our own token, so that cancelling this await stops the thread's run without
+        # cancelling the rest of the tree; cancelling the tree still reaches it.
+        base = token or (parent.token if parent is not None else None)
+        own = base.child() if base is not None else CancelToken()
+        ctx = contextvars.copy_context()
+        loop = asyncio.get_running_loop()
+        fut = loop.run_in_executor(default_executor(), ctx.run, self._run_sync, args, kwargs, sink, own, run_id)
+        try:
+            return await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            own.cancel("the awaiting task was cancelled")
+            # The thread stops at its next chunk; wait for its End so that it stays last.
+            with contextlib.suppress(BaseException):
+                await asyncio.wait({fut})
+            raise
+        finally:
+            if base is not None:
+                base.discard_child(own)
+
+    async def _adrive(self, ctx: RunContext, agen: t.AsyncGenerator[t.Any, None]) -> t.Any:
+        parts: list[t.Any] = []
+        join = self.join_output
+        sinks = ctx.sinks
+        recv = _chunk_receivers
+        token = ctx.token
+        first = True
+        try:
+            async for item in agen:
+                if first:
+                    ctx.chunk_first()
+                    first = False
+                if join:
+                    parts.append(item)
+                if sinks or recv or token.cancelled:
+                    _emit_item(ctx, item)
+                    for sink in sinks:
+                        if sink.over():
+                            await sink.wait_for_room()
+        finally:
+            await agen.aclose()
+        return _output_of(parts, None)
+
+    # -- streaming ------------------------------------------------------------
+
+    def stream(self, *args: t.Any, **kwargs: t.Any) -> RunStream:
+        """Start the call in the background and iterate its run tree's events.
+
+        The arguments go to ``forward``. Iterate the result (or its
+        ``.text()`` / ``.filter(...)`` views) from this or any other thread.
+        Buffering defaults to 1,024 events with back-pressure; see
+        :meth:`buffered` to change it.
+        """
+        return self.buffered().stream(*args, **kwargs)
+
+    def astream(self, *args: t.Any, **kwargs: t.Any) -> RunStream:
+        """Like :meth:`stream`, for ``async for``; call it inside a running event loop."""
+        return self.buffered().astream(*args, **kwargs)
+
+    def start(self, *args: t.Any, **kwargs: t.Any) -> RunHandle:
+        """Start the call in the background (a thread) and return its :class:`RunHandle`, with a stream."""
+        return self.buffered().start(*args, **kwargs)
+
+    def astart(self, *args: t.Any, **kwargs: t.Any) -> RunHandle:
+        """Start the call as a task of the running loop and return its :class:`RunHandle`, with a stream."""
+        return self.buffered().astart(*args, **kwargs)
+
+    def buffered(self, maxsize: int = 1024, policy: Policy = "block") -> Buffered:
+        """Choose the stream buffer for the next call: ``module.buffered(64, "drop_oldest").stream(x)``.
+
+        Args:
+            maxsize: events held at most while the consumer lags.
+            policy: ``"block"`` (back-pressure), ``"drop_oldest"`` (counted),
+                or ``"error"`` (the consumer gets StreamOverflowError).
+        """
+        return Buffered(self, maxsize, policy)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__qualname__} {self._run_name()!r} kind={self.kind}>"
+
+
+class Buffered:
+    """A module with a chosen stream buffer; made by :meth:`ModuleBase.buffered`."""
+
+    __slots__ = ("maxsize", "module", "policy")
+
+    def __init__(self, module: ModuleBase, maxsize: int, policy: Policy) -> None:
+        _Buffer(maxsize, policy)  # validate now, with a clear error
+        self.module = module
+        self.maxsize = maxsize
+        self.policy = policy
+
+    def _prepare(self) -> tuple[_Buffer, RunHandle, CancelToken, t.Callable[[], None]]:
+        parent = _current.get()
+        buf = _Buffer(self.maxsize, self.policy)
+        if parent is not None:
+            token = parent.token.child()
+            ptoken = parent.token
+
+            def finish() -> None:
+                buf.finish()
+                ptoken.discard_child(token)
+
+        else:
+            token = CancelToken()
+            finish = buf.finish
+        handle = RunHandle(new_id(), token)
+        handle._stream = RunStream(buf, handle)
+        return buf, handle, token, finish
+
+    def start(self, *args: t.Any, **kwargs: t.Any) -> RunHandle:
+        """See :meth:`ModuleBase.start`."""
+        buf, handle, token, finish = self._prepare()
+        module = self.module
+        target = module._call_async_from_sync if module._forward_shape in (_Shape.CORO, _Shape.AGEN) else module._run_sync
+
+        def work() -> t.Any:
+            try:
+                return target(args, kwargs, buf, token, handle.run_id)
+            finally:
+                finish()
+
+        handle._future = default_executor().submit(work)
+        return handle
+
+    def stream(self, *args: t.Any, **kwargs: t.Any) -> RunStream:
+        """See :meth:`ModuleBase.stream`."""
+        return self.start(*args, **kwargs).events()
+
+    def astart(self, *args: t.Any, **kwargs: t.Any) -> RunHandle:
+        """See :meth:`ModuleBase.astart`."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            msg = "astart()/astream() need a running event loop; from synchronous code use start()/stream()."
+            raise UsageError(msg) from None
+        buf, handle, token, finish = self._prepare()
+        buf._loop = loop
+        buf._loop_thread = threading.get_ident()
+
+        async def work() -> t.Any:
+            try:
+                return await self.module._run_async(args, kwargs, buf, token, handle.run_id)
+            finally:
+                finish()
+
+        task = loop.create_task(work())
+        thread = threading.get_ident()
+
+        def cancel_task() -> None:
+            if threading.get_ident() == thread:
+                task.cancel()
+            else:
+                loop.call_soon_threadsafe(task.cancel)
+
+        token.add_callback(cancel_task)
+        handle._future = task
+        return handle
+
+    def astream(self, *args: t.Any, **kwargs: t.Any) -> RunStream:
+        """See :meth:`ModuleBase.astream`."""
+        return self.astart(*args, **kwargs).events()

@@ -1,0 +1,559 @@
+"""Run streams: iterate one call's whole run tree, from any thread or task.
+
+``module.stream(x)`` / ``module.astream(x)`` start the call in the background
+and return a :class:`RunStream` of its events: its own and those of every
+module it calls, in any thread or task, in ``seq`` order. ``module.start(x)``
+returns a :class:`RunHandle` to read the events, wait for the result, or
+cancel.
+
+Buffers are bounded. When the consumer lags, the stream's ``policy`` decides:
+
+``"block"`` (default)
+    back-pressure: a producing thread waits; an async producer on the
+    consumer's own loop awaits at its next chunk. Nothing is lost.
+``"drop_oldest"``
+    the oldest buffered event is dropped and counted in :attr:`RunStream.dropped`.
+``"error"``
+    the stream stops taking events and the consumer gets
+    :class:`~streamtap.exceptions.StreamOverflowError` after the buffered ones.
+
+In every policy the run itself goes on, and memory does not grow with the
+length of the stream. Leaving a stream before its end (``break``, ``close()``,
+leaving its ``with`` block, or dropping it) cancels its run; use
+:meth:`RunHandle.result` or ``module.start`` for a run that must finish anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import threading
+import typing as t
+
+from .context import CancelToken
+from .events import Chunk, Event
+from .exceptions import RunCancelled, StreamOverflowError, UsageError
+
+__all__ = ["Policy", "RunHandle", "RunStream", "StreamView"]
+
+Policy = t.Literal["block", "drop_oldest", "error"]
+"""What a stream does when its consumer lags (see the module docstring)."""
+
+_POLICIES = ("block", "drop_oldest", "error")
+
+
+class _Buffer:
+    """The sink half of a stream: bounded, thread-safe, wakes sync or async consumers."""
+
+    __slots__ = (
+        "_async_waiter",
+        "_cond",
+        "_consumer_waiting",
+        "_loop",
+        "_loop_thread",
+        "_producers_waiting",
+        "_q",
+        "_room_waiter",
+        "closed",
+        "dropped",
+        "error",
+        "finished",
+        "maxsize",
+        "policy",
+    )
+
+    def __init__(self, maxsize: int, policy: Policy) -> None:
+        if not isinstance(maxsize, int) or maxsize < 1:
+            msg = f"A stream's maxsize must be a whole number of at least 1, got {maxsize!r}."
+            raise UsageError(msg)
+        if policy not in _POLICIES:
+            msg = f"Unknown stream policy {policy!r}; choose one of {list(_POLICIES)}."
+            raise UsageError(msg)
+        self.maxsize = maxsize
+        self.policy = policy
+        self._q: collections.deque[Event] = collections.deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._consumer_waiting = False
+        self._producers_waiting = 0
+        self._async_waiter: asyncio.Future[None] | None = None
+        self._room_waiter: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self.dropped = 0
+        self.error: BaseException | None = None
+        self.finished = False  # the producer is done: no more events will come
+        self.closed = False  # the consumer left: events are discarded
+
+    # -- producer side -------------------------------------------------
+
+    def put(self, event: Event) -> None:
+        q = self._q
+        if len(q) >= self.maxsize and not self.closed:
+            if self.policy == "block":
+                self._wait_for_room()
+            elif self.policy == "drop_oldest":
+                q.popleft()
+                self.dropped += 1
+            elif self.error is None:
+                self.error = StreamOverflowError(self.maxsize)
+                self._wake()
+                return
+            else:
+                return
+        if self.closed or self.error is not None:
+            return
+        q.append(event)
+        if self._consumer_waiting:
+            self._wake()
+
+    def _wait_for_room(self) -> None:
+        if self._loop_thread is not None and self._loop_thread == threading.get_ident():
+            # The producer runs on the async consumer's own loop: blocking would
+            # deadlock. It goes over by one; the module awaits room at its next chunk.
+            return
+        with self._cond:
+            self._producers_waiting += 1
+            try:
+                while len(self._q) >= self.maxsize and not self.closed:
+                    if self._consumer_waiting:
+                        self._wake_locked()
+                    self._cond.wait()
+            finally:
+                self._producers_waiting -= 1
+
+    def over(self) -> bool:
+        return len(self._q) >= self.maxsize and not self.closed
+
+    async def wait_for_room(self) -> None:
+        """Await until the consumer has made room (for async producers on the consumer's loop)."""
+        while self.over():
+            fut = asyncio.get_running_loop().create_future()
+            with self._cond:
+                if not self.over():
+                    return
+                self._room_waiter = fut
+            await fut
+
+    def finish(self) -> None:
+        with self._cond:
+            self.finished = True
+        self._wake()
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._wake_locked()
+
+    def _wake_locked(self) -> None:
+        self._cond.notify_all()
+        fut = self._async_waiter
+        if fut is not None:
+            self._async_waiter = None
+            loop = self._loop
+            assert loop is not None
+            if self._loop_thread == threading.get_ident():
+                if not fut.done():
+                    fut.set_result(None)
+            else:
+                try:
+                    loop.call_soon_threadsafe(_set_done, fut)
+                except RuntimeError:  # loop closed: the consumer is gone
+                    pass
+
+    # -- consumer side -----------------------------------------------------
+
+    def _made_room(self) -> None:
+        if self._producers_waiting or self._room_waiter is not None:
+            with self._cond:
+                self._cond.notify_all()
+                fut = self._room_waiter
+                if fut is not None:
+                    self._room_waiter = None
+                    if not fut.done():
+                        fut.set_result(None)
+
+    def get(self, timeout: float | None = None) -> Event | None:
+        """Next event, or ``None`` at the end of the stream."""
+        q = self._q
+        while True:
+            if q:
+                ev = q.popleft()
+                if self._producers_waiting and len(q) < self.maxsize:
+                    self._made_room()
+                return ev
+            if self.error is not None:
+                raise self.error
+            if self.finished or self.closed:
+                return None
+            with self._cond:
+                self._consumer_waiting = True
+                try:
+                    if not q and not self.finished and self.error is None and not self.closed:
+                        if self._producers_waiting:
+                            self._cond.notify_all()
+                        if not self._cond.wait(timeout):
+                            raise TimeoutError(f"No event arrived within {timeout} s.")
+                finally:
+                    self._consumer_waiting = False
+
+    async def aget(self) -> Event | None:
+        q = self._q
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+            self._loop_thread = threading.get_ident()
+        while True:
+            if q:
+                ev = q.popleft()
+                if len(q) < self.maxsize:
+                    self._made_room()
+                return ev
+            if self.error is not None:
+                raise self.error
+            if self.finished or self.closed:
+                return None
+            fut = loop.create_future()
+            with self._cond:
+                if q or self.finished or self.error is not None:
+                    continue
+                self._async_waiter = fut
+                self._consumer_waiting = True
+                if self._producers_waiting:
+                    self._cond.notify_all()
+            try:
+                await fut
+            finally:
+                with self._cond:
+                    self._consumer_waiting = False
+                    if self._async_waiter is fut:
+                        self._async_waiter = None
+
+    def close(self) -> None:
+        with self._cond:
+            self.closed = True
+            self._q.clear()
+            self._cond.notify_all()
+            fut = self._room_waiter
+            if fut is not None and not fut.done():
+                self._room_waiter = None
+                fut.get_loop().call_soon_threadsafe(_set_done, fut)
+
+
+def _set_done(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class _Iterable:
+    """Sync and async iteration over a stream, with an optional predicate and mapping."""
+
+    __slots__ = ()
+
+    def _source(self) -> RunStream:
+        raise NotImplementedError
+
+    def _accept(self, event: Event) -> bool:
+        return True
+
+    def _map(self, event: Event) -> t.Any:
+        return event
+
+    def filter(
+        self,
+        *,
+        kinds: t.Iterable[str] | str | None = None,
+        channels: t.Iterable[str] | str | None = None,
+        names: t.Iterable[str] | str | None = None,
+        tags: t.Iterable[str] | str | None = None,
+        run_kinds: t.Iterable[str] | str | None = None,
+        exclude_names: t.Iterable[str] | str | None = None,
+    ) -> StreamView:
+        """Only the events that match every given criterion.
+
+        Args:
+            kinds: event kinds (``start``, ``chunk``, ``tool``, ``custom``, ``end``).
+            channels: chunk channels (``text``, ``reasoning``, ``tool_args``...);
+                events that are not chunks pass this criterion.
+            names: names of the runs the events belong to.
+            tags: the run has at least one of these tags (tags are inherited).
+            run_kinds: kinds of the runs (``llm``, ``tool``, ``agent``, ``flow``, ``node``, ``module``).
+            exclude_names: runs with these names are left out.
+        """
+
+        def _set(v: t.Iterable[str] | str | None) -> frozenset[str] | None:
+            return None if v is None else frozenset([v] if isinstance(v, str) else v)
+
+        k, c, n, tg, rk, xn = map(_set, (kinds, channels, names, tags, run_kinds, exclude_names))
+
+        def accept(ev: Event) -> bool:
+            run = ev.run
+            return (
+                (k is None or ev.kind in k)
+                and (c is None or ev.__class__ is not Chunk or ev.channel in c)  # type: ignore[union-attr]
+                and (n is None or run.name in n)
+                and (xn is None or run.name not in xn)
+                and (tg is None or not tg.isdisjoint(run.tags))
+                and (rk is None or run.kind in rk)
+            )
+
+        return StreamView(self, accept, None)
+
+    def text(self) -> StreamView:
+        """Only the user-facing text: the ``delta`` strings of ``text`` chunks."""
+        return StreamView(self, _is_text, _delta)
+
+    def __iter__(self) -> t.Iterator[t.Any]:
+        src = self._source()
+        accept, mapper = self._accept, self._map
+        while True:
+            ev = src._next_event()
+            if ev is None:
+                return
+            if accept(ev):
+                yield mapper(ev)
+
+    async def _aiter(self) -> t.AsyncIterator[t.Any]:
+        src = self._source()
+        accept, mapper = self._accept, self._map
+        while True:
+            ev = await src._anext_event()
+            if ev is None:
+                return
+            if accept(ev):
+                yield mapper(ev)
+
+    def __aiter__(self) -> t.AsyncIterator[t.Any]:
+        return self._aiter()
+
+
+def _is_text(ev: Event) -> bool:
+    return ev.__class__ is Chunk and ev.channel == "text"  # type: ignore[union-attr]
+
+
+def _delta(ev: Event) -> t.Any:
+    return ev.delta  # type: ignore[union-attr]
+
+
+class StreamView(_Iterable):
+    """A filtered or mapped view of a :class:`RunStream`; iterate it sync or async.
+
+    Views share their stream: reading one consumes the stream's events.
+    """
+
+    __slots__ = ("_accept_fn", "_map_fn", "_parent")
+
+    def __init__(
+        self,
+        parent: _Iterable,
+        accept: t.Callable[[Event], bool],
+        mapper: t.Callable[[Event], t.Any] | None,
+    ) -> None:
+        self._parent = parent
+        self._accept_fn = accept
+        self._map_fn = mapper
+
+    def _source(self) -> RunStream:
+        return self._parent._source()
+
+    def _accept(self, event: Event) -> bool:
+        return self._parent._accept(event) and self._accept_fn(event)
+
+    def _map(self, event: Event) -> t.Any:
+        value = self._parent._map(event)
+        return value if self._map_fn is None else self._map_fn(event)
+
+
+class RunStream(_Iterable):
+    """The events of one call's run tree, in ``seq`` order; iterate it sync or async.
+
+    Returned by ``module.stream(x)`` and ``module.astream(x)``. Iteration ends
+    after the call's :class:`~streamtap.events.End`. Read :attr:`handle` for
+    the result. Use it as a (async) context manager, or call :meth:`close`, to
+    leave early; that cancels the run.
+    """
+
+    __slots__ = ("__weakref__", "_buf", "handle")
+
+    def __init__(self, buffer: _Buffer, handle: RunHandle) -> None:
+        self._buf = buffer
+        self.handle = handle
+        """The :class:`RunHandle` of the call."""
+
+    def _source(self) -> RunStream:
+        return self
+
+    @property
+    def dropped(self) -> int:
+        """Events dropped under ``policy="drop_oldest"``."""
+        return self._buf.dropped
+
+    @property
+    def maxsize(self) -> int:
+        """How many events the stream buffers at most."""
+        return self._buf.maxsize
+
+    def __len__(self) -> int:
+        """Events buffered now."""
+        return len(self._buf._q)
+
+    def _next_event(self) -> Event | None:
+        return self._buf.get()
+
+    async def _anext_event(self) -> Event | None:
+        return await self._buf.aget()
+
+    def __next__(self) -> Event:
+        ev = self._buf.get()
+        if ev is None:
+            raise StopIteration
+        return ev
+
+    def __iter__(self) -> t.Iterator[Event]:
+        return self
+
+    async def __anext__(self) -> Event:
+        ev = await self._buf.aget()
+        if ev is None:
+            raise StopAsyncIteration
+        return ev
+
+    def __aiter__(self) -> RunStream:  # type: ignore[override]
+        return self
+
+    def result(self, timeout: float | None = None) -> t.Any:
+        """Read the stream to its end (discarding events) and return the call's result."""
+        for _ in self:
+            pass
+        return self.handle.result(timeout)
+
+    async def aresult(self) -> t.Any:
+        """Async :meth:`result`."""
+        async for _ in self:
+            pass
+        return await self.handle
+
+    def close(self) -> None:
+        """Stop reading; if the run has not ended, cancel it. Idempotent."""
+        buf = self._buf
+        if not buf.closed:
+            buf.close()
+            if not buf.finished:
+                self.handle.cancel("the stream was closed before the run ended")
+
+    async def aclose(self) -> None:
+        """Async :meth:`close`."""
+        self.close()
+
+    def __enter__(self) -> RunStream:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> RunStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # pragma: no cover - interpreter shutdown
+            pass
+
+    def __repr__(self) -> str:
+        return f"<RunStream run={self.handle.run_id} buffered={len(self)} dropped={self.dropped}>"
+
+
+class RunHandle:
+    """A call running in the background: its events, its result, and a way to stop it.
+
+    Returned by ``module.start(x)`` / ``module.astart(x)`` and by
+    :attr:`RunStream.handle`. Await it (``await handle``) or call
+    :meth:`result` for the call's return value; the module's own exception is
+    raised unchanged, :class:`~streamtap.exceptions.RunCancelled` if it was
+    cancelled.
+    """
+
+    __slots__ = ("_future", "_stream", "run_id", "token")
+
+    def __init__(self, run_id: str, token: CancelToken) -> None:
+        self.run_id = run_id
+        """The id the call's root run has (known before it starts)."""
+        self.token = token
+        self._future: concurrent.futures.Future[t.Any] | asyncio.Future[t.Any] | None = None
+        self._stream: RunStream | None = None
+
+    def events(self) -> RunStream:
+        """The stream of the call's events.
+
+        Raises:
+            UsageError: when the call was started without a stream.
+        """
+        if self._stream is None:
+            msg = "This run was started without a stream. Use module.stream(...) or module.start(..., ) to get one."
+            raise UsageError(msg)
+        return self._stream
+
+    def cancel(self, reason: str | None = None) -> bool:
+        """Ask the run to stop, from any thread or task.
+
+        Async code is cancelled at once (``CancelledError`` inside it);
+        synchronous code stops at its next chunk or
+        :meth:`~streamtap.RunContext.raise_if_cancelled`, and callbacks
+        registered with :meth:`~streamtap.RunContext.on_cancel` run now (an
+        LLM module closes its HTTP stream there). Every open run of the tree
+        ends with status ``cancelled``. Returns ``False`` if already cancelled.
+        """
+        return self.token.cancel(reason or "cancelled by RunHandle.cancel()")
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether :meth:`cancel` was called."""
+        return self.token.cancelled
+
+    def done(self) -> bool:
+        """Whether the call has finished (in any way)."""
+        return self._future is not None and self._future.done()
+
+    def result(self, timeout: float | None = None) -> t.Any:
+        """Wait for the call and return its output (sync).
+
+        Raises:
+            TimeoutError: when ``timeout`` seconds pass first.
+            UsageError: when the run is an asyncio task of the calling thread's own loop (await it instead).
+        """
+        fut = self._future
+        assert fut is not None
+        if isinstance(fut, asyncio.Future):
+            if fut.done():
+                return fut.result()
+            msg = "This run is a task on an event loop: use 'await handle' rather than handle.result()."
+            raise UsageError(msg)
+        try:
+            return fut.result(timeout)
+        except concurrent.futures.CancelledError:
+            raise RunCancelled(self.token.reason or "cancelled") from None
+        except concurrent.futures.TimeoutError:
+            raise TimeoutError(f"Run {self.run_id} did not finish within {timeout} s.") from None
+
+    async def wait(self) -> t.Any:
+        """Await the call and return its output."""
+        fut = self._future
+        assert fut is not None
+        try:
+            if isinstance(fut, asyncio.Future):
+                return await asyncio.shield(fut)
+            return await asyncio.wrap_future(fut)
+        except asyncio.CancelledError:
+            if fut.done() and fut.cancelled():
+                raise RunCancelled(self.token.reason or "cancelled") from None
+            raise
+
+    def __await__(self) -> t.Generator[t.Any, None, t.Any]:
+        return self.wait().__await__()
+
+    def __repr__(self) -> str:
+        state = "done" if self.done() else ("cancelling" if self.cancelled else "running")
+        return f"<RunHandle {self.run_id} {state}>"
