@@ -22,6 +22,7 @@ import itertools
 import logging
 import threading
 import time
+import types
 import typing as t
 from contextvars import ContextVar
 
@@ -36,10 +37,14 @@ log = logging.getLogger("streamtap.context")
 _current: ContextVar[RunContext | None] = ContextVar("streamtap_run", default=None)
 
 _tuple_new = tuple.__new__
-_chunk_receivers = bus.signals["chunk"].receivers
+_registry = bus.registry
+_chunk_sig = bus.signals["chunk"]
+_chunk_receivers = _chunk_sig.receivers
+_start_sig = bus.signals["start"]
 _tool_sig = bus.signals["tool"]
 _custom_sig = bus.signals["custom"]
-_chunk_sig = bus.signals["chunk"]
+_end_sig = bus.signals["end"]
+_EMPTY: t.Mapping[str, t.Any] = types.MappingProxyType({})
 
 P = t.ParamSpec("P")
 R = t.TypeVar("R")
@@ -78,6 +83,9 @@ def emit(name: str, data: t.Any = None) -> None:
     ctx.emit(name, data)
 
 
+_TOKEN_LOCK = threading.Lock()  # guards the rare token mutations; tokens themselves stay allocation-free
+
+
 class CancelToken:
     """A cancellation flag shared by a run tree (or a part of it).
 
@@ -86,24 +94,25 @@ class CancelToken:
     rest still run) and cancels child tokens. Thread-safe.
     """
 
-    __slots__ = ("_callbacks", "_children", "_lock", "cancelled", "reason")
+    __slots__ = ("_callbacks", "_children", "cancelled", "private", "reason")
 
-    def __init__(self) -> None:
+    def __init__(self, *, private: bool = False) -> None:
         self.cancelled = False
+        self.private = private
+        """Made for a plain call that no handle or awaiting task can cancel (lets the hot path skip checks)."""
         self.reason: str | None = None
-        self._callbacks: list[t.Callable[[], t.Any]] = []
-        self._children: list[CancelToken] = []
-        self._lock = threading.Lock()
+        self._callbacks: list[t.Callable[[], t.Any]] | None = None
+        self._children: list[CancelToken] | None = None
 
     def cancel(self, reason: str | None = None) -> bool:
         """Cancel; returns ``False`` when it was already cancelled."""
-        with self._lock:
+        with _TOKEN_LOCK:
             if self.cancelled:
                 return False
             self.cancelled = True
             self.reason = reason
-            callbacks, self._callbacks = self._callbacks, []
-            children = list(self._children)
+            callbacks, self._callbacks = self._callbacks or [], None
+            children = list(self._children or ())
         for cb in callbacks:
             try:
                 cb()
@@ -115,13 +124,15 @@ class CancelToken:
 
     def add_callback(self, fn: t.Callable[[], t.Any]) -> t.Callable[[], None]:
         """Run ``fn`` when the token is cancelled (at once if it already is); returns a remover."""
-        with self._lock:
+        with _TOKEN_LOCK:
             if not self.cancelled:
+                if self._callbacks is None:
+                    self._callbacks = []
                 self._callbacks.append(fn)
 
                 def remove() -> None:
-                    with self._lock:
-                        if fn in self._callbacks:
+                    with _TOKEN_LOCK:
+                        if self._callbacks and fn in self._callbacks:
                             self._callbacks.remove(fn)
 
                 return remove
@@ -131,8 +142,10 @@ class CancelToken:
     def child(self) -> CancelToken:
         """A token cancelled with this one, that can also be cancelled alone."""
         token = CancelToken()
-        with self._lock:
+        with _TOKEN_LOCK:
             if not self.cancelled:
+                if self._children is None:
+                    self._children = []
                 self._children.append(token)
                 return token
         token.cancel(self.reason)
@@ -140,18 +153,21 @@ class CancelToken:
 
     def discard_child(self, token: CancelToken) -> None:
         """Forget a finished child token."""
-        with self._lock:
-            if token in self._children:
+        with _TOKEN_LOCK:
+            if self._children and token in self._children:
                 self._children.remove(token)
 
 
 class _Root:
     """What every run of one tree shares: the lock that orders delivery and the ``seq`` counter."""
 
-    __slots__ = ("counter", "lock")
+    __slots__ = ("acquire", "counter", "lock", "release")
 
     def __init__(self) -> None:
+        # Re-entrant: a subscriber may call a module, whose events belong to the same root.
         self.lock = threading.RLock()
+        self.acquire = self.lock.acquire
+        self.release = self.lock.release
         self.counter = itertools.count()
 
 
@@ -194,6 +210,7 @@ class RunContext:
         self.token = token
         """The :class:`CancelToken` of this run."""
         self.attributes: dict[str, t.Any] = {}
+        """What :meth:`annotate` recorded."""
         self.usage: Usage | None = None
         self.started_at = 0.0
         self._t0 = 0.0
@@ -251,14 +268,22 @@ class RunContext:
             self._t_first = time.perf_counter()
         if self.token.cancelled:
             self.raise_if_cancelled()
-        if self.sinks or _chunk_receivers:
+        subs = _registry.chunk
+        sinks = self.sinks
+        if sinks or subs or _chunk_receivers:
+            # The hot path: acquire()/release() cost half of a with-block here.
             root = self._root
-            with root.lock:
+            root.acquire()
+            try:
                 ev = _tuple_new(Chunk, (self.run, next(root.counter), delta, channel, call_id))
-                for sink in self.sinks:
+                for sink in sinks:
                     sink.put(ev)
+                for sub in subs:
+                    sub.deliver(ev)
                 if _chunk_receivers:
                     _chunk_sig.send(self.module, event=ev)
+            finally:
+                root.release()
 
     def tool(
         self,
@@ -278,44 +303,56 @@ class RunContext:
             error = ErrorInfo.from_exception(error)
         elif isinstance(error, str):
             error = ErrorInfo("ToolError", error)
-        self._send(_tool_sig, lambda seq: Tool(self.run, seq, call_id, name, phase, arguments, result, error))
+        subs = _registry.tool
+        if self.sinks or subs or _tool_sig.receivers:
+            with self._root.lock:
+                ev = Tool(self.run, next(self._root.counter), call_id, name, phase, arguments, result, error)
+                self._deliver(ev, subs, _tool_sig)
 
     def emit(self, name: str, data: t.Any = None) -> None:
         """Send a custom progress event (see :func:`streamtap.emit`)."""
-        self._send(_custom_sig, lambda seq: Custom(self.run, seq, name, data))
+        subs = _registry.custom
+        if self.sinks or subs or _custom_sig.receivers:
+            with self._root.lock:
+                self._deliver(Custom(self.run, next(self._root.counter), name, data), subs, _custom_sig)
 
-    def _send(self, sig: t.Any, make: t.Callable[[int], t.Any]) -> None:
-        if self.sinks or sig.receivers:
-            root = self._root
-            with root.lock:
-                ev = make(next(root.counter))
-                for sink in self.sinks:
-                    sink.put(ev)
-                if sig.receivers:
-                    sig.send(self.module, event=ev)
+    def _deliver(self, ev: t.Any, subs: tuple[t.Any, ...], sig: t.Any) -> None:
+        # Called with the root's lock held, so that delivery order is seq order.
+        for sink in self.sinks:
+            sink.put(ev)
+        for sub in subs:
+            sub.deliver(ev)
+        if sig.receivers:
+            sig.send(self.module, event=ev)
+
+    def _listened(self) -> bool:
+        """Whether anything at all can receive this run's events."""
+        return bool(self.sinks or _registry.chunk or _chunk_receivers)
 
     # -- lifecycle (called by ModuleBase only) -------------------------------
 
     def _start(self, inputs: t.Any) -> None:
         self.started_at = time.time()
         self._t0 = time.perf_counter()
-        sig = bus.signals["start"]
-        self._send(sig, lambda seq: Start(self.run, seq, inputs, self.started_at))
+        subs = _registry.start
+        if self.sinks or subs or _start_sig.receivers:
+            with self._root.lock:
+                ev = _tuple_new(Start, (self.run, next(self._root.counter), inputs, self.started_at))
+                self._deliver(ev, subs, _start_sig)
 
     def _end(self, status: Status, output: t.Any = None, error: ErrorInfo | None = None) -> End | None:
+        subs = _registry.end
+        if not (self.sinks or subs or _end_sig.receivers):
+            return None
         now = time.perf_counter()
-        timings = Timings(self.started_at, now - self._t0, self.time_to_first_chunk)
+        timings = _tuple_new(Timings, (self.started_at, now - self._t0, self.time_to_first_chunk))
         attrs = self.attributes
-        sig = bus.signals["end"]
-        made: list[End] = []
-
-        def make(seq: int) -> End:
-            ev = End(self.run, seq, status, output, error, self.usage, timings, attrs)
-            made.append(ev)
-            return ev
-
-        self._send(sig, make)
-        return made[0] if made else None
+        with self._root.lock:
+            ev = _tuple_new(
+                End, (self.run, next(self._root.counter), status, output, error, self.usage, timings, attrs or _EMPTY)
+            )
+            self._deliver(ev, subs, _end_sig)
+        return ev
 
     def __repr__(self) -> str:
         return f"<RunContext {self.run.kind} {self.run.name!r} {self.run.run_id}>"

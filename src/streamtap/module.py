@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dis
 import functools
 import inspect
 import os
@@ -35,12 +36,15 @@ import typing as t
 from . import bus
 from .context import CancelToken, Executor, RunContext, _current, _Root
 from .events import ErrorInfo, Run, RunKind, Status
-from .exceptions import UsageError
+from .exceptions import RunCancelled, UsageError
 from .streams import Policy, RunHandle, RunStream, _Buffer
 
 __all__ = ["Delta", "ModuleBase", "default_executor", "new_id"]
 
 _chunk_receivers = bus.signals["chunk"].receivers
+_registry = bus.registry
+_tuple_new = tuple.__new__
+_GEN = types.GeneratorType
 _scope_signal = bus.scope_signal
 _EMPTY_META: t.Mapping[str, t.Any] = types.MappingProxyType({})
 
@@ -107,7 +111,17 @@ def _inputs_of(args: tuple[t.Any, ...], kwargs: dict[str, t.Any]) -> t.Any:
 def _output_of(parts: list[t.Any], returned: t.Any) -> t.Any:
     if returned is not None:
         return returned
-    texts = [p if p.__class__ is str else p.delta for p in parts if p.__class__ is str or (p.__class__ is Delta and p.channel == "text" and isinstance(p.delta, str))]
+    if not parts:
+        return None
+    try:
+        return "".join(parts)  # the common case: every chunk is text
+    except TypeError:
+        pass
+    texts = [
+        p if p.__class__ is str else p.delta
+        for p in parts
+        if p.__class__ is str or (p.__class__ is Delta and p.channel == "text" and isinstance(p.delta, str))
+    ]
     if texts:
         return "".join(texts)
     others = [p for p in parts if p.__class__ is not Delta]
@@ -124,11 +138,43 @@ def _emit_item(ctx: RunContext, item: t.Any) -> None:
         ctx.chunk(item, "data")
 
 
+def _discard(_: t.Any) -> None:
+    pass
+
+
+def _capture(gen: t.Generator[t.Any, None, t.Any], box: list[t.Any]) -> t.Generator[t.Any, None, None]:
+    box.append((yield from gen))
+
+
 class _Shape:
     SYNC = 0
     CORO = 1
     GEN = 2
     AGEN = 3
+
+
+def _returns_value(fn: t.Callable[..., t.Any]) -> bool:
+    """Whether a generator function may ``return`` a value (conservatively ``True`` when unsure).
+
+    Lets the hot path consume a generator at C speed when its return value cannot matter.
+    """
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return True
+    try:
+        previous = None
+        for ins in dis.get_instructions(code):
+            if ins.opname == "RETURN_CONST" and ins.argval is not None:
+                return True
+            if ins.opname == "RETURN_VALUE" and not (
+                previous is not None and previous.opname == "LOAD_CONST" and previous.argval is None
+            ):
+                return True
+            if ins.opname not in ("CACHE", "EXTENDED_ARG", "NOP"):
+                previous = ins
+    except Exception:  # pragma: no cover - unknown bytecode
+        return True
+    return False
 
 
 def _shape_of(fn: t.Callable[..., t.Any]) -> int:
@@ -178,10 +224,12 @@ class ModuleBase:
     blocking: bool = True
     join_output: bool = True
     _forward_shape: int = _Shape.SYNC
+    _forward_returns: bool = True
 
     def __init_subclass__(cls, **kwargs: t.Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._forward_shape = _shape_of(cls.forward)
+        cls._forward_returns = _returns_value(cls.forward)
 
     def forward(self, *args: t.Any, **kwargs: t.Any) -> t.Any:
         """Do the module's work. Override this; never call it directly (call the module)."""
@@ -205,17 +253,19 @@ class ModuleBase:
         rid = run_id or new_id()
         tags = self.tags
         if parent is None:
-            run = Run(rid, self._run_name(), self.kind, None, rid, tuple(tags), self.metadata)
+            run = _tuple_new(Run, (rid, self.name or type(self).__name__, self.kind, None, rid, tags, self.metadata))
             root = _Root()
             sinks: tuple[t.Any, ...] = (sink,) if sink is not None else ()
-            tok = token or CancelToken()
+            tok = token or CancelToken(private=True)
         else:
             prun = parent.run
             if tags:
                 tags = prun.tags + tuple(x for x in tags if x not in prun.tags)
             else:
                 tags = prun.tags
-            run = Run(rid, self._run_name(), self.kind, prun.run_id, prun.root_id, tags, self.metadata)
+            run = _tuple_new(
+                Run, (rid, self.name or type(self).__name__, self.kind, prun.run_id, prun.root_id, tags, self.metadata)
+            )
             root = parent._root
             sinks = parent.sinks + (sink,) if sink is not None else parent.sinks
             tok = token or parent.token
@@ -275,6 +325,11 @@ class ModuleBase:
             remove = token.add_callback(lambda: loop.call_soon_threadsafe(task.cancel)) if token else None
             try:
                 return await self._run_async(args, kwargs, sink, token, run_id)
+            except asyncio.CancelledError:
+                if token is not None and token.cancelled:
+                    # Sync callers get the same exception whatever the forward's shape.
+                    raise RunCancelled(token.reason or "cancelled") from None
+                raise
             finally:
                 if remove:
                     remove()
@@ -313,9 +368,10 @@ class ModuleBase:
 
     def _forward_sync(self, ctx: RunContext, args: tuple[t.Any, ...], kwargs: dict[str, t.Any]) -> t.Any:
         result = self.forward(*args, **kwargs)
-        if result.__class__ is types.GeneratorType:
+        cls = result.__class__
+        if cls is _GEN:
             return self._drive(ctx, result)
-        if inspect.isawaitable(result):
+        if hasattr(cls, "__await__"):
             if inspect.iscoroutine(result):
                 result.close()
             msg = (
@@ -327,7 +383,8 @@ class ModuleBase:
 
     def _drive(self, ctx: RunContext, gen: t.Generator[t.Any, None, t.Any]) -> t.Any:
         parts: list[t.Any] = []
-        append = parts.append if self.join_output else (lambda _: None)
+        join = self.join_output
+        append = parts.append if join else _discard
         sinks = ctx.sinks
         recv = _chunk_receivers
         token = ctx.token
@@ -337,17 +394,37 @@ class ModuleBase:
             except StopIteration as stop:
                 return stop.value
             ctx.chunk_first()
-            append(item)
-            if sinks or recv or token.cancelled:
-                _emit_item(ctx, item)
-            while True:
-                try:
-                    item = next(gen)
-                except StopIteration as stop:
-                    return _output_of(parts, stop.value)
+            if not (sinks or recv or _registry.chunk or not token.private):
+                # Nobody listens and nobody can cancel this call: let C consume the rest.
                 append(item)
-                if sinks or recv or token.cancelled:
+                if not self._forward_returns:
+                    if join:
+                        parts.extend(gen)
+                    else:
+                        for _ in gen:
+                            pass
+                    return _output_of(parts, None)
+                box: list[t.Any] = []  # the generator's return value, if any
+                if join:
+                    parts.extend(_capture(gen, box))
+                else:
+                    for _ in _capture(gen, box):
+                        pass
+                return _output_of(parts, box[0] if box else None)
+            chunk = ctx.chunk
+            append(item)
+            if item.__class__ is str:
+                chunk(item)
+            else:
+                _emit_item(ctx, item)
+            box = []  # type: ignore[no-redef]
+            for item in _capture(gen, box) if self._forward_returns else gen:
+                append(item)
+                if item.__class__ is str:
+                    chunk(item)
+                else:
                     _emit_item(ctx, item)
+            return _output_of(parts, box[0] if box else None)
         finally:
             gen.close()
 
@@ -426,23 +503,19 @@ class ModuleBase:
 
     async def _adrive(self, ctx: RunContext, agen: t.AsyncGenerator[t.Any, None]) -> t.Any:
         parts: list[t.Any] = []
-        join = self.join_output
+        append = parts.append if self.join_output else _discard
         sinks = ctx.sinks
-        recv = _chunk_receivers
-        token = ctx.token
         first = True
         try:
             async for item in agen:
                 if first:
                     ctx.chunk_first()
                     first = False
-                if join:
-                    parts.append(item)
-                if sinks or recv or token.cancelled:
-                    _emit_item(ctx, item)
-                    for sink in sinks:
-                        if sink.over():
-                            await sink.wait_for_room()
+                append(item)
+                _emit_item(ctx, item)  # checks for listeners and cancellation itself
+                for sink in sinks:
+                    if sink.over():
+                        await sink.wait_for_room()
         finally:
             await agen.aclose()
         return _output_of(parts, None)
@@ -464,7 +537,14 @@ class ModuleBase:
         return self.buffered().astream(*args, **kwargs)
 
     def start(self, *args: t.Any, **kwargs: t.Any) -> RunHandle:
-        """Start the call in the background (a thread) and return its :class:`RunHandle`, with a stream."""
+        """Start the call in the background (a thread) and return its :class:`RunHandle`.
+
+        ``handle.events()`` streams its events (buffered from the start);
+        the run goes on whether or not anyone reads them, until it ends or
+        ``handle.cancel()``. If nobody reads, a ``"block"`` buffer makes the
+        run wait once full: use ``buffered(policy="drop_oldest")`` for
+        fire-and-forget runs.
+        """
         return self.buffered().start(*args, **kwargs)
 
     def astart(self, *args: t.Any, **kwargs: t.Any) -> RunHandle:
@@ -510,8 +590,7 @@ class Buffered:
         else:
             token = CancelToken()
             finish = buf.finish
-        handle = RunHandle(new_id(), token)
-        handle._stream = RunStream(buf, handle)
+        handle = RunHandle(new_id(), token, buf)
         return buf, handle, token, finish
 
     def start(self, *args: t.Any, **kwargs: t.Any) -> RunHandle:
@@ -519,10 +598,11 @@ class Buffered:
         buf, handle, token, finish = self._prepare()
         module = self.module
         target = module._call_async_from_sync if module._forward_shape in (_Shape.CORO, _Shape.AGEN) else module._run_sync
+        run_id = handle.run_id  # the work must not hold the handle, or a dropped stream could never be collected
 
         def work() -> t.Any:
             try:
-                return target(args, kwargs, buf, token, handle.run_id)
+                return target(args, kwargs, buf, token, run_id)
             finally:
                 finish()
 
@@ -531,7 +611,8 @@ class Buffered:
 
     def stream(self, *args: t.Any, **kwargs: t.Any) -> RunStream:
         """See :meth:`ModuleBase.stream`."""
-        return self.start(*args, **kwargs).events()
+        handle = self.start(*args, **kwargs)
+        return RunStream(handle._buffer, handle)  # type: ignore[arg-type]
 
     def astart(self, *args: t.Any, **kwargs: t.Any) -> RunHandle:
         """See :meth:`ModuleBase.astart`."""
@@ -544,9 +625,12 @@ class Buffered:
         buf._loop = loop
         buf._loop_thread = threading.get_ident()
 
+        run_id = handle.run_id
+        module = self.module
+
         async def work() -> t.Any:
             try:
-                return await self.module._run_async(args, kwargs, buf, token, handle.run_id)
+                return await module._run_async(args, kwargs, buf, token, run_id)
             finally:
                 finish()
 
@@ -565,4 +649,5 @@ class Buffered:
 
     def astream(self, *args: t.Any, **kwargs: t.Any) -> RunStream:
         """See :meth:`ModuleBase.astream`."""
-        return self.astart(*args, **kwargs).events()
+        handle = self.astart(*args, **kwargs)
+        return RunStream(handle._buffer, handle)  # type: ignore[arg-type]

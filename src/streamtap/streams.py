@@ -53,6 +53,7 @@ class _Buffer:
         "_loop",
         "_loop_thread",
         "_producers_waiting",
+        "_limit",
         "_q",
         "_room_waiter",
         "closed",
@@ -72,6 +73,7 @@ class _Buffer:
             raise UsageError(msg)
         self.maxsize = maxsize
         self.policy = policy
+        self._limit = maxsize  # 0 once the stream takes no more events (closed, or overflowed)
         self._q: collections.deque[Event] = collections.deque()
         self._cond = threading.Condition(threading.Lock())
         self._consumer_waiting = False
@@ -89,19 +91,28 @@ class _Buffer:
 
     def put(self, event: Event) -> None:
         q = self._q
-        if len(q) >= self.maxsize and not self.closed:
-            if self.policy == "block":
-                self._wait_for_room()
-            elif self.policy == "drop_oldest":
-                q.popleft()
-                self.dropped += 1
-            elif self.error is None:
-                self.error = StreamOverflowError(self.maxsize)
+        if len(q) < self._limit:  # the hot path: one comparison
+            q.append(event)
+            if self._consumer_waiting:
                 self._wake()
-                return
-            else:
-                return
+            return
+        self._put_slow(event)
+
+    def _put_slow(self, event: Event) -> None:
         if self.closed or self.error is not None:
+            return
+        q = self._q
+        if self.policy == "block":
+            self._wait_for_room()
+        elif self.policy == "drop_oldest":
+            q.popleft()
+            self.dropped += 1
+        else:
+            self.error = StreamOverflowError(self.maxsize)
+            self._limit = 0
+            self._wake()
+            return
+        if self.closed:
             return
         q.append(event)
         if self._consumer_waiting:
@@ -115,7 +126,7 @@ class _Buffer:
         with self._cond:
             self._producers_waiting += 1
             try:
-                while len(self._q) >= self.maxsize and not self.closed:
+                while len(self._q) > self.maxsize >> 1 and not self.closed:
                     if self._consumer_waiting:
                         self._wake_locked()
                     self._cond.wait()
@@ -145,6 +156,9 @@ class _Buffer:
             self._wake_locked()
 
     def _wake_locked(self) -> None:
+        # Wake once per wait: a consumer that is waking up (waiting for the GIL)
+        # must not be notified again for every event the producer adds meanwhile.
+        self._consumer_waiting = False
         self._cond.notify_all()
         fut = self._async_waiter
         if fut is not None:
@@ -178,7 +192,9 @@ class _Buffer:
         while True:
             if q:
                 ev = q.popleft()
-                if self._producers_waiting and len(q) < self.maxsize:
+                # Hysteresis: wake a blocked producer only once half the buffer is free,
+                # so that producer and consumer hand over in batches, not per event.
+                if self._producers_waiting and len(q) <= self.maxsize >> 1:
                     self._made_room()
                 return ev
             if self.error is not None:
@@ -205,7 +221,7 @@ class _Buffer:
         while True:
             if q:
                 ev = q.popleft()
-                if len(q) < self.maxsize:
+                if len(q) <= self.maxsize >> 1:
                     self._made_room()
                 return ev
             if self.error is not None:
@@ -231,6 +247,7 @@ class _Buffer:
     def close(self) -> None:
         with self._cond:
             self.closed = True
+            self._limit = 0
             self._q.clear()
             self._cond.notify_all()
             fut = self._room_waiter
@@ -372,10 +389,11 @@ class RunStream(_Iterable):
     leave early; that cancels the run.
     """
 
-    __slots__ = ("__weakref__", "_buf", "handle")
+    __slots__ = ("__weakref__", "_buf", "_owns_run", "handle")
 
-    def __init__(self, buffer: _Buffer, handle: RunHandle) -> None:
+    def __init__(self, buffer: _Buffer, handle: RunHandle, owns_run: bool = True) -> None:
         self._buf = buffer
+        self._owns_run = owns_run
         self.handle = handle
         """The :class:`RunHandle` of the call."""
 
@@ -403,7 +421,11 @@ class RunStream(_Iterable):
         return await self._buf.aget()
 
     def __next__(self) -> Event:
-        ev = self._buf.get()
+        buf = self._buf
+        q = buf._q
+        if q and not buf._producers_waiting:
+            return q.popleft()
+        ev = buf.get()
         if ev is None:
             raise StopIteration
         return ev
@@ -433,11 +455,16 @@ class RunStream(_Iterable):
         return await self.handle
 
     def close(self) -> None:
-        """Stop reading; if the run has not ended, cancel it. Idempotent."""
+        """Stop reading. Idempotent.
+
+        For a stream from ``module.stream()`` / ``astream()``, which owns its
+        run, an unfinished run is cancelled. A stream from
+        :meth:`RunHandle.events` leaves the run to its handle.
+        """
         buf = self._buf
         if not buf.closed:
             buf.close()
-            if not buf.finished:
+            if self._owns_run and not buf.finished:
                 self.handle.cancel("the stream was closed before the run ended")
 
     async def aclose(self) -> None:
@@ -457,10 +484,11 @@ class RunStream(_Iterable):
         self.close()
 
     def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # pragma: no cover - interpreter shutdown
-            pass
+        if self._owns_run:
+            try:
+                self.close()
+            except Exception:  # pragma: no cover - interpreter shutdown
+                pass
 
     def __repr__(self) -> str:
         return f"<RunStream run={self.handle.run_id} buffered={len(self)} dropped={self.dropped}>"
@@ -476,25 +504,28 @@ class RunHandle:
     cancelled.
     """
 
-    __slots__ = ("_future", "_stream", "run_id", "token")
+    __slots__ = ("_buffer", "_future", "run_id", "token")
 
-    def __init__(self, run_id: str, token: CancelToken) -> None:
+    def __init__(self, run_id: str, token: CancelToken, buffer: _Buffer | None = None) -> None:
         self.run_id = run_id
         """The id the call's root run has (known before it starts)."""
         self.token = token
         self._future: concurrent.futures.Future[t.Any] | asyncio.Future[t.Any] | None = None
-        self._stream: RunStream | None = None
+        # The buffer, not a RunStream: no reference cycle, so a dropped stream is collected at once.
+        self._buffer = buffer
 
     def events(self) -> RunStream:
-        """The stream of the call's events.
+        """The stream of the call's events (every call reads the same buffer).
+
+        Leaving this stream does not cancel the run: the handle's owner decides, with :meth:`cancel`.
 
         Raises:
             UsageError: when the call was started without a stream.
         """
-        if self._stream is None:
-            msg = "This run was started without a stream. Use module.stream(...) or module.start(..., ) to get one."
+        if self._buffer is None:
+            msg = "This run was started without a stream. Use module.start(...) or module.stream(...) to get one."
             raise UsageError(msg)
-        return self._stream
+        return RunStream(self._buffer, self, owns_run=False)
 
     def cancel(self, reason: str | None = None) -> bool:
         """Ask the run to stop, from any thread or task.
@@ -533,7 +564,7 @@ class RunHandle:
             raise UsageError(msg)
         try:
             return fut.result(timeout)
-        except concurrent.futures.CancelledError:
+        except (concurrent.futures.CancelledError, asyncio.CancelledError):
             raise RunCancelled(self.token.reason or "cancelled") from None
         except concurrent.futures.TimeoutError:
             raise TimeoutError(f"Run {self.run_id} did not finish within {timeout} s.") from None

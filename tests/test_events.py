@@ -1,0 +1,93 @@
+"""Events are immutable, typed values with a stable JSON wire format."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import pytest
+
+from streamtap.events import Chunk, Custom, End, ErrorInfo, Run, Start, Timings, Tool, Usage, to_jsonable
+
+RUN = Run("r1", "Echo", "module", None, "r1", ("t",), {"k": 1})
+
+
+class TestShape:
+    @pytest.mark.parametrize(
+        "event",
+        [
+            Start(RUN, 0, {"q": "hi"}, 1.0),
+            Chunk(RUN, 1, "x"),
+            Tool(RUN, 2, "c1", "weather", "requested", {"city": "Paris"}),
+            Custom(RUN, 3, "progress", {"pct": 50}),
+            End(RUN, 4, "ok", "done", None, Usage(3, 4), Timings(1.0, 0.5, 0.1)),
+        ],
+    )
+    def test_immutable_slotted_and_discriminated(self, event):
+        """Assignment raises, there is no __dict__, and `kind` names the event."""
+        with pytest.raises(AttributeError):
+            event.seq = 99
+        assert not hasattr(event, "__dict__")
+        assert event.kind == type(event).__name__.lower()
+        d = event.to_dict()
+        assert d["kind"] == event.kind and d["seq"] == event.seq
+        assert json.loads(json.dumps(d)) == d
+
+    def test_wire_field_names_are_stable(self):
+        """The JSON field names are part of the wire format."""
+        assert set(Chunk(RUN, 1, "x").to_dict()) == {"kind", "seq", "run", "delta", "channel", "call_id"}
+        assert set(End(RUN, 2, "ok").to_dict()) == {
+            "kind", "seq", "run", "status", "output", "error", "usage", "timings", "attributes"
+        }
+        assert set(RUN.to_dict()) == {"run_id", "name", "kind", "parent_id", "root_id", "tags", "metadata"}
+        assert set(Tool(RUN, 1, "c", "n", "error", error=ErrorInfo("E", "m")).to_dict()["error"]) == {"type", "message"}
+
+
+class TestChunkAddition:
+    def test_chunks_add_up(self):
+        """Chunks of one run and channel join like LangChain's message chunks."""
+        total = Chunk(RUN, 1, "The") + Chunk(RUN, 2, " sky") + Chunk(RUN, 3, "")
+        assert total.delta == "The sky" and total.seq == 3 and total.channel == "text"
+
+    def test_different_streams_refuse_to_add(self):
+        """Adding chunks of different channels is a clear error, not a silent mix."""
+        with pytest.raises(ValueError, match="channel 'reasoning'"):
+            Chunk(RUN, 1, "a") + Chunk(RUN, 2, "b", "reasoning")
+
+
+class TestValues:
+    def test_usage_adds_field_by_field(self):
+        """Usages add; absent optional fields stay absent."""
+        u = Usage(1, 2) + Usage(3, 4, reasoning_tokens=5)
+        assert u == Usage(4, 6, 5, None)
+        assert u.to_dict() == {"input_tokens": 4, "output_tokens": 6, "reasoning_tokens": 5}
+
+    def test_error_info_names_the_exception(self):
+        """Builtins keep their short name; others are qualified by module."""
+        assert ErrorInfo.from_exception(ValueError("bad")) == ErrorInfo("ValueError", "bad")
+        assert ErrorInfo.from_exception(json.JSONDecodeError("m", "d", 0)).type == "json.decoder.JSONDecodeError"
+
+
+class TestJsonable:
+    def test_odd_values_become_json(self):
+        """Sets, bytes, dataclasses, NaN and unknown objects all serialise."""
+
+        @dataclasses.dataclass
+        class P:
+            x: int
+
+        class Opaque:
+            def __repr__(self) -> str:
+                return "<opaque>"
+
+        value = {"s": {1}, "b": b"hi", "p": P(1), "nan": math.nan, "o": Opaque(), 3: (1, 2)}
+        out = to_jsonable(value)
+        assert out == {"s": [1], "b": "hi", "p": {"x": 1}, "nan": "nan", "o": "<opaque>", "3": [1, 2]}
+        json.dumps(out)
+
+    def test_cycles_do_not_hang(self):
+        """A self-referencing structure is cut off instead of recursing forever."""
+        a: list = []
+        a.append(a)
+        json.dumps(to_jsonable(a))
