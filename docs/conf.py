@@ -14,3 +14,4 @@ napoleon_google_docstring = True
 html_theme = "alabaster"
 suppress_warnings = ["myst.xref_missing", "autodoc.import_object"]
 nitpicky = False
+napoleon_use_ivar = True

@@ -1,0 +1,287 @@
+"""Run streams: bounded buffers and their policies, any-thread/any-task consumers, filters, handles."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+import time
+
+import pytest
+
+from streamtap import ModuleBase, RunCancelled, UsageError
+from streamtap.exceptions import StreamOverflowError
+from streamtap.testing import check_invariants
+
+
+class Count(ModuleBase):
+    """Yields n chunks, recording how far it got."""
+
+    def __init__(self) -> None:
+        self.produced = 0
+
+    def forward(self, n: int):
+        for i in range(n):
+            self.produced = i + 1
+            yield f"{i},"
+
+
+class ACount(ModuleBase):
+    async def forward(self, n: int):
+        for i in range(n):
+            await asyncio.sleep(0)
+            yield f"{i},"
+
+
+def wait_until(predicate, timeout: float = 5.0) -> bool:
+    """Poll a condition of another thread's progress, with a deadline (not a fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)
+    return True
+
+
+def chunk_numbers(events) -> list[int]:
+    return [int(e.delta.rstrip(",")) for e in events if e.kind == "chunk"]
+
+
+class TestPolicies:
+    def test_block_applies_back_pressure_and_loses_nothing(self):
+        """With 'block', the producer waits for a lagging consumer; the buffer never exceeds maxsize."""
+        module = Count()
+        stream = module.buffered(8, "block").stream(1000)
+        buf = stream._buf
+        assert wait_until(lambda: buf._producers_waiting == 1)
+        assert len(stream) <= 8 and module.produced < 20  # stopped, not racing ahead
+        events, peak = [], 0
+        for ev in stream:
+            peak = max(peak, len(stream))
+            events.append(ev)
+        assert peak <= 8
+        assert chunk_numbers(events) == list(range(1000))
+        assert stream.handle.result(5) == "".join(f"{i}," for i in range(1000))
+        check_invariants(events)
+
+    def test_drop_oldest_counts_and_keeps_order(self):
+        """With 'drop_oldest', old events are dropped and counted; what remains is in order; the run ends ok."""
+        module = Count()
+        stream = module.buffered(16, "drop_oldest").stream(500)
+        assert stream.handle.result(5) is not None  # the producer never waited for us
+        events = list(stream)
+        assert len(events) == 16 and stream.dropped == 502 - 16  # start + 500 chunks + end
+        seqs = [e.seq for e in events]
+        assert seqs == sorted(seqs) and events[-1].kind == "end" and events[-1].status == "ok"
+
+    def test_error_policy_stops_the_stream_not_the_run(self):
+        """With 'error', the consumer gets StreamOverflowError after what was buffered; the run ends ok."""
+        stream = Count().buffered(10, "error").stream(100)
+        assert stream.handle.result(5) == "".join(f"{i}," for i in range(100))
+        got = []
+        with pytest.raises(StreamOverflowError, match="maxsize=10"):
+            for ev in stream:
+                got.append(ev)
+        assert [e.seq for e in got] == list(range(10))
+
+    @pytest.mark.parametrize("bad", [(0, "block"), (8, "newest")])
+    def test_bad_buffer_arguments(self, bad):
+        """A bad size or policy is a clear error naming the value."""
+        with pytest.raises(UsageError, match="maxsize|policy"):
+            Count().buffered(*bad)
+
+    async def test_block_with_async_producer_on_the_consumer_loop(self):
+        """An async producer on the consumer's own loop awaits room instead of deadlocking."""
+        stream = ACount().buffered(4, "block").astream(300)
+        peak, events = 0, []
+        async for ev in stream:
+            peak = max(peak, len(stream))
+            events.append(ev)
+        assert chunk_numbers(events) == list(range(300))
+        assert peak <= 5  # at most one over while the producer reaches its await
+        check_invariants(events)
+
+
+class TestAcrossThreadsAndLoops:
+    def test_consumer_thread_producer_asyncio(self):
+        """The producer runs in an asyncio loop; a plain thread consumes its stream."""
+        results: dict[str, object] = {}
+
+        async def produce():
+            stream = ACount().astream(200)
+            # hand the stream to a consumer thread and wait for it without blocking the loop
+            results["events"] = await asyncio.to_thread(lambda: list(stream))
+
+        asyncio.run(produce())
+        events = results["events"]
+        assert chunk_numbers(events) == list(range(200))
+        check_invariants(events)
+
+    async def test_consumer_asyncio_producer_thread(self):
+        """A sync module in a worker thread, consumed with async for on the loop."""
+        loop_thread = threading.get_ident()
+        producer_threads = set()
+
+        class Sync(ModuleBase):
+            def forward(self, n):
+                for i in range(n):
+                    producer_threads.add(threading.get_ident())
+                    yield f"{i},"
+
+        events = [ev async for ev in Sync().astream(200)]
+        assert chunk_numbers(events) == list(range(200))
+        assert producer_threads and loop_thread not in producer_threads
+        check_invariants(events)
+
+    def test_stream_read_from_another_thread(self):
+        """module.stream() in one thread, iterated in another: no special thread pool needed."""
+        stream = Count().stream(100)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            events = pool.submit(list, stream).result(10)
+        assert chunk_numbers(events) == list(range(100))
+
+
+class TestFilters:
+    class Tree(ModuleBase):
+        kind = "agent"
+        tags = ("top",)
+
+        def forward(self, q):
+            Think()(q)
+            return Speak()(q)
+
+    def events_of(self, view) -> list:
+        return list(view)
+
+    def test_text_only_user_facing(self):
+        """text() yields the deltas of 'text' chunks only, from the whole tree."""
+        assert list(self.Tree().stream("hi").text()) == ["Hello ", "hi"]
+
+    def test_filters(self):
+        """kinds, channels, names, tags, run_kinds and exclude_names combine."""
+        tree = self.Tree()
+        assert [e.delta for e in tree.stream("x").filter(channels="reasoning", kinds="chunk")] == ["pondering x"]
+        assert {e.run.name for e in tree.stream("x").filter(names=["Speak"])} == {"Speak"}
+        assert {e.run.name for e in tree.stream("x").filter(run_kinds="llm")} == {"Speak", "Think"}
+        assert {e.run.name for e in tree.stream("x").filter(exclude_names="Think")} == {"Tree", "Speak"}
+        assert {e.run.name for e in tree.stream("x").filter(tags="voice")} == {"Speak"}
+        assert len(list(tree.stream("x").filter(tags="top"))) == 9  # tags are inherited
+        assert list(tree.stream("x").filter(run_kinds="llm").text()) == ["Hello ", "x"]
+
+    async def test_async_views(self):
+        """Views iterate with async for too."""
+        assert [d async for d in self.Tree().astream("y").text()] == ["Hello ", "y"]
+
+
+class Think(ModuleBase):
+    kind = "llm"
+
+    def forward(self, q):
+        from streamtap import Delta
+
+        yield Delta(f"pondering {q}", "reasoning")
+
+
+class Speak(ModuleBase):
+    kind = "llm"
+    tags = ("voice",)
+
+    def forward(self, q):
+        yield "Hello "
+        yield q
+
+
+class TestHandles:
+    def test_start_result_and_events(self):
+        """start() runs in the background; events() reads it; result() returns the output."""
+        handle = Count().start(5)
+        assert handle.result(5) == "0,1,2,3,4,"
+        assert handle.done()
+        assert chunk_numbers(handle.events()) == [0, 1, 2, 3, 4]
+
+    def test_cancel_from_another_thread(self):
+        """cancel() from any thread stops a sync run at its next chunk; result() raises RunCancelled."""
+        gate = threading.Event()
+
+        class Waits(ModuleBase):
+            def forward(self):
+                yield "first"
+                gate.wait(5)
+                yield "second"
+
+        handle = Waits().start()
+        stream = handle.events()
+        assert next(stream).kind == "start" and next(stream).delta == "first"
+        threading.Thread(target=handle.cancel, args=("user pressed stop",)).start()
+        assert wait_until(lambda: handle.cancelled)
+        gate.set()
+        with pytest.raises(RunCancelled, match="user pressed stop"):
+            handle.result(5)
+        rest = list(stream)
+        assert [e.kind for e in rest] == ["end"] and rest[0].status == "cancelled"
+
+    async def test_await_handle_and_cancel_task(self):
+        """astart() returns an awaitable handle; cancel() cancels the task at once."""
+        started = asyncio.Event()
+
+        class Forever(ModuleBase):
+            async def forward(self):
+                started.set()
+                await asyncio.Event().wait()
+
+        handle = Forever().astart()
+        assert await Count().astart(3) == "0,1,2,"
+        await started.wait()
+        handle.cancel()
+        with pytest.raises(RunCancelled):
+            await handle
+        ends = [e for e in handle.events() if e.kind == "end"]
+        assert ends[0].status == "cancelled"
+
+    def test_events_stream_does_not_own_the_run(self):
+        """Leaving a stream got from handle.events() leaves the run to its handle."""
+        handle = Count().buffered(4).start(50)
+        with handle.events() as stream:
+            next(stream)
+        assert handle.result(5).startswith("0,1,")
+        assert not handle.cancelled
+
+    def test_stream_context_manager_cancels(self):
+        """Leaving a module.stream() with-block before the end cancels the run."""
+        with Count().buffered(4).stream(10_000) as stream:
+            next(stream)
+        with pytest.raises(RunCancelled):
+            stream.handle.result(5)
+
+    def test_stream_result(self):
+        """stream.result() drains and returns the call's output."""
+        assert Count().stream(3).result(5) == "0,1,2,"
+
+    def test_run_id_known_before_start(self):
+        """The handle's run id is the root run's id."""
+        handle = Count().start(1)
+        events = list(handle.events())
+        assert events[0].run.run_id == handle.run_id == events[0].run.root_id
+
+
+class TestMemory:
+    def test_memory_does_not_grow_with_stream_length(self):
+        """Streaming 200,000 chunks holds no more than the buffer (join_output=False)."""
+        import tracemalloc
+
+        class Endless(ModuleBase):
+            join_output = False
+
+            def forward(self, n):
+                for _ in range(n):
+                    yield "x"
+
+        tracemalloc.start()
+        try:
+            samples = []
+            for i, _ in enumerate(Endless().stream(200_000)):
+                if i in (20_000, 190_000):
+                    samples.append(tracemalloc.get_traced_memory()[0])
+        finally:
+            tracemalloc.stop()
+        assert samples[1] - samples[0] < 512 * 1024
