@@ -124,14 +124,13 @@ class _Buffer:
             # deadlock. It goes over by one; the module awaits room at its next chunk.
             return
         with self._cond:
-            self._producers_waiting += 1
-            try:
-                while len(self._q) > self.maxsize >> 1 and not self.closed:
-                    if self._consumer_waiting:
-                        self._wake_locked()
-                    self._cond.wait()
-            finally:
-                self._producers_waiting -= 1
+            while len(self._q) > self.maxsize >> 1 and not self.closed:
+                if self._consumer_waiting:
+                    self._wake_locked()
+                # The consumer resets the count when it notifies: one notification per wait,
+                # not one per event it pops while this thread is still waking up.
+                self._producers_waiting += 1
+                self._cond.wait()
 
     def over(self) -> bool:
         return len(self._q) >= self.maxsize and not self.closed
@@ -179,6 +178,7 @@ class _Buffer:
     def _made_room(self) -> None:
         if self._producers_waiting or self._room_waiter is not None:
             with self._cond:
+                self._producers_waiting = 0
                 self._cond.notify_all()
                 fut = self._room_waiter
                 if fut is not None:
@@ -249,6 +249,7 @@ class _Buffer:
             self.closed = True
             self._limit = 0
             self._q.clear()
+            self._producers_waiting = 0
             self._cond.notify_all()
             fut = self._room_waiter
             if fut is not None and not fut.done():
