@@ -130,6 +130,23 @@ class TestAsyncSubscribers:
         assert seen == list(range(6))
         assert threads == {loop_thread}
 
+    async def test_slow_async_subscriber_drops_oldest_and_counts(self):
+        """An async subscriber that lags more than maxsize loses the oldest events, counted; the run is unaffected."""
+        seen = []
+        done = asyncio.Event()
+
+        async def slow(event):
+            seen.append(event.seq)
+            if event.kind == "end":
+                done.set()
+
+        with subscribe(slow, maxsize=3) as sub:
+            # produced synchronously on the loop thread: the subscriber cannot run until we await
+            assert Words()("a b c d e f g h") == "abcdefgh"
+            await asyncio.wait_for(done.wait(), 5)
+        assert seen == [7, 8, 9]  # the last three of start + 8 chunks + end
+        assert sub.dropped == 7
+
     def test_async_subscriber_needs_a_loop(self):
         """Outside a running loop, an async subscriber without loop= is a clear error."""
 

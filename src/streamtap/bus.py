@@ -117,6 +117,11 @@ class Subscription:
         self._async = _AsyncDelivery(self, loop, maxsize) if loop is not None else None
         self._connected = False
 
+    @property
+    def dropped(self) -> int:
+        """Events an async subscriber lost because it lagged more than ``maxsize`` behind (oldest first)."""
+        return self._async.dropped if self._async is not None else 0
+
     def __call__(self, *args: t.Any, **kwargs: t.Any) -> t.Any:
         """Call the subscriber itself."""
         return self.fn(*args, **kwargs)

@@ -187,6 +187,44 @@ def _shape_of(fn: t.Callable[..., t.Any]) -> int:
     return _Shape.SYNC
 
 
+class _Running:
+    """One run's lifecycle around ``forward``: current run, scopes (OTel span), then exactly one End.
+
+    Shared by the sync and async paths; the caller stores the output in ``output``.
+    """
+
+    __slots__ = ("ctx", "output", "scopes", "stack", "var")
+
+    def __init__(self, ctx: RunContext, scopes: list[t.Callable[[], t.ContextManager[t.Any]]]) -> None:
+        self.ctx = ctx
+        self.scopes = scopes
+        self.output: t.Any = None
+        self.stack: contextlib.ExitStack | None = None
+
+    def __enter__(self) -> _Running:
+        self.var = _current.set(self.ctx)
+        if self.scopes:
+            stack = self.stack = contextlib.ExitStack()
+            try:
+                for factory in self.scopes:
+                    stack.enter_context(factory())
+            except BaseException as exc:
+                self.__exit__(type(exc), exc, exc.__traceback__)
+                raise
+        return self
+
+    def __exit__(self, tp: type[BaseException] | None, exc: BaseException | None, tb: t.Any) -> None:
+        try:
+            if self.stack is not None:
+                self.stack.__exit__(tp, exc, tb)
+        finally:
+            _current.reset(self.var)
+            if exc is None:
+                ModuleBase._close(self.ctx, "ok", self.output, None)
+            else:
+                ModuleBase._close(self.ctx, _status_of(exc), self.output, exc)
+
+
 class ModuleBase:
     """Base class of every module: an LLM call, a tool, an agent, a flow, a node, anything.
 
@@ -287,6 +325,17 @@ class ModuleBase:
             output = getattr(exc, "streamtap_output", output)
         ctx._end(status, output, error)
 
+    def _running(
+        self,
+        args: tuple[t.Any, ...],
+        kwargs: dict[str, t.Any],
+        sink: _Buffer | None,
+        token: CancelToken | None,
+        run_id: str | None,
+    ) -> _Running:
+        ctx, scopes = self._open(args, kwargs, sink, token, run_id)
+        return _Running(ctx, scopes)
+
     # -- sync ---------------------------------------------------------------
 
     def __call__(self, *args: t.Any, **kwargs: t.Any) -> t.Any:
@@ -344,27 +393,9 @@ class ModuleBase:
         token: CancelToken | None,
         run_id: str | None,
     ) -> t.Any:
-        ctx, scopes = self._open(args, kwargs, sink, token, run_id)
-        var = _current.set(ctx)
-        status: Status = "ok"
-        output: t.Any = None
-        failure: BaseException | None = None
-        try:
-            if scopes:
-                with contextlib.ExitStack() as stack:
-                    for factory in scopes:
-                        stack.enter_context(factory())
-                    output = self._forward_sync(ctx, args, kwargs)
-            else:
-                output = self._forward_sync(ctx, args, kwargs)
-            return output
-        except BaseException as exc:
-            status = _status_of(exc)
-            failure = exc
-            raise
-        finally:
-            _current.reset(var)
-            self._close(ctx, status, output, failure)
+        with self._running(args, kwargs, sink, token, run_id) as running:
+            running.output = self._forward_sync(running.ctx, args, kwargs)
+            return running.output
 
     def _forward_sync(self, ctx: RunContext, args: tuple[t.Any, ...], kwargs: dict[str, t.Any]) -> t.Any:
         result = self.forward(*args, **kwargs)
@@ -449,29 +480,15 @@ class ModuleBase:
         shape = self._forward_shape
         if shape in (_Shape.SYNC, _Shape.GEN) and self.blocking:
             return await self._offload(args, kwargs, sink, token, run_id)
-        ctx, scopes = self._open(args, kwargs, sink, token, run_id)
-        var = _current.set(ctx)
-        status: Status = "ok"
-        output: t.Any = None
-        failure: BaseException | None = None
-        try:
-            with contextlib.ExitStack() as stack:
-                for factory in scopes:
-                    stack.enter_context(factory())
-                if shape == _Shape.AGEN:
-                    output = await self._adrive(ctx, self.forward(*args, **kwargs))
-                elif shape == _Shape.CORO:
-                    output = await self.forward(*args, **kwargs)
-                else:
-                    output = self._forward_sync(ctx, args, kwargs)
-            return output
-        except BaseException as exc:
-            status = _status_of(exc)
-            failure = exc
-            raise
-        finally:
-            _current.reset(var)
-            self._close(ctx, status, output, failure)
+        with self._running(args, kwargs, sink, token, run_id) as running:
+            ctx = running.ctx
+            if shape == _Shape.AGEN:
+                running.output = await self._adrive(ctx, self.forward(*args, **kwargs))
+            elif shape == _Shape.CORO:
+                running.output = await self.forward(*args, **kwargs)
+            else:
+                running.output = self._forward_sync(ctx, args, kwargs)
+            return running.output
 
     async def _offload(
         self,
