@@ -1,0 +1,256 @@
+"""A function-call agent: the model asks for tools, the agent runs them, until the model answers.
+
+::
+
+    from streamtap.agents import FunctionCallAgent
+    from streamtap.llm.openai import OpenAIChat
+
+    agent = FunctionCallAgent(OpenAIChat(), [get_current_weather, get_n_day_weather_forecast])
+    for event in agent.stream("What's the weather like today in celsius in Tokyo and Paris?"):
+        ...
+
+What a caller sees on the agent's stream:
+
+* the model's user-facing text, live, as ``text`` chunks of the model's runs
+  (the agent never re-yields them; inline tool-call markup never gets there);
+* for every tool call a :class:`~streamtap.events.Tool` event on the agent's
+  run, ``requested`` (with the arguments) and then ``result`` or ``error``;
+* the tool's execution as a child run of kind ``tool``;
+* the final answer as the agent's output.
+
+Several tool calls in one model turn run concurrently, in threads that keep
+the run context. Bad arguments, an unknown tool or a tool that raises produce
+a ``Tool`` ``error`` event and an error message back to the model, which can
+correct itself; the agent goes on. After ``max_steps`` model turns that still
+ask for tools the run fails with :class:`AgentStepLimitError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import typing as t
+
+from .context import Executor, RunContext, current
+from .events import to_jsonable
+from .exceptions import RunCancelled, StreamtapError, UsageError
+from .module import ModuleBase
+from .tools import FunctionTool, ToolRegistry
+
+__all__ = ["AgentStepLimitError", "AsyncFunctionCallAgent", "FunctionCallAgent"]
+
+Message = t.Dict[str, t.Any]
+
+
+class AgentStepLimitError(StreamtapError):
+    """The agent used all its model turns and the model still asked for tools."""
+
+    def __init__(self, agent: str, max_steps: int) -> None:
+        self.max_steps = max_steps
+        super().__init__(
+            f"Agent {agent!r} stopped after {max_steps} model turns that all asked for tools, without a final answer. "
+            "Raise max_steps, or check that the tools' results answer what the model asks."
+        )
+
+
+class _Chat(t.Protocol):
+    def __call__(self, prompt: t.Any, *, tools: t.Any = ..., **params: t.Any) -> t.Any: ...
+
+
+def _result_text(result: t.Any) -> str:
+    if isinstance(result, str):
+        return result
+    try:
+        return json.dumps(to_jsonable(result), ensure_ascii=False)
+    except (TypeError, ValueError):  # pragma: no cover - to_jsonable makes everything serialisable
+        return str(result)
+
+
+class FunctionCallAgent(ModuleBase):
+    """Answer with the help of tools, streaming the model's text live.
+
+    Args:
+        llm: a chat module such as :class:`~streamtap.llm.openai.OpenAIChat`:
+            called as ``llm(messages, tools=[...])`` it returns a reply with
+            ``tool_calls`` and ``to_message()``.
+        tools: a :class:`~streamtap.tools.ToolRegistry`, or tools / plain functions.
+        max_steps: model turns at most.
+        system: a system prompt (default: the llm's own).
+        max_workers: threads at most for the tool calls of one model turn.
+        name: the run name.
+
+    Example::
+
+        agent = FunctionCallAgent(llm, [get_current_weather])
+        answer = agent("What's the weather in Tokyo?")
+    """
+
+    kind = "agent"
+
+    def __init__(
+        self,
+        llm: _Chat,
+        tools: ToolRegistry | t.Iterable[FunctionTool | t.Callable[..., t.Any]],
+        *,
+        max_steps: int = 5,
+        system: str | None = None,
+        max_workers: int = 8,
+        name: str | None = None,
+    ) -> None:
+        if max_steps < 1:
+            msg = f"max_steps must be at least 1, not {max_steps!r}."
+            raise UsageError(msg)
+        self.llm = llm
+        self.tools = tools if isinstance(tools, ToolRegistry) else ToolRegistry(tools)
+        self.max_steps = max_steps
+        self.system = system
+        self.max_workers = max_workers
+        if name:
+            self.name = name
+
+    def _messages(self, query: str | t.Sequence[Message], history: t.Sequence[Message] | None) -> list[Message]:
+        if isinstance(query, str):
+            msgs: list[Message] = []
+            system = self.system if self.system is not None else getattr(self.llm, "system", None)
+            if system:
+                msgs.append({"role": "system", "content": system})
+            msgs.extend(history or ())
+            msgs.append({"role": "user", "content": query})
+            return msgs
+        if isinstance(query, t.Sequence) and all(isinstance(m, dict) for m in query):
+            return [dict(m) for m in query]
+        msg = f"{self._run_name()} takes a question (str) or a list of message dicts, not {type(query).__name__}."
+        raise UsageError(msg)
+
+    def forward(self, query: str | t.Sequence[Message], *, history: t.Sequence[Message] | None = None) -> str:
+        """Run the tool loop for ``query``; return the model's final answer.
+
+        Args:
+            query: the user's question, or a full message list.
+            history: earlier messages to put before the question.
+        """
+        ctx = current()
+        assert ctx is not None
+        messages = self._messages(query, history)
+        schemas = self.tools.schemas()
+        steps = 0
+        for steps in range(1, self.max_steps + 1):  # noqa: B007
+            reply = self.llm(messages, tools=schemas)
+            calls = tuple(getattr(reply, "tool_calls", ()) or ())
+            to_message = getattr(reply, "to_message", None)
+            messages.append(to_message() if callable(to_message) else {"role": "assistant", "content": str(reply)})
+            if not calls:
+                ctx.annotate(steps=steps)
+                return str(reply)
+            messages.extend(self._run_tools(ctx, calls))
+        ctx.annotate(steps=steps)
+        raise AgentStepLimitError(self._run_name(), self.max_steps)
+
+    # -- tools ---------------------------------------------------------------
+
+    def _prepare(self, ctx: RunContext, call: t.Any) -> tuple[FunctionTool, dict[str, t.Any]] | str:
+        """Emit ``requested``; return the tool and its arguments, or an error message for the model."""
+        try:
+            shown: t.Any = json.loads(call.arguments) if call.arguments else {}
+        except ValueError:
+            shown = call.arguments
+        ctx.tool(call.id, call.name, "requested", arguments=shown)
+        try:
+            found = self.tools.get(call.name)
+            return found, found.validate(call.arguments)
+        except (LookupError, ValueError) as exc:
+            ctx.tool(call.id, call.name, "error", error=exc)
+            return f"Error: {exc}"
+
+    def _execute(self, ctx: RunContext, call: t.Any, found: FunctionTool, args: dict[str, t.Any]) -> str:
+        try:
+            result = found(**args)
+        except (RunCancelled, KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:
+            ctx.tool(call.id, call.name, "error", error=exc)
+            return f"Error: the tool {call.name!r} failed: {type(exc).__name__}: {exc}"
+        ctx.tool(call.id, call.name, "result", result=result)
+        return _result_text(result)
+
+    def _run_tools(self, ctx: RunContext, calls: t.Sequence[t.Any]) -> list[Message]:
+        prepared = [self._prepare(ctx, c) for c in calls]
+        outputs: list[str] = [p if isinstance(p, str) else "" for p in prepared]
+        jobs = [(i, c, p) for i, (c, p) in enumerate(zip(calls, prepared)) if not isinstance(p, str)]
+        if len(jobs) == 1:
+            i, c, (found, args) = jobs[0]
+            outputs[i] = self._execute(ctx, c, found, args)
+        elif jobs:
+            outputs_by_index = self._parallel(ctx, jobs)
+            for i, text in outputs_by_index.items():
+                outputs[i] = text
+        return [
+            {"role": "tool", "tool_call_id": c.id, "content": out} for c, out in zip(calls, outputs)
+        ]
+
+    def _parallel(self, ctx: RunContext, jobs: list[tuple[int, t.Any, t.Any]]) -> dict[int, str]:
+        cancelled: concurrent.futures.Future[None] = concurrent.futures.Future()
+        remove = ctx.on_cancel(lambda: cancelled.done() or cancelled.set_result(None))
+        pool = Executor(max_workers=min(self.max_workers, len(jobs)), thread_name_prefix="streamtap-tool")
+        try:
+            futures = {pool.submit(self._execute, ctx, c, found, args): i for i, c, (found, args) in jobs}
+            pending: set[concurrent.futures.Future[t.Any]] = set(futures)
+            while pending:
+                done, _ = concurrent.futures.wait(pending | {cancelled}, return_when=concurrent.futures.FIRST_COMPLETED)
+                if cancelled in done:
+                    ctx.raise_if_cancelled()
+                pending -= done
+            return {futures[f]: f.result() for f in futures}
+        finally:
+            remove()
+            pool.shutdown(wait=not ctx.cancelled, cancel_futures=True)
+
+
+class AsyncFunctionCallAgent(FunctionCallAgent):
+    """:class:`FunctionCallAgent` for async code: the model is awaited, the tool calls of a turn run as tasks.
+
+    Use it with :class:`~streamtap.llm.openai.AsyncOpenAIChat` (any chat
+    module works: ``llm.acall`` runs a synchronous one in a thread).
+    Synchronous tools run in the SDK's thread pool, async tools on the loop;
+    cancelling the task cancels the model call and the tools in flight.
+    """
+
+    async def forward(  # type: ignore[override]
+        self, query: str | t.Sequence[Message], *, history: t.Sequence[Message] | None = None
+    ) -> str:
+        """Run the tool loop for ``query``; return the model's final answer."""
+        ctx = current()
+        assert ctx is not None
+        messages = self._messages(query, history)
+        schemas = self.tools.schemas()
+        steps = 0
+        for steps in range(1, self.max_steps + 1):  # noqa: B007
+            reply = await t.cast(t.Any, self.llm).acall(messages, tools=schemas)
+            calls = tuple(getattr(reply, "tool_calls", ()) or ())
+            to_message = getattr(reply, "to_message", None)
+            messages.append(to_message() if callable(to_message) else {"role": "assistant", "content": str(reply)})
+            if not calls:
+                ctx.annotate(steps=steps)
+                return str(reply)
+            prepared = [self._prepare(ctx, c) for c in calls]
+            outputs = await asyncio.gather(
+                *(self._aexecute(ctx, c, p) for c, p in zip(calls, prepared))
+            )
+            messages.extend({"role": "tool", "tool_call_id": c.id, "content": out} for c, out in zip(calls, outputs))
+        ctx.annotate(steps=steps)
+        raise AgentStepLimitError(self._run_name(), self.max_steps)
+
+    async def _aexecute(self, ctx: RunContext, call: t.Any, prepared: tuple[FunctionTool, dict[str, t.Any]] | str) -> str:
+        if isinstance(prepared, str):
+            return prepared
+        found, args = prepared
+        try:
+            result = await found.acall(**args)
+        except (RunCancelled, asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:
+            ctx.tool(call.id, call.name, "error", error=exc)
+            return f"Error: the tool {call.name!r} failed: {type(exc).__name__}: {exc}"
+        ctx.tool(call.id, call.name, "result", result=result)
+        return _result_text(result)

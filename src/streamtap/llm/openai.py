@@ -1,0 +1,769 @@
+"""Chat modules on the ``openai`` client, for any OpenAI-compatible endpoint.
+
+:class:`OpenAIChat` uses the synchronous client (``llm(x)``, ``llm.stream(x)``
+from any thread); :class:`AsyncOpenAIChat` uses the async client (``await
+llm.acall(x)``, ``llm.astream(x)``). Both stream the answer as it arrives:
+
+* channel ``text``: the user-facing content (inline tool-call markup removed);
+* channel ``reasoning``: ``reasoning_content`` / ``reasoning`` deltas;
+* channel ``tool_args``: tool-call argument pieces, with ``call_id``.
+
+The output is a :class:`ChatReply`: a ``str`` (the text) that also carries
+``tool_calls``, ``reasoning``, ``finish_reason``, ``model``, ``usage`` and ``id``.
+
+Configuration comes from the arguments, else ``OPENAI_BASE_URL``,
+``OPENAI_API_KEY`` and ``OPENAI_MODEL``. Usage goes to the run
+(:meth:`RunContext.add_usage`), and these attributes to its ``End.attributes``
+(the names the tracing subscriber reads):
+
+===========================  ===================================================
+``provider``                 ``"openai"`` (the API spoken)
+``operation``                ``"chat"``
+``request_model``            the model asked for
+``response_model``           the model that answered (from the response)
+``response_id``              the completion id
+``finish_reasons``           list of finish reasons (``["stop"]``, ``["tool_calls"]``)
+``server_address``           host of ``base_url``
+``server_port``              port of ``base_url`` (int)
+``stream``                   whether the call streamed
+``time_to_first_token``      seconds from sending the request to the first content,
+                             reasoning or tool-call delta
+``tool_call_count``          number of tool calls the model made
+``request_temperature``,     sampling parameters, when given
+``request_top_p``,
+``request_max_tokens``,
+``request_seed``,
+``request_stop``
+``input_messages``,          the messages and the reply -- only with
+``output_messages``          ``record_content=True``
+===========================  ===================================================
+
+Failures of the server or the network end the run with status ``error`` and
+raise :class:`~streamtap.llm.errors.LLMError` (the ``openai`` exception is its
+``__cause__``); the message says what failed and what to check. Closing the
+stream early or cancelling the run closes the HTTP stream at once, even while
+the call is blocked waiting for the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import socket
+import threading
+import time
+import typing as t
+import urllib.parse
+import weakref
+
+from ..context import RunContext, current
+from ..events import Usage
+from ..exceptions import MissingDependencyError, RunCancelled, UsageError
+from ..module import Delta, ModuleBase
+from .errors import LLMError
+from .markup import Markup, MarkupFilter, markers_for
+
+__all__ = ["AsyncOpenAIChat", "ChatReply", "OpenAIChat", "ToolCall"]
+
+Message = t.Dict[str, t.Any]
+_SAMPLING = ("temperature", "top_p", "max_tokens", "seed", "stop")
+_DEFAULT_MODEL = "gpt-4o-mini"
+
+
+class ToolCall(t.NamedTuple):
+    """A complete tool call requested by the model.
+
+    Attributes:
+        id: the call id (from the server, or made up for inline markup).
+        name: the tool's name.
+        arguments: the arguments as the model wrote them (a JSON string, maybe invalid).
+    """
+
+    id: str
+    name: str
+    arguments: str
+
+    def to_message(self) -> dict[str, t.Any]:
+        """The call in OpenAI's ``tool_calls`` message format."""
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
+
+
+class ChatReply(str):
+    """A model's answer: the text itself (a ``str``), plus what else came with it.
+
+    Attributes:
+        tool_calls: the complete tool calls, in index order.
+        reasoning: the reasoning text, if the server streamed any.
+        finish_reason: why the model stopped (``stop``, ``tool_calls``, ``length``...).
+        model: the model that answered.
+        usage: token usage, when the server reported it.
+        id: the completion id.
+    """
+
+    tool_calls: tuple[ToolCall, ...]
+    reasoning: str
+    finish_reason: str | None
+    model: str | None
+    usage: Usage | None
+    id: str | None
+
+    def __new__(
+        cls,
+        text: str = "",
+        *,
+        tool_calls: t.Sequence[ToolCall] = (),
+        reasoning: str = "",
+        finish_reason: str | None = None,
+        model: str | None = None,
+        usage: Usage | None = None,
+        id: str | None = None,  # noqa: A002
+    ) -> ChatReply:
+        self = super().__new__(cls, text)
+        self.tool_calls = tuple(tool_calls)
+        self.reasoning = reasoning
+        self.finish_reason = finish_reason
+        self.model = model
+        self.usage = usage
+        self.id = id
+        return self
+
+    @property
+    def text(self) -> str:
+        """The text as a plain ``str``."""
+        return str.__str__(self)
+
+    def to_message(self) -> dict[str, t.Any]:
+        """The reply as an assistant message for the next request."""
+        content = self.text if self.text or not self.tool_calls else None
+        msg: dict[str, t.Any] = {"role": "assistant", "content": content}
+        if self.tool_calls:
+            msg["tool_calls"] = [c.to_message() for c in self.tool_calls]
+        return msg
+
+    def __repr__(self) -> str:
+        extra = f", tool_calls={list(self.tool_calls)!r}" if self.tool_calls else ""
+        return f"ChatReply({self.text!r}{extra}, finish_reason={self.finish_reason!r})"
+
+
+def _import_openai() -> t.Any:
+    try:
+        import openai
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise MissingDependencyError("OpenAIChat (the openai client)", "openai") from exc
+    return openai
+
+
+def _tool_schema(tool: t.Any) -> dict[str, t.Any]:
+    if isinstance(tool, dict):
+        return tool
+    to_openai = getattr(tool, "to_openai", None)
+    if callable(to_openai):
+        return t.cast(dict, to_openai())
+    msg = f"A tool must be an OpenAI tool dict or have a to_openai() method (like a @tool); got {tool!r}."
+    raise UsageError(msg)
+
+
+class _Accumulator:
+    """Turns a stream of chat-completion chunks into chunks for the run and a :class:`ChatReply`."""
+
+    def __init__(self, ctx: RunContext, markup: MarkupFilter | None, t0: float) -> None:
+        self.ctx = ctx
+        self.markup = markup
+        self.t0 = t0
+        self.text: list[str] = []
+        self.reasoning: list[str] = []
+        self.calls: dict[int, list[t.Any]] = {}  # index -> [id, name, [argument pieces]]
+        self.inline_calls: list[ToolCall] = []
+        self.finish_reasons: list[str] = []
+        self.model: str | None = None
+        self.id: str | None = None
+        self.usage: Usage | None = None
+        self.ttft: float | None = None
+        self.chunks = 0
+
+    def _first(self) -> None:
+        if self.ttft is None:
+            self.ttft = time.perf_counter() - self.t0
+            self.ctx.annotate(time_to_first_token=self.ttft)
+
+    def _text(self, text: str) -> list[Delta]:
+        if not text:
+            return []
+        if self.markup is None:
+            self.text.append(text)
+            return [Delta(text)]
+        return self._pieces(self.markup.feed(text))
+
+    def _pieces(self, pieces: t.Sequence[t.Any]) -> list[Delta]:
+        out: list[Delta] = []
+        for piece in pieces:
+            if isinstance(piece, Markup):
+                call = _parse_markup(piece)
+                if call is not None:
+                    self.inline_calls.append(call)
+                    out.append(Delta(call.arguments, "tool_args", call.id))
+            else:
+                self.text.append(piece.text)
+                out.append(Delta(piece.text))
+        return out
+
+    def feed(self, chunk: t.Any) -> list[Delta]:
+        self.chunks += 1
+        self.model = getattr(chunk, "model", None) or self.model
+        self.id = getattr(chunk, "id", None) or self.id
+        usage = getattr(chunk, "usage", None)
+        if usage is not None:
+            self.usage = _usage_of(usage)
+        out: list[Delta] = []
+        for choice in getattr(chunk, "choices", None) or ():
+            if getattr(choice, "index", 0) != 0:
+                continue
+            delta = choice.delta
+            if delta is not None:
+                reasoning = _reasoning_of(delta)
+                if reasoning:
+                    self._first()
+                    self.reasoning.append(reasoning)
+                    out.append(Delta(reasoning, "reasoning"))
+                if delta.content:
+                    self._first()
+                    out.extend(self._text(delta.content))
+                for tc in delta.tool_calls or ():
+                    self._first()
+                    slot = self.calls.get(tc.index)
+                    if slot is None:
+                        slot = self.calls[tc.index] = [tc.id or f"call_{secrets.token_hex(8)}", "", []]
+                    elif tc.id and not slot[2] and not slot[1]:
+                        slot[0] = tc.id
+                    fn = tc.function
+                    if fn is not None:
+                        if fn.name:
+                            slot[1] += fn.name
+                        if fn.arguments:
+                            slot[2].append(fn.arguments)
+                            out.append(Delta(fn.arguments, "tool_args", slot[0]))
+            if choice.finish_reason:
+                self.finish_reasons.append(choice.finish_reason)
+        return out
+
+    def finish(self) -> list[Delta]:
+        if self.markup is None:
+            return []
+        return self._pieces(self.markup.close())
+
+    def reply(self) -> ChatReply:
+        calls = [ToolCall(cid, name, "".join(args)) for _, (cid, name, args) in sorted(self.calls.items())]
+        calls += self.inline_calls
+        finish = self.finish_reasons[-1] if self.finish_reasons else None
+        if self.inline_calls and finish == "stop":
+            finish = "tool_calls"
+        return ChatReply(
+            "".join(self.text),
+            tool_calls=calls,
+            reasoning="".join(self.reasoning),
+            finish_reason=finish,
+            model=self.model,
+            usage=self.usage,
+            id=self.id,
+        )
+
+
+def _reasoning_of(delta: t.Any) -> str | None:
+    for key in ("reasoning_content", "reasoning"):
+        value = getattr(delta, key, None)
+        if value is None:
+            extra = getattr(delta, "model_extra", None) or {}
+            value = extra.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _usage_of(usage: t.Any) -> Usage:
+    details = getattr(usage, "completion_tokens_details", None)
+    prompt_details = getattr(usage, "prompt_tokens_details", None)
+    return Usage(
+        input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+        output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+        reasoning_tokens=getattr(details, "reasoning_tokens", None) if details is not None else None,
+        cached_input_tokens=getattr(prompt_details, "cached_tokens", None) if prompt_details is not None else None,
+    )
+
+
+def _parse_markup(block: Markup) -> ToolCall | None:
+    """Read ``{"name": ..., "arguments"|"parameters": {...}}`` from a markup block."""
+    body = block.body.strip()
+    if body.startswith("<|plugin|>"):
+        body = body[len("<|plugin|>") :].strip()
+    call_id = f"call_{secrets.token_hex(8)}"
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return ToolCall(call_id, "", body)  # the agent reports the bad call back to the model
+    if not isinstance(data, dict):
+        return ToolCall(call_id, "", body)
+    args = data.get("arguments", data.get("parameters", {}))
+    return ToolCall(call_id, str(data.get("name", "")), args if isinstance(args, str) else json.dumps(args))
+
+
+def _abort_response(response: t.Any) -> None:
+    """Close an HTTP response from another thread, waking a read blocked on its socket."""
+    try:
+        stream = response.extensions.get("network_stream")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if isinstance(sock, socket.socket):
+            sock.shutdown(socket.SHUT_RDWR)
+            return
+    except (OSError, AttributeError):
+        pass
+    try:
+        response.close()
+    except Exception:  # pragma: no cover - best effort from another thread
+        pass
+
+
+class OpenAIChat(ModuleBase):
+    """A chat model behind an OpenAI-compatible ``/v1/chat/completions`` endpoint (sync client).
+
+    Args:
+        model: model id; default ``OPENAI_MODEL``, else ``gpt-4o-mini``.
+        base_url: endpoint; default ``OPENAI_BASE_URL``, else OpenAI's.
+        api_key: key; default ``OPENAI_API_KEY`` (a placeholder is used for
+            servers that need none when a ``base_url`` is set).
+        system: a system prompt put first in every request made from a string.
+        stream: stream the answer (default). ``False`` makes one
+            non-streaming request and emits the text as a single chunk.
+        keep_history: remember the conversation across calls (``self.history``).
+        tool_markup: find tool calls written inline in the text: ``"auto"``
+            (Hermes/Qwen ``<tool_call>`` and InternLM markers), ``"hermes"``,
+            ``"internlm"``, or ``None``. Applied only when tools are offered.
+        include_usage: ask for a usage chunk (``stream_options.include_usage``).
+        record_content: put the messages and the reply on the run's attributes.
+        timeout: seconds for the HTTP request (and each read).
+        max_retries: the ``openai`` client's retries of 429/5xx/connection errors.
+        name: the run name (default ``"OpenAIChat"``).
+        client_options: more keyword arguments for the ``openai`` client.
+        **params: request parameters for every call (``temperature``, ``max_tokens``,
+            ``extra_headers``, ``extra_body``...).
+
+    Example::
+
+        llm = OpenAIChat(model="gpt-4o-mini")
+        for piece in llm.stream("What color is the sky?").text():
+            print(piece, end="|")
+    """
+
+    kind = "llm"
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        system: str | None = None,
+        stream: bool = True,
+        keep_history: bool = False,
+        tool_markup: str | None = "auto",
+        include_usage: bool = True,
+        record_content: bool = False,
+        timeout: float = 60.0,
+        max_retries: int = 2,
+        name: str | None = None,
+        client_options: t.Mapping[str, t.Any] | None = None,
+        **params: t.Any,
+    ) -> None:
+        self.model = model or os.environ.get("OPENAI_MODEL") or _DEFAULT_MODEL
+        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+        key = api_key or os.environ.get("OPENAI_API_KEY")
+        if key is None and (base_url or os.environ.get("OPENAI_BASE_URL")):
+            key = "not-needed"
+        self.api_key = key
+        self.system = system
+        self.streaming = stream
+        self.keep_history = keep_history
+        self.markers = markers_for(tool_markup) if tool_markup else None
+        self.include_usage = include_usage
+        self.record_content = record_content
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.client_options = dict(client_options or {})
+        self.params = params
+        self.history: list[Message] = []
+        self._history_lock = threading.Lock()
+        self._client: t.Any = None
+        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[t.Any, t.Any]] = (
+            weakref.WeakKeyDictionary()
+        )
+        if name:
+            self.name = name
+        parsed = urllib.parse.urlsplit(self.base_url)
+        self.server_address = parsed.hostname or ""
+        self.server_port = parsed.port or (443 if parsed.scheme == "https" else 80)
+
+    # -- clients -------------------------------------------------------------
+
+    def _client_kwargs(self) -> dict[str, t.Any]:
+        if self.api_key is None:
+            msg = (
+                f"{self._run_name()}: no API key. Pass api_key=..., set OPENAI_API_KEY, or set base_url / "
+                "OPENAI_BASE_URL for a server that needs no key."
+            )
+            raise UsageError(msg)
+        return {
+            "base_url": self.base_url,
+            "api_key": self.api_key,
+            "timeout": self.timeout,
+            "max_retries": self.max_retries,
+            **self.client_options,
+        }
+
+    @property
+    def client(self) -> t.Any:
+        """The ``openai.OpenAI`` client (made on first use, shared by threads)."""
+        if self._client is None:
+            self._client = _import_openai().OpenAI(**self._client_kwargs())
+        return self._client
+
+    async def async_client(self) -> t.Any:
+        """The ``openai.AsyncOpenAI`` client of the running event loop (one per loop).
+
+        It is closed on its own loop when that loop shuts down (``asyncio.run``
+        finalises async generators, and a keeper generator holds the client),
+        so no connection outlives its loop.
+        """
+        loop = asyncio.get_running_loop()
+        entry = self._async_clients.get(loop)
+        if entry is None:
+            client = _import_openai().AsyncOpenAI(**self._client_kwargs())
+            keeper = _keep_until_loop_closes(client)
+            await keeper.__anext__()
+            entry = self._async_clients[loop] = (client, keeper)
+        return entry[0]
+
+    def close(self) -> None:
+        """Close the synchronous client's connections (async clients close with their loops)."""
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    # -- requests ------------------------------------------------------------
+
+    def messages_for(self, prompt: str | t.Sequence[Message], history: t.Sequence[Message] | None = None) -> list[Message]:
+        """Build the request messages for a prompt (a string, or a list of messages used as they are)."""
+        if isinstance(prompt, str):
+            msgs: list[Message] = []
+            if self.system:
+                msgs.append({"role": "system", "content": self.system})
+            if history is not None:
+                msgs.extend(history)
+            elif self.keep_history:
+                with self._history_lock:
+                    msgs.extend(self.history)
+            msgs.append({"role": "user", "content": prompt})
+            return msgs
+        if isinstance(prompt, t.Sequence) and all(isinstance(m, dict) for m in prompt):
+            return [dict(m) for m in prompt]
+        msg = f"{self._run_name()} takes a prompt string or a list of message dicts, not {type(prompt).__name__}: {prompt!r:.80}"
+        raise UsageError(msg)
+
+    def _request(
+        self, prompt: t.Any, tools: t.Sequence[t.Any] | None, history: t.Sequence[Message] | None, params: dict[str, t.Any]
+    ) -> tuple[dict[str, t.Any], MarkupFilter | None]:
+        messages = self.messages_for(prompt, history)
+        kwargs: dict[str, t.Any] = {"model": self.model, "messages": messages, **self.params, **params}
+        schemas = [_tool_schema(x) for x in tools] if tools else []
+        if schemas:
+            kwargs["tools"] = schemas
+        if self.streaming:
+            kwargs["stream"] = True
+            if self.include_usage:
+                kwargs["stream_options"] = {"include_usage": True}
+        ctx = current()
+        if ctx is not None:
+            attrs: dict[str, t.Any] = {
+                "provider": "openai",
+                "operation": "chat",
+                "request_model": kwargs["model"],
+                "server_address": self.server_address,
+                "server_port": self.server_port,
+                "stream": self.streaming,
+            }
+            for key in _SAMPLING:
+                if kwargs.get(key) is not None:
+                    attrs[f"request_{key}"] = kwargs[key]
+            if self.record_content:
+                attrs["input_messages"] = messages
+            ctx.annotate(**attrs)
+        markup = MarkupFilter(self.markers) if self.markers and schemas else None
+        return kwargs, markup
+
+    def _finish(self, ctx: RunContext, acc: _Accumulator, prompt: t.Any, history: t.Any) -> ChatReply:
+        reply = acc.reply()
+        attrs: dict[str, t.Any] = {
+            "response_model": reply.model,
+            "response_id": reply.id,
+            "finish_reasons": list(acc.finish_reasons) or ([reply.finish_reason] if reply.finish_reason else []),
+            "tool_call_count": len(reply.tool_calls),
+        }
+        if self.record_content:
+            attrs["output_messages"] = [reply.to_message()]
+        ctx.annotate(**attrs)
+        if reply.usage is not None:
+            ctx.add_usage(reply.usage)
+        if self.keep_history and history is None and isinstance(prompt, str):
+            with self._history_lock:
+                self.history.append({"role": "user", "content": prompt})
+                self.history.append(reply.to_message())
+        return reply
+
+    def _error(self, exc: BaseException, acc: _Accumulator | None, model: str) -> BaseException:
+        ctx = current()
+        if ctx is not None and ctx.cancelled:
+            return RunCancelled(ctx.token.reason or "the model call was cancelled")
+        return _describe(exc, self.base_url, model, self.timeout, acc.chunks if acc else 0)
+
+    # -- forward -------------------------------------------------------------
+
+    def forward(
+        self,
+        prompt: str | t.Sequence[Message],
+        *,
+        tools: t.Sequence[t.Any] | None = None,
+        history: t.Sequence[Message] | None = None,
+        **params: t.Any,
+    ) -> t.Generator[Delta, None, ChatReply]:
+        """Ask the model; stream its answer; return a :class:`ChatReply`.
+
+        Args:
+            prompt: the user's message, or the full list of messages.
+            tools: tools to offer (``@tool`` functions or OpenAI tool dicts).
+            history: earlier messages to put before the prompt (overrides ``keep_history``).
+            **params: request parameters for this call (``temperature``, ``extra_headers``...).
+        """
+        ctx = current()
+        assert ctx is not None
+        kwargs, markup = self._request(prompt, tools, history, params)
+        openai = _import_openai()
+        errors = (openai.OpenAIError, ValueError, OSError)
+        client = self.client
+        ctx.raise_if_cancelled()
+        acc = _Accumulator(ctx, markup, time.perf_counter())
+        if not self.streaming:
+            try:
+                completion = client.chat.completions.create(**kwargs)
+            except errors as exc:
+                raise self._error(exc, acc, kwargs["model"]) from exc
+            yield from _feed_completion(acc, completion)
+            return self._finish(ctx, acc, prompt, history)
+        try:
+            stream = client.chat.completions.create(**kwargs)
+        except errors as exc:
+            raise self._error(exc, acc, kwargs["model"]) from exc
+        remove = ctx.on_cancel(lambda: _abort_response(stream.response))
+        try:
+            iterator = iter(stream)
+            while True:
+                try:
+                    chunk = next(iterator)
+                except StopIteration:
+                    break
+                except errors as exc:
+                    raise self._error(exc, acc, kwargs["model"]) from exc
+                yield from acc.feed(chunk)
+            yield from acc.finish()
+        finally:
+            remove()
+            stream.close()
+        return self._finish(ctx, acc, prompt, history)
+
+
+class AsyncOpenAIChat(OpenAIChat):
+    """:class:`OpenAIChat` on the async client: ``await llm.acall(x)``, ``async for e in llm.astream(x)``.
+
+    Same arguments as :class:`OpenAIChat`. Called synchronously (``llm(x)``)
+    it runs on a private event loop. Cancelling the task closes the stream.
+    """
+
+    async def forward(  # type: ignore[override]
+        self,
+        prompt: str | t.Sequence[Message],
+        *,
+        tools: t.Sequence[t.Any] | None = None,
+        history: t.Sequence[Message] | None = None,
+        **params: t.Any,
+    ) -> ChatReply:
+        """Ask the model; stream its answer as chunks of this run; return a :class:`ChatReply`."""
+        ctx = current()
+        assert ctx is not None
+        kwargs, markup = self._request(prompt, tools, history, params)
+        openai = _import_openai()
+        errors = (openai.OpenAIError, ValueError, OSError)
+        client = await self.async_client()
+        ctx.raise_if_cancelled()
+        acc = _Accumulator(ctx, markup, time.perf_counter())
+        if not self.streaming:
+            try:
+                completion = await client.chat.completions.create(**kwargs)
+            except errors as exc:
+                raise self._error(exc, acc, kwargs["model"]) from exc
+            await _emit(ctx, _feed_completion(acc, completion))
+            return self._finish(ctx, acc, prompt, history)
+        try:
+            stream = await client.chat.completions.create(**kwargs)
+        except errors as exc:
+            raise self._error(exc, acc, kwargs["model"]) from exc
+        try:
+            iterator = stream.__aiter__()
+            while True:
+                try:
+                    chunk = await iterator.__anext__()
+                except StopAsyncIteration:
+                    break
+                except errors as exc:
+                    raise self._error(exc, acc, kwargs["model"]) from exc
+                await _emit(ctx, acc.feed(chunk))
+            await _emit(ctx, acc.finish())
+        finally:
+            await stream.close()
+        return self._finish(ctx, acc, prompt, history)
+
+
+async def _emit(ctx: RunContext, deltas: list[Delta]) -> None:
+    """Stream deltas as chunks of the run, then wait while a stream on this loop is full (back-pressure)."""
+    if not deltas:
+        return
+    for d in deltas:
+        ctx.chunk(d.delta, d.channel, d.call_id)
+    for sink in ctx.sinks:
+        over = getattr(sink, "over", None)
+        if over is not None and over():
+            await sink.wait_for_room()
+
+
+async def _keep_until_loop_closes(client: t.Any) -> t.AsyncGenerator[None, None]:
+    """Yield once; when the loop finalises this generator at shutdown, close the client on that loop."""
+    try:
+        yield
+    finally:
+        await client.close()
+
+
+def _feed_completion(acc: _Accumulator, completion: t.Any) -> list[Delta]:
+    """Turn a non-streaming completion into the same chunks a stream would give."""
+    acc.model = completion.model
+    acc.id = completion.id
+    if completion.usage is not None:
+        acc.usage = _usage_of(completion.usage)
+    out: list[Delta] = []
+    if not completion.choices:
+        return out
+    choice = completion.choices[0]
+    message = choice.message
+    reasoning = _reasoning_of(message)
+    if reasoning:
+        acc._first()
+        acc.reasoning.append(reasoning)
+        out.append(Delta(reasoning, "reasoning"))
+    if message.content:
+        acc._first()
+        out.extend(acc._text(message.content))
+    for index, tc in enumerate(message.tool_calls or ()):
+        fn = getattr(tc, "function", None)
+        if fn is None:
+            continue
+        acc.calls[index] = [tc.id, fn.name, [fn.arguments or ""]]
+        out.append(Delta(fn.arguments or "", "tool_args", tc.id))
+    if choice.finish_reason:
+        acc.finish_reasons.append(choice.finish_reason)
+    out.extend(acc.finish())
+    return out
+
+
+def _describe(exc: BaseException, base_url: str, model: str, timeout: float, chunks: int) -> LLMError:
+    """An :class:`LLMError` saying what failed and what to check."""
+    openai = _import_openai()
+    where = f"the model server at {base_url}"
+    where_ = f"The model server at {base_url}"
+    status = getattr(exc, "status_code", None)
+    detail = _server_message(exc)
+    if isinstance(exc, openai.APITimeoutError):
+        msg = (
+            f"{where_} did not answer within {timeout} s (model {model!r}). Check that the server is up and that "
+            "base_url (OPENAI_BASE_URL) and model (OPENAI_MODEL) are right, or raise timeout=."
+        )
+        return LLMError(msg, base_url=base_url, model=model, reason="timeout")
+    if isinstance(exc, openai.APIConnectionError):
+        if chunks:
+            msg = (
+                f"The connection to {where} was cut after {chunks} stream chunks (model {model!r}): {_root(exc)}. "
+                "Check the server's logs and any proxy between you and it; the answer is incomplete."
+            )
+            return LLMError(msg, base_url=base_url, model=model, reason="stream_cut")
+        msg = (
+            f"Could not connect to {where} ({_root(exc)}). Check that base_url (OPENAI_BASE_URL) is right "
+            "and the server is running and reachable."
+        )
+        return LLMError(msg, base_url=base_url, model=model, reason="connection")
+    if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
+        msg = (
+            f"{where_} rejected the API key (HTTP {status}: {detail}). Check api_key / OPENAI_API_KEY, and that "
+            "the key belongs to this server."
+        )
+        return LLMError(msg, base_url=base_url, model=model, status_code=status, reason="auth")
+    if isinstance(exc, openai.NotFoundError):
+        msg = (
+            f"{where_} answered 404 for model {model!r} ({detail}). Check model / OPENAI_MODEL, and that "
+            "base_url ends with the API root (usually '/v1')."
+        )
+        return LLMError(msg, base_url=base_url, model=model, status_code=status, reason="not_found")
+    if isinstance(exc, openai.RateLimitError):
+        msg = (
+            f"{where_} rate-limited the request for model {model!r} (HTTP 429: {detail}). Retry later, lower "
+            "the concurrency, or raise max_retries."
+        )
+        return LLMError(msg, base_url=base_url, model=model, status_code=status, reason="rate_limit")
+    if isinstance(exc, openai.APIStatusError) and status is not None and status >= 500:
+        msg = (
+            f"{where_} failed with HTTP {status} for model {model!r} ({detail}). The server had an error: "
+            "check its logs, retry, or check that model (OPENAI_MODEL) is served there."
+        )
+        return LLMError(msg, base_url=base_url, model=model, status_code=status, reason="server")
+    if isinstance(exc, openai.APIStatusError):
+        msg = (
+            f"{where_} refused the request for model {model!r} (HTTP {status}: {detail}). Check the model name "
+            "and the request parameters."
+        )
+        return LLMError(msg, base_url=base_url, model=model, status_code=status, reason="bad_request")
+    if isinstance(exc, ValueError):  # json.JSONDecodeError and friends
+        msg = (
+            f"{where_} sent a malformed stream chunk after {chunks} good ones (model {model!r}): {exc}. Check "
+            "that base_url (OPENAI_BASE_URL) points to an OpenAI-compatible API."
+        )
+        return LLMError(msg, base_url=base_url, model=model, reason="malformed_stream")
+    if isinstance(exc, openai.APIError):
+        msg = f"{where_} reported an error mid-stream for model {model!r}: {exc}. Check the server's logs."
+        return LLMError(msg, base_url=base_url, model=model, reason="status")
+    msg = f"The call to {where} failed (model {model!r}): {type(exc).__name__}: {exc}. Check base_url and the network."
+    return LLMError(msg, base_url=base_url, model=model, reason="connection")
+
+
+def _server_message(exc: BaseException) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            return err["message"]
+        if isinstance(body.get("message"), str):
+            return body["message"]
+    return str(getattr(exc, "message", exc))
+
+
+def _root(exc: BaseException) -> str:
+    cause: BaseException = exc
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    text = str(cause) or type(cause).__name__
+    return text if cause is exc else f"{type(cause).__name__}: {text}"

@@ -1,0 +1,193 @@
+"""A streaming JSON parser: text chunks in, successively more complete objects out.
+
+The LangChain seed's ``model | JsonOutputParser()``::
+
+    parser = JsonOutputParser(llm)
+    for obj in parser.stream("Tell the story as JSON with one key, `content`").filter(channels=["data"]):
+        print(obj.delta)       # {} -> {'content': ''} -> {'content': 'Once'} -> ...
+
+:class:`PartialJSON` does the work and can be used alone. It scans each new
+piece once (tracking open objects, arrays and strings), closes what is open,
+and lets the C ``json`` decoder read the result; when the text ends inside a
+key, a literal or after a comma, it falls back to the last point where the
+structure was whole. A number or literal is shown only once it is followed
+by something else (``2`` might become ``25``), so each value is a refinement
+of the one before: keys only appear, strings only grow. Text before the first ``{`` or ``[`` (a preamble, a
+code fence) and after the top-level value is ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import typing as t
+
+from .context import current
+from .module import ModuleBase
+
+__all__ = ["JsonOutputParser", "PartialJSON"]
+
+_MISSING = object()
+_OPEN_ESCAPE = re.compile(r"(\\+)(u[0-9a-fA-F]{0,4})?$")
+_TOKEN_CHARS = frozenset("0123456789+-.eEtrufalsn")
+
+
+class PartialJSON:
+    """Incremental parser of one JSON value that arrives in pieces.
+
+    Example::
+
+        p = PartialJSON()
+        p.feed('{"content": "Once up')    # {'content': 'Once up'}
+        p.feed('on a time"}')             # {'content': 'Once upon a time'}
+        p.done                            # True
+    """
+
+    __slots__ = ("_buf", "_checkpoint", "_closers", "_escape", "_in_string", "_started", "done")
+
+    def __init__(self) -> None:
+        self._buf: list[str] = []
+        self._closers: list[str] = []
+        self._in_string = False
+        self._escape = False
+        self._started = False
+        self._checkpoint: tuple[int, str] = (0, "")
+        self.done = False
+        """Whether the top-level value is complete."""
+
+    @property
+    def text(self) -> str:
+        """The JSON text received so far (from the first ``{`` or ``[``)."""
+        return "".join(self._buf)
+
+    def feed(self, piece: str) -> t.Any:
+        """Add a piece of text; return the most complete value so far, or ``None`` before it starts."""
+        if self.done or not piece:
+            return self.value()
+        buf = self._buf
+        for ch in piece:
+            if not self._started:
+                if ch not in "{[":
+                    continue
+                self._started = True
+            buf.append(ch)
+            if self._in_string:
+                if self._escape:
+                    self._escape = False
+                elif ch == "\\":
+                    self._escape = True
+                elif ch == '"':
+                    self._in_string = False
+                continue
+            if ch == '"':
+                self._in_string = True
+            elif ch in "{[":
+                self._closers.append("}" if ch == "{" else "]")
+                self._checkpoint = (len(buf), "".join(reversed(self._closers)))
+            elif ch in "}]":
+                if self._closers:
+                    self._closers.pop()
+                self._checkpoint = (len(buf), "".join(reversed(self._closers)))
+                if not self._closers:
+                    self.done = True
+                    break
+            elif ch == ",":
+                self._checkpoint = (len(buf) - 1, "".join(reversed(self._closers)))
+        return self.value()
+
+    def value(self) -> t.Any:
+        """The most complete value that the text so far allows (``None`` before it starts)."""
+        if not self._started:
+            return None
+        text = "".join(self._buf)
+        closers = "".join(reversed(self._closers))
+        if self._in_string:
+            candidate = _cut_open_escape(text) + '"' + closers
+        elif text.rstrip()[-1:] in _TOKEN_CHARS:
+            candidate = ""  # a number or literal that may go on ("2" -> "25", "tr" -> "true"): not yet
+        else:
+            candidate = text + closers
+        if candidate:
+            try:
+                return json.loads(candidate)
+            except ValueError:
+                pass
+        cut, cp_closers = self._checkpoint
+        try:
+            return json.loads(text[:cut] + cp_closers)
+        except ValueError:
+            return None
+
+
+def _cut_open_escape(text: str) -> str:
+    """Drop an escape sequence cut short at the end of an open string (``\\``, ``\\u12``, half a surrogate pair)."""
+    while True:
+        m = _OPEN_ESCAPE.search(text)
+        if m is None or len(m.group(1)) % 2 == 0:
+            return text
+        code = m.group(2) or ""
+        if len(code) == 5 and not (code[1] in "dD" and code[2] in "89abAB"):
+            return text
+        text = text[: m.start(1) + len(m.group(1)) - 1]  # "\u12", "\" or a lone high surrogate
+
+
+def _pieces(source: t.Any) -> t.Iterator[str]:
+    if isinstance(source, str):
+        yield source
+        return
+    for item in source:
+        if isinstance(item, str):
+            yield item
+        else:
+            delta = getattr(item, "delta", None)  # a Chunk event
+            if isinstance(delta, str) and getattr(item, "channel", "text") == "text":
+                yield delta
+
+
+class JsonOutputParser(ModuleBase):
+    """Parse streamed JSON text into successively more complete objects (the ``data`` channel).
+
+    Args:
+        upstream: a module whose text to parse (e.g. an LLM); then the call's
+            argument goes to it. Without one, the call's argument is the text:
+            a string, or an iterable of strings or text chunks.
+        name: the run name.
+
+    The output is the final object. Each new partial object is yielded once
+    (repeats are skipped), so a consumer sees ``{}``, ``{'content': ''}``,
+    ``{'content': 'Once'}``... The upstream's own text chunks still stream
+    on the ``text`` channel under its run.
+    """
+
+    kind = "module"
+
+    def __init__(self, upstream: ModuleBase | None = None, *, name: str | None = None) -> None:
+        self.upstream = upstream
+        if name:
+            self.name = name
+
+    def forward(self, source: t.Any, **kwargs: t.Any) -> t.Generator[t.Any, None, t.Any]:
+        """Parse ``source`` (or the upstream's text for it); yield partial objects; return the last."""
+        parser = PartialJSON()
+        last: t.Any = _MISSING
+        stream = None
+        if self.upstream is not None:
+            stream = self.upstream.stream(source, **kwargs)
+            ctx = current()
+            if ctx is not None:
+                ctx.on_cancel(stream.close)
+            pieces: t.Iterable[str] = stream.text()
+        else:
+            pieces = _pieces(source)
+        try:
+            for piece in pieces:
+                value = parser.feed(piece)
+                if value is not None and value != last:
+                    last = value
+                    yield value
+            if stream is not None:
+                stream.handle.result()  # the upstream's failure is this run's failure
+        finally:
+            if stream is not None:
+                stream.close()
+        return None if last is _MISSING else last
