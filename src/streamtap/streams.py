@@ -568,6 +568,8 @@ class RunHandle:
         except (concurrent.futures.CancelledError, asyncio.CancelledError):
             raise RunCancelled(self.token.reason or "cancelled") from None
         except concurrent.futures.TimeoutError:
+            if fut.done():  # the run itself raised a TimeoutError: report it unchanged
+                raise
             raise TimeoutError(f"Run {self.run_id} did not finish within {timeout} s.") from None
 
     async def wait(self) -> t.Any:

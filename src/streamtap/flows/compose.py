@@ -1,0 +1,297 @@
+"""Sequential and parallel composition of any modules (value in, value out).
+
+``Sequential(a, b, c)(x)`` is ``c(b(a(x)))``; ``Parallel(a, b)(x)`` is
+``[a(x), b(x)]`` run concurrently (``Parallel(first=a, second=b)`` gives a
+dict). Each step is a child run of the composition's run, so everything
+streams with its identity. For nodes over a shared store, wire a graph
+(:class:`~streamtap.flows.Flow`) instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import typing as t
+
+from ..context import Executor
+from ..exceptions import UsageError
+from ..interrupts._frames import answered, carried_entries, handing
+from ..interrupts.errors import StalePauseError
+from ..interrupts.records import Interrupt, snapshot
+from ..module import ModuleBase
+from ._base import BaseNode, call_async, call_sync
+from ._container import Call, Container, check_member
+
+__all__ = ["AsyncParallel", "AsyncSequential", "Parallel", "Sequential"]
+
+
+def _timeout(step: ModuleBase) -> float | None:
+    # Only nodes and flows carry a flow timeout (an LLM module's ``timeout`` is its HTTP timeout).
+    return step.timeout if isinstance(step, BaseNode) else None
+
+
+class Sequential(Container):
+    """Run modules one after another, each on the previous one's output.
+
+    Args:
+        *steps: the modules (at least one).
+        name, store, version, timeout: as for :class:`~streamtap.flows.Flow`.
+    """
+
+    _frame_kind = "sequence"
+    _sync = True
+
+    def __init__(self, *steps: ModuleBase, name: str | None = None, store: t.Any = None, version: str | None = None, timeout: float | None = None) -> None:
+        if not steps:
+            msg = f"{type(self).__name__}() needs at least one step."
+            raise UsageError(msg)
+        self.steps = list(steps)
+        for step in self.steps:
+            check_member(self, step, self._sync)
+        if name is not None:
+            self.name = name
+        if store is not None:
+            self.store = store
+        if version is not None:
+            self.version = version
+        if timeout is not None:
+            self.timeout = timeout
+
+    def _structure(self) -> t.Any:
+        return [[type(s).__qualname__, s._run_name(), s.flow_version() if isinstance(s, Container) else None] for s in self.steps]
+
+    def _start(self, call: Call) -> tuple[int, t.Any, t.Any]:
+        frame = call.frame
+        if frame is None:
+            return 0, call.input, None
+        at = frame.get("at")
+        if not isinstance(at, int) or not 0 <= at < len(self.steps) or self.steps[at]._run_name() != frame.get("node"):
+            msg = f"The pause record resumes {self._run_name()} at step {frame.get('node')!r} (#{at}), which it does not have there."
+            raise StalePauseError(msg)
+        return at, frame.get("value"), frame.get("child")
+
+    def _paused(self, call: Call, exc: Interrupt, i: int, value: t.Any) -> Interrupt:
+        value = snapshot(value, f"The input of {self.steps[i]._run_name()} in {self._run_name()}")
+        state = {"kind": "sequence", "at": i, "node": self.steps[i]._run_name(), "value": value, "child": exc.state}
+        return call.paused(exc, state, None)
+
+    def forward(self, x: t.Any) -> t.Any:
+        """Pipe ``x`` through the steps."""
+        call = Call(self, x)
+        with call:
+            i, value, child = self._start(call)
+            call.arm()
+            try:
+                while i < len(self.steps):
+                    step = self.steps[i]
+                    try:
+                        with handing(child):
+                            value = call_sync(step, value, _timeout(step))
+                    except Interrupt as exc:
+                        raise self._paused(call, exc, i, value) from None
+                    child = None
+                    i += 1
+            except BaseException as exc:
+                timeout = call.timed_out(exc)
+                if timeout is not None:
+                    raise timeout from None
+                raise
+            return value
+
+
+class AsyncSequential(Sequential):
+    """:class:`Sequential` for async code (async and sync steps)."""
+
+    _sync = False
+
+    async def forward(self, x: t.Any) -> t.Any:  # type: ignore[override]
+        """Pipe ``x`` through the steps."""
+        call = Call(self, x)
+        with call:
+            i, value, child = self._start(call)
+            call.arm_async()
+            try:
+                while i < len(self.steps):
+                    step = self.steps[i]
+                    try:
+                        with handing(child):
+                            value = await call_async(step, value, _timeout(step))
+                    except Interrupt as exc:
+                        raise self._paused(call, exc, i, value) from None
+                    child = None
+                    i += 1
+            except BaseException as exc:
+                timeout = call.timed_out(exc)
+                if timeout is not None:
+                    raise timeout from None
+                raise
+            return value
+
+
+class _Branches:
+    """Which branches of a parallel run to run, reuse or carry, and the pause they make together."""
+
+    def __init__(self, owner: Parallel, call: Call) -> None:
+        self.owner = owner
+        self.call = call
+        frame = call.frame
+        self.input = frame["input"] if frame else call.input
+        self.done: dict[str, t.Any] = dict(frame["done"]) if frame else {}
+        self.old: dict[str, t.Any] = frame["pending_branches"] if frame else {}
+        self.pending: dict[str, t.Any] = {}
+        self.entries: list[dict[str, t.Any]] = []
+        self.outputs: dict[str, t.Any] = {}
+
+    def to_run(self) -> list[tuple[str, ModuleBase, t.Any]]:
+        todo = []
+        for key, step in self.owner.branches.items():
+            if key in self.done:
+                self.outputs[key] = self.done[key]
+            elif key in self.old and not answered(self.old[key]):
+                self.pending[key] = self.old[key]
+                self.entries.extend(carried_entries(self.old[key]))
+            else:
+                todo.append((key, step, self.old.get(key)))
+        return todo
+
+    def result(self, key: str, outcome: BaseException | None, value: t.Any) -> None:
+        if isinstance(outcome, Interrupt):
+            self.pending[key] = outcome.state
+            self.entries.extend(outcome.entries)
+        else:
+            self.outputs[key] = value
+
+    def finish(self) -> t.Any:
+        owner = self.owner
+        if self.pending:
+            done = {k: v for k, v in self.outputs.items() if k not in self.pending}
+            state = {
+                "kind": "parallel",
+                "input": snapshot(self.input, f"The input of {owner._run_name()}"),
+                "done": snapshot(done, f"The outputs of {owner._run_name()}'s finished branches"),
+                "pending_branches": self.pending,
+            }
+            raise self.call.paused(Interrupt(self.entries, state), state, None)
+        if owner.named:
+            return {k: self.outputs[k] for k in owner.branches}
+        return [self.outputs[k] for k in owner.branches]
+
+
+class Parallel(Container):
+    """Run modules concurrently on the same input; the output is the list (or dict) of their outputs.
+
+    The sync version runs each branch in a thread that lives only during the
+    call. Branches that interrupt pause together; a resume re-runs only the
+    answered ones and reuses the others' outputs.
+
+    Args:
+        *steps: the branches (output: a list), or
+        **named: named branches (output: a dict).
+        name, store, version, timeout: as for :class:`~streamtap.flows.Flow`.
+    """
+
+    _frame_kind = "parallel"
+    _sync = True
+
+    def __init__(
+        self,
+        *steps: ModuleBase,
+        name: str | None = None,
+        store: t.Any = None,
+        version: str | None = None,
+        timeout: float | None = None,
+        **named: ModuleBase,
+    ) -> None:
+        if steps and named:
+            msg = "Give Parallel branches either positionally (a list out) or by name (a dict out), not both."
+            raise UsageError(msg)
+        if not steps and not named:
+            msg = f"{type(self).__name__}() needs at least one branch."
+            raise UsageError(msg)
+        self.named = bool(named)
+        self.branches: dict[str, ModuleBase] = dict(named) if named else {str(i): s for i, s in enumerate(steps)}
+        for step in self.branches.values():
+            check_member(self, step, self._sync)
+        if name is not None:
+            self.name = name
+        if store is not None:
+            self.store = store
+        if version is not None:
+            self.version = version
+        if timeout is not None:
+            self.timeout = timeout
+
+    def _structure(self) -> t.Any:
+        return [[k, type(s).__qualname__, s._run_name(), s.flow_version() if isinstance(s, Container) else None] for k, s in self.branches.items()]
+
+    def forward(self, x: t.Any) -> t.Any:
+        """Run every branch on ``x`` in threads; wait for all."""
+        call = Call(self, x)
+        with call:
+            br = _Branches(self, call)
+            todo = br.to_run()
+            call.arm()
+            try:
+                with Executor(max_workers=max(1, len(todo)), thread_name_prefix="streamtap-parallel") as pool:
+                    futs = []
+                    for key, step, frame in todo:
+                        with handing(frame):
+                            futs.append((key, pool.submit(call_sync, step, br.input, _timeout(step))))
+                    failure: BaseException | None = None
+                    for key, fut in futs:
+                        try:
+                            br.result(key, None, fut.result())
+                        except Interrupt as exc:
+                            br.result(key, exc, None)
+                        except BaseException as exc:  # the first failure wins, after every branch ended
+                            failure = failure or exc
+                    if failure is not None:
+                        raise failure
+            except BaseException as exc:
+                timeout = call.timed_out(exc)
+                if timeout is not None:
+                    raise timeout from None
+                raise
+            return br.finish()
+
+
+class AsyncParallel(Parallel):
+    """:class:`Parallel` for async code: branches are tasks of the running loop."""
+
+    _sync = False
+
+    async def forward(self, x: t.Any) -> t.Any:  # type: ignore[override]
+        """Run every branch on ``x`` as tasks; wait for all."""
+        call = Call(self, x)
+        with call:
+            br = _Branches(self, call)
+            todo = br.to_run()
+            call.arm_async()
+            tasks: list[tuple[str, asyncio.Task[t.Any]]] = []
+            try:
+                for key, step, frame in todo:
+                    with handing(frame):
+                        tasks.append((key, asyncio.ensure_future(call_async(step, br.input, _timeout(step)))))
+                if tasks:
+                    await asyncio.wait([tk for _, tk in tasks])
+                failure: BaseException | None = None
+                for key, task in tasks:
+                    exc = task.exception() if not task.cancelled() else asyncio.CancelledError()
+                    if exc is None:
+                        br.result(key, None, task.result())
+                    elif isinstance(exc, Interrupt):
+                        br.result(key, exc, None)
+                    else:
+                        failure = failure or exc
+                if failure is not None:
+                    raise failure
+            except BaseException as exc:
+                pending = [tk for _, tk in tasks if not tk.done()]
+                for tk in pending:
+                    tk.cancel()
+                if pending:
+                    await asyncio.gather(*pending, return_exceptions=True)
+                timeout = call.timed_out(exc)
+                if timeout is not None:
+                    raise timeout from None
+                raise
+            return br.finish()
