@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import pathlib
 import tempfile
 import typing as t
 
+from streamtap.exporting import traces_from_env
 from streamtap.flows import Flow, Node
 from streamtap.interrupts import AnswerValidationError, Resume, SQLitePauseStore, interrupt
 
@@ -78,15 +78,7 @@ def build(store: SQLitePauseStore) -> Flow:
 
 def main() -> int:
     with contextlib.ExitStack() as stack:
-        if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
-            try:
-                import streamtap_otlp
-            except ImportError:
-                pass
-            else:
-                export = streamtap_otlp.export_from_env()
-                if export is not None:
-                    stack.callback(export.shutdown)
+        stack.enter_context(traces_from_env())
         tmp = pathlib.Path(stack.enter_context(tempfile.TemporaryDirectory()))
         store = SQLitePauseStore(tmp / "pauses.db")
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
 import threading
 import typing as t
 
 import streamtap
+from streamtap.exporting import traces_from_env
 from streamtap.flows import Flow, Node, ParallelBatchNode
 from streamtap.llm.openai import OpenAIChat
 from streamtap.llm.server import FakeOpenAI
@@ -65,15 +65,7 @@ class Report(Node):
 
 def main() -> int:
     with contextlib.ExitStack() as stack:
-        if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
-            try:
-                import streamtap_otlp
-            except ImportError:
-                pass
-            else:
-                export = streamtap_otlp.export_from_env()
-                if export is not None:
-                    stack.callback(export.shutdown)
+        stack.enter_context(traces_from_env())
         server = stack.enter_context(FakeOpenAI(token_delay=0.002))
         llm = OpenAIChat(model="fake-gpt", base_url=server.base_url, api_key="offline")
         load = Load()

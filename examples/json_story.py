@@ -15,11 +15,11 @@ Run: python examples/json_story.py
 
 from __future__ import annotations
 
-import contextlib
 import os
 import typing as t
 
 from streamtap import ModuleBase
+from streamtap.exporting import traces_from_env
 from streamtap.llm.openai import OpenAIChat
 from streamtap.llm.server import model_endpoint
 from streamtap.parsers import JsonOutputParser
@@ -28,22 +28,6 @@ PROMPT = (
     "Output the content as JSON. Tell the story of 'covering one's ears to steal a bell'. "
     "Use the key `content`, and only that key."
 )
-
-
-@contextlib.contextmanager
-def traces_from_env() -> t.Iterator[None]:
-    """Export spans over OTLP when streamtap-otlp is installed and OTEL_EXPORTER_OTLP_ENDPOINT is set."""
-    try:
-        from streamtap_otlp import export_from_env
-    except ImportError:
-        yield
-        return
-    export = export_from_env()
-    try:
-        yield
-    finally:
-        if export is not None:
-            export.shutdown()
 
 
 class ExtractContent(ModuleBase):

@@ -12,9 +12,9 @@ Run: python examples/plan_act_flow.py
 from __future__ import annotations
 
 import contextlib
-import os
 import typing as t
 
+from streamtap.exporting import traces_from_env
 from streamtap.flows import Flow, Node
 from streamtap.llm.openai import OpenAIChat
 from streamtap.llm.server import FakeOpenAI
@@ -82,15 +82,7 @@ def build(llm: OpenAIChat) -> Flow:
 
 def main() -> int:
     with contextlib.ExitStack() as stack:
-        if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
-            try:
-                import streamtap_otlp
-            except ImportError:
-                pass
-            else:
-                export = streamtap_otlp.export_from_env()
-                if export is not None:
-                    stack.callback(export.shutdown)
+        stack.enter_context(traces_from_env())
         server = stack.enter_context(FakeOpenAI(token_delay=0.005))
         llm = OpenAIChat(model="fake-gpt", base_url=server.base_url, api_key="offline")
         shared: dict[str, t.Any] = {"step": 0, "observations": []}

@@ -15,11 +15,11 @@ Run: python examples/retriever_then_stream.py
 
 from __future__ import annotations
 
-import contextlib
 import os
 import typing as t
 
 from streamtap import ModuleBase
+from streamtap.exporting import traces_from_env
 from streamtap.llm.openai import OpenAIChat
 from streamtap.llm.server import model_endpoint
 
@@ -28,22 +28,6 @@ TEMPLATE = """Answer the question based only on the following context:
 
 Question: {question}
 """
-
-
-@contextlib.contextmanager
-def traces_from_env() -> t.Iterator[None]:
-    """Export spans over OTLP when streamtap-otlp is installed and OTEL_EXPORTER_OTLP_ENDPOINT is set."""
-    try:
-        from streamtap_otlp import export_from_env
-    except ImportError:
-        yield
-        return
-    export = export_from_env()
-    try:
-        yield
-    finally:
-        if export is not None:
-            export.shutdown()
 
 
 class ToyRetriever(ModuleBase):

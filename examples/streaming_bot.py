@@ -14,28 +14,11 @@ Run: python examples/streaming_bot.py
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import typing as t
 
+from streamtap.exporting import traces_from_env
 from streamtap.llm.openai import AsyncOpenAIChat, OpenAIChat
 from streamtap.llm.server import model_endpoint
-
-
-@contextlib.contextmanager
-def traces_from_env() -> t.Iterator[None]:
-    """Export spans over OTLP when streamtap-otlp is installed and OTEL_EXPORTER_OTLP_ENDPOINT is set."""
-    try:
-        from streamtap_otlp import export_from_env
-    except ImportError:
-        yield
-        return
-    export = export_from_env()
-    try:
-        yield
-    finally:
-        if export is not None:
-            export.shutdown()
 
 
 def model_name(base_url: str) -> str | None:

@@ -15,27 +15,9 @@ Run: python examples/weather_agent.py
 
 from __future__ import annotations
 
-import contextlib
-import typing as t
-
+from streamtap.exporting import traces_from_env
 from streamtap.llm.server import model_endpoint
 from streamtap.weather import QUERY, weather_agent
-
-
-@contextlib.contextmanager
-def traces_from_env() -> t.Iterator[None]:
-    """Export spans over OTLP when streamtap-otlp is installed and OTEL_EXPORTER_OTLP_ENDPOINT is set."""
-    try:
-        from streamtap_otlp import export_from_env
-    except ImportError:
-        yield
-        return
-    export = export_from_env()
-    try:
-        yield
-    finally:
-        if export is not None:
-            export.shutdown()
 
 
 def main() -> None:
