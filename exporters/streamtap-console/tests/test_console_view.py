@@ -14,6 +14,7 @@ from rich.console import Console
 import streamtap
 from streamtap import ModuleBase
 from streamtap.events import Usage
+import streamtap_console
 from streamtap_console import LiveView
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\r")
@@ -196,4 +197,4 @@ def test_view_unsubscribes_and_validates() -> None:
 def test_entry_point_registered() -> None:
     """Discoverable in the streamtap.exporters entry-point group."""
     eps = {ep.name: ep for ep in importlib.metadata.entry_points(group="streamtap.exporters")}
-    assert eps["console"].load() is LiveView
+    assert eps["console"].load() is streamtap_console and streamtap_console.LiveView is LiveView

@@ -293,7 +293,7 @@ def test_port_4317_means_grpc() -> None:
 def test_entry_point_registered() -> None:
     """The distribution is discoverable in the streamtap.exporters entry-point group."""
     eps = {ep.name: ep for ep in importlib.metadata.entry_points(group="streamtap.exporters")}
-    assert eps["otlp"].load() is streamtap_otlp.configure
+    assert eps["otlp"].load() is streamtap_otlp  # the module: find_exporter("otlp").export_from_env(...)
 
 
 class _Blackhole:

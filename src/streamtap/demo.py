@@ -1,0 +1,170 @@
+"""``streamtap demo``: the seeds' streaming weather agent, in the browser or in the terminal.
+
+``streamtap demo`` starts the embedded OpenAI-compatible model server (or
+uses ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY`` / ``--model`` when given), serves
+the weather agent with the built-in page, prints the URL and runs until
+Ctrl-C. With ``OTEL_EXPORTER_OTLP_ENDPOINT`` set (and ``streamtap-otlp``
+installed) its traces go to Jaeger, Tempo or any OTLP collector.
+
+``streamtap demo --terminal`` runs the same agent once in the terminal:
+``output:`` lines carry the answer as it streams, ``trace:`` lines the steps
+(tool calls, model calls), as the LazyLLM seed prints them; with
+``streamtap-console`` installed and a terminal attached, the live run tree
+is drawn too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import threading
+import typing as t
+
+from .exporting import traces_from_env
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="streamtap demo", description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1; others need --token)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0 picks a free one)")
+    p.add_argument("--token", default=os.environ.get("STREAMTAP_TOKEN"), help="access token required by the API (env STREAMTAP_TOKEN)")
+    p.add_argument("--model", default=None, help="model name (default OPENAI_MODEL, else the embedded server's fake-gpt)")
+    p.add_argument("--base-url", default=None, help="an OpenAI-compatible endpoint (default OPENAI_BASE_URL, else the embedded server)")
+    p.add_argument("--delay", type=float, default=0.03, help="embedded server: seconds per streamed token (default 0.03)")
+    p.add_argument("--no-reasoning", action="store_true", help="embedded server: no reasoning deltas")
+    p.add_argument("--terminal", action="store_true", help="run the agent in the terminal instead of serving the page")
+    p.add_argument("--question", default=None, help="--terminal: the question (default: the seed's weather question)")
+    p.add_argument("--exit-after", type=float, default=None, metavar="SECONDS", help="stop serving after this many seconds (smoke tests)")
+    return p
+
+
+@contextlib.contextmanager
+def _endpoint(args: argparse.Namespace) -> t.Iterator[tuple[str, str]]:
+    """Yield (base_url, description): the given endpoint, or a running embedded server."""
+    url = args.base_url or os.environ.get("OPENAI_BASE_URL")
+    if url:
+        yield url, url
+        return
+    from .llm.server import FakeOpenAI
+
+    with FakeOpenAI(token_delay=args.delay, reasoning=not args.no_reasoning) as srv:
+        yield srv.base_url, f"{srv.base_url} (embedded fake model)"
+
+
+def main(argv: t.Sequence[str] | None = None) -> int:
+    """Run the demo; returns the exit status."""
+    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    if args.exit_after is not None and args.exit_after < 0:
+        print(f"streamtap demo: --exit-after must be >= 0 seconds, got {args.exit_after}", file=sys.stderr)
+        return 2
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(traces_from_env(service_name="streamtap-demo"))
+        except Exception as exc:  # a bad OTLP setting must not stop the demo
+            print(f"streamtap demo: traces are not exported ({exc})", file=sys.stderr)
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        with _endpoint(args) as (base_url, described):
+            from .weather import weather_agent
+
+            def factory() -> t.Any:
+                return weather_agent(base_url=base_url, model=args.model)
+
+            if args.terminal:
+                return _terminal(factory(), args.question)
+            return _web(factory, args, described)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _web(factory: t.Callable[[], t.Any], args: argparse.Namespace, described: str) -> int:
+    from .exceptions import UsageError
+    from .web import create_app
+    from .web.server import BackgroundServer, check_bind
+
+    try:
+        check_bind(args.host, args.token)
+    except UsageError as exc:
+        print(f"streamtap demo: {exc}", file=sys.stderr)
+        return 2
+    app = create_app(factory, token=args.token, title="streamtap demo")
+    try:
+        server = BackgroundServer(app, args.host, args.port, log_level="warning")
+    except OSError as exc:
+        print(f"streamtap demo: cannot listen on {args.host}:{args.port} ({exc.strerror}); try --port 0", file=sys.stderr)
+        return 2
+    url = server.url + "/" + (f"#token={args.token}" if args.token else "")
+    print(f"streamtap demo: model at {described}", flush=True)
+    print(f"streamtap demo: open {url}  (Ctrl-C to stop)", flush=True)
+    if args.exit_after is None:
+        server.run()
+        return 0
+    server.start()
+    try:
+        threading.Event().wait(args.exit_after)
+    finally:
+        server.stop()
+    return 0
+
+
+def _terminal(agent: t.Any, question: str | None) -> int:
+    from .weather import QUERY
+
+    question = question or QUERY
+    view, console = None, None
+    try:
+        from rich.console import Console
+        from streamtap_console import LiveView
+
+        if sys.stdout.isatty():
+            console = Console()
+            view = LiveView(console)
+    except ImportError:
+        pass
+
+    def say(line: str) -> None:
+        if console is not None:
+            console.print(line, markup=False, highlight=False)
+        else:
+            print(line, flush=True)
+
+    say(f"question: {question}")
+    if view is not None:
+        view.start()
+    try:
+        for ev in agent.stream(question):
+            line = _line(ev, agent)
+            if line:
+                say(line)
+    finally:
+        if view is not None:
+            view.stop()
+    return 0
+
+
+def _line(ev: t.Any, agent: t.Any) -> str | None:
+    """An ``output:`` or ``trace:`` line for one event (or ``None``)."""
+    run = ev.run
+    if ev.kind == "chunk":
+        if ev.channel == "text" and ev.delta:
+            return f"output: {ev.delta}"
+        return None
+    if ev.kind == "tool":
+        if ev.phase == "requested":
+            return f"trace: tool {ev.name} requested {ev.arguments}"
+        if ev.phase == "result":
+            return f"trace: tool {ev.name} -> {ev.result}"
+        return f"trace: tool {ev.name} failed: {ev.error.message if ev.error else ''}"
+    if ev.kind == "start" and run.kind in ("llm", "tool"):
+        return f"trace: {run.kind} {run.name} started"
+    if ev.kind == "end":
+        took = f" in {ev.timings.duration:.2f} s" if ev.timings else ""
+        return f"trace: {run.kind} {run.name} {ev.status}{took}"
+    return None

@@ -1,0 +1,350 @@
+"""The Starlette app: AI SDK chat endpoints, resumable event streams, stop, and the built-in page.
+
+Endpoints (all JSON errors are ``{"error": "<what is wrong and what to do>"}``):
+
+``POST /api/chat``
+    AI SDK body (``id``, ``messages``, ``trigger``) in; a UI message stream
+    v1 out (SSE ``data:`` frames, ``data: [DONE]`` last).
+``GET /api/chat/{id}/stream``
+    ``204`` when the conversation has no run going; otherwise the whole
+    answer so far (full replay), then the live rest. ``?run=<run id>``
+    replays that run of the conversation even after it finished (while the
+    store keeps its events): a page reopened later gets the whole answer.
+``POST /api/chat/{id}/stop``
+    Cancel the conversation's run server-side; the model call's HTTP stream closes.
+``GET /api/runs/{run_id}/events``
+    Plain SSE of streamtap events (``Event.to_dict()``), ``id:`` = ``seq``;
+    ``Last-Event-ID`` (or ``?after=``) resumes with no gap and no duplicate;
+    ``?view=user`` keeps only user-facing events (root start/end, text, custom).
+``GET /``
+    The built-in page (``/static/...`` its files).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import ipaddress
+import json
+import typing as t
+from importlib import resources
+
+from ..module import ModuleBase
+from .chat import BadRequest, ChatRequest, parse_chat_request, valid_id
+from .service import ChatService, InputBuilder, Resumer
+from .store import EventStore, MemoryEventStore
+from .ui_stream import UIMessageMapper, encode_part
+
+if t.TYPE_CHECKING:  # pragma: no cover
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+__all__ = ["UI_STREAM_HEADERS", "create_app", "is_loopback"]
+
+UI_STREAM_HEADERS = {
+    "cache-control": "no-cache",
+    "connection": "keep-alive",
+    "x-vercel-ai-ui-message-stream": "v1",
+    "x-accel-buffering": "no",
+}
+"""The headers of a UI message stream response (as the AI SDK's server helper sets them)."""
+
+_DONE = b"data: [DONE]\n\n"
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether ``host`` (an address or ``localhost``) is a loopback interface."""
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _error(status: int, message: str) -> Response:
+    from starlette.responses import JSONResponse
+
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def create_app(
+    module_or_factory: ModuleBase | t.Callable[[], ModuleBase],
+    *,
+    store: EventStore | None = None,
+    to_input: InputBuilder | None = None,
+    resume: Resumer | None = None,
+    token: str | None = None,
+    cancel_on_disconnect: bool = False,
+    max_body_bytes: int = 1_000_000,
+    max_messages: int = 500,
+    keepalive: float = 15.0,
+    send_timeout: float | None = 30.0,
+    page: bool = True,
+    title: str = "streamtap",
+) -> Starlette:
+    """Make the web app serving a module (an agent, a flow, any ``ModuleBase``) per conversation.
+
+    Args:
+        module_or_factory: a module shared by all conversations, or a
+            function returning a new one per conversation.
+        store: the per-run event buffer (default: :class:`MemoryEventStore`).
+        to_input: builds the module's input from a
+            :class:`~streamtap.web.chat.ChatRequest` (default: the last user
+            message's text; ``lambda r: r.history()`` passes the whole chat).
+        resume: resumes an interrupted run with the user's answer
+            (default: :mod:`streamtap.interrupts`).
+        token: when set, every ``/api`` request needs ``Authorization: Bearer <token>``.
+            Without a token only loopback clients are served.
+        cancel_on_disconnect: cancel a run when its chat stream's client
+            disconnects (default: keep it going, buffered, so a reload resumes).
+        max_body_bytes: largest request body accepted (413 beyond).
+        max_messages: most messages in one chat request (413 beyond).
+        keepalive: seconds between ``: keep-alive`` comments on idle streams.
+        send_timeout: seconds a client may stall one write before it is dropped.
+        page: serve the built-in page at ``/``.
+        title: the page's title.
+
+    Returns:
+        A Starlette application; ``app.state.chat`` is its :class:`ChatService`.
+
+    Raises:
+        MissingDependencyError: when the ``web`` extra is not installed.
+    """
+    try:
+        from sse_starlette import EventSourceResponse, ServerSentEvent
+        from starlette.applications import Starlette
+        from starlette.responses import HTMLResponse, JSONResponse, Response
+        from starlette.routing import Mount, Route
+        from starlette.staticfiles import StaticFiles
+    except ImportError as exc:  # pragma: no cover - exercised without the extra
+        from ..exceptions import MissingDependencyError
+
+        raise MissingDependencyError("streamtap.web", "web") from exc
+
+    service = ChatService(module_or_factory, store or MemoryEventStore(), to_input=to_input, resume=resume)
+    store_ = service.store
+
+    def ping() -> ServerSentEvent:
+        return ServerSentEvent(comment="keep-alive", sep="\n")
+
+    def sse(content: t.AsyncIterator[bytes], headers: dict[str, str] | None = None) -> Response:
+        return EventSourceResponse(
+            content,
+            headers=headers,
+            ping=keepalive,
+            ping_message_factory=ping,
+            sep="\n",
+            send_timeout=send_timeout,
+        )
+
+    # -- the UI message stream of one run ------------------------------------
+
+    async def ui_frames(run_id: str, mapper: UIMessageMapper, on_exit: t.Callable[[bool], None] | None) -> t.AsyncIterator[bytes]:
+        complete = False
+        try:
+            yield b": stream-open\n\n" + b"".join(map(encode_part, mapper.begin()))
+            after = -1
+            while True:
+                res = await store_.read(run_id, after)
+                if res is None:
+                    yield b"".join(map(encode_part, mapper.close("the run's events expired; it can no longer be replayed")))
+                    break
+                if res.events:
+                    after = res.events[-1]["seq"]
+                    out = [encode_part(p) for ev in res.events for p in mapper.feed(ev)]
+                    if out:
+                        yield b"".join(out)
+                    if mapper.done:
+                        break
+                    continue
+                if res.finished:
+                    yield b"".join(map(encode_part, mapper.close()))
+                    break
+                await store_.wait(run_id, after, 3600.0)
+            yield _DONE
+            complete = True
+        finally:
+            if on_exit is not None:
+                on_exit(complete)
+
+    def mapper_for(run: t.Any) -> UIMessageMapper:
+        return UIMessageMapper(
+            run.run_id,
+            message_id=run.message_id,
+            verbose=run.verbose,
+            stream_text=run.stream_text,
+            metadata={"runId": run.run_id, "chatId": run.chat_id},
+            cancel_reason=lambda: run.handle.token.reason,
+        )
+
+    # -- endpoints --------------------------------------------------------------
+
+    async def read_json(request: Request) -> t.Any:
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > max_body_bytes:
+            raise BadRequest(413, f"The request body is {length} bytes; the limit is max_body_bytes={max_body_bytes}.")
+        body = bytearray()
+        async for piece in request.stream():
+            body += piece
+            if len(body) > max_body_bytes:
+                raise BadRequest(413, f"The request body is over max_body_bytes={max_body_bytes} bytes.")
+        if not body:
+            raise BadRequest(400, "The request body is empty; send a JSON object with 'id', 'messages' and 'trigger'.")
+        try:
+            return json.loads(body)
+        except ValueError as exc:
+            raise BadRequest(400, f"The request body is not valid JSON ({exc}). Send the AI SDK chat body as JSON.") from None
+
+    async def chat(request: Request) -> Response:
+        try:
+            req: ChatRequest = parse_chat_request(await read_json(request), max_messages=max_messages)
+            conv = service.conversations.get(req.chat_id)
+            answering = "resume" in req.body or (conv is not None and conv.pending is not None)
+            if not answering and not req.last_user_text:
+                raise BadRequest(422, "The last user message has no text; put the question in a {'type': 'text', 'text': ...} part.")
+            run = await service.start(req)
+        except BadRequest as exc:
+            return _error(exc.status, exc.message)
+
+        def on_exit(complete: bool) -> None:
+            if not complete and cancel_on_disconnect:
+                run.handle.cancel("the client disconnected")
+
+        return sse(ui_frames(run.run_id, mapper_for(run), on_exit), UI_STREAM_HEADERS)
+
+    async def chat_stream(request: Request) -> Response:
+        chat_id = request.path_params["chat_id"]
+        if not valid_id(chat_id):
+            return _error(422, f"Invalid chat id {chat_id!r}.")
+        wanted = request.query_params.get("run")
+        if wanted is not None:  # a given run of this chat, finished or not, while its events are kept
+            run = service.run_of(chat_id, wanted)
+            if run is None or await store_.read(run.run_id, limit=0) is None:
+                return _error(404, f"Chat {chat_id!r} has no run {wanted!r} any more (unknown, or its events expired).")
+        else:
+            run = service.active(chat_id)
+            if run is None:
+                return Response(status_code=204)
+        return sse(ui_frames(run.run_id, mapper_for(run), None), UI_STREAM_HEADERS)
+
+    async def chat_stop(request: Request) -> Response:
+        chat_id = request.path_params["chat_id"]
+        if not valid_id(chat_id):
+            return _error(422, f"Invalid chat id {chat_id!r}.")
+        run = await service.stop(chat_id)
+        if run is None:
+            return JSONResponse({"stopped": False, "reason": "no run is going in this chat"})
+        return JSONResponse({"stopped": True, "runId": run.run_id, "status": run.status})
+
+    async def run_events(request: Request) -> Response:
+        run_id = request.path_params["run_id"]
+        view = request.query_params.get("view", "verbose")
+        if view not in ("verbose", "user"):
+            return _error(422, f"view must be 'verbose' or 'user', got {view!r}.")
+        raw = request.headers.get("last-event-id") or request.query_params.get("after")
+        after = -1
+        if raw is not None and raw != "":
+            try:
+                after = int(raw)
+            except ValueError:
+                return _error(400, f"Last-Event-ID / after must be an event seq (a whole number), got {raw!r}.")
+        res = await store_.read(run_id, after, limit=1)
+        if res is None:
+            return _error(404, f"No run {run_id!r} here (unknown, or its events expired).")
+        if res.finished and not res.events:
+            return Response(status_code=204)  # nothing more will come: stops EventSource reconnecting
+        user = view == "user"
+
+        def keep(ev: t.Mapping[str, t.Any]) -> bool:
+            if not user:
+                return True
+            kind = ev["kind"]
+            if kind == "chunk":
+                return ev.get("channel") == "text"
+            if kind in ("start", "end"):
+                return ev["run"]["run_id"] == run_id
+            return kind == "custom"
+
+        async def frames(after: int) -> t.AsyncIterator[bytes]:
+            yield b"retry: 1000\n\n"
+            while True:
+                res = await store_.read(run_id, after)
+                if res is None:
+                    return
+                if res.events:
+                    out = []
+                    for ev in res.events:
+                        if keep(ev):
+                            data = json.dumps(ev, ensure_ascii=False, separators=(",", ":"), default=str)
+                            out.append(f"id: {ev['seq']}\ndata: {data}\n\n".encode())
+                    after = res.events[-1]["seq"]
+                    if out:
+                        yield b"".join(out)
+                    continue
+                if res.finished:
+                    return
+                await store_.wait(run_id, after, 3600.0)
+
+        return sse(frames(after), {"cache-control": "no-cache", "x-accel-buffering": "no"})
+
+    async def index(request: Request) -> Response:
+        html = resources.files("streamtap.web").joinpath("static/index.html").read_text("utf-8")
+        return HTMLResponse(html.replace("{{title}}", _escape(title)))
+
+    routes = [
+        Route("/api/chat", chat, methods=["POST"]),
+        Route("/api/chat/{chat_id}/stream", chat_stream, methods=["GET"]),
+        Route("/api/chat/{chat_id}/stop", chat_stop, methods=["POST"]),
+        Route("/api/runs/{run_id}/events", run_events, methods=["GET"]),
+    ]
+    if page:
+        static_dir = str(resources.files("streamtap.web").joinpath("static"))
+        routes += [Route("/", index, methods=["GET"]), Mount("/static", StaticFiles(directory=static_dir), name="static")]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> t.AsyncIterator[None]:
+        yield
+        await service.aclose()
+
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.chat = service
+    app.add_middleware(_Guard, token=token)  # type: ignore[arg-type]
+    return app
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+
+
+class _Guard:
+    """ASGI middleware: bearer token on ``/api`` when set; loopback clients only when not."""
+
+    def __init__(self, app: t.Any, token: str | None) -> None:
+        self.app = app
+        self.token = token.encode() if token else None
+
+    async def __call__(self, scope: t.Any, receive: t.Any, send: t.Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        problem = None
+        if self.token is None:
+            client = scope.get("client")
+            if client is not None and not is_loopback(client[0]):
+                problem = (403, "This server has no access token, so it only serves loopback clients. Start it with a token to allow others.")
+        elif scope["path"].startswith("/api"):
+            auth = dict(scope.get("headers") or []).get(b"authorization", b"")
+            scheme, _, given = auth.partition(b" ")
+            if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self.token):
+                problem = (401, "Missing or wrong bearer token: send 'Authorization: Bearer <token>'.")
+        if problem is None:
+            await self.app(scope, receive, send)
+            return
+        body = json.dumps({"error": problem[1]}).encode()
+        await send({"type": "http.response.start", "status": problem[0], "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+

@@ -1,0 +1,115 @@
+"""The chat request body of the AI SDK (``id``, ``messages``, ``trigger``), validated.
+
+Validation errors carry an HTTP status and a message that says what is wrong
+and how to fix it; the endpoints send them as ``{"error": message}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import typing as t
+
+__all__ = ["BadRequest", "ChatRequest", "parse_chat_request"]
+
+_ID = re.compile(r"^[A-Za-z0-9_\-.:]{1,128}$")
+_ROLES = ("system", "user", "assistant")
+_TRIGGERS = ("submit-message", "regenerate-message")
+
+
+class BadRequest(Exception):
+    """A request the app refuses: ``status`` (400, 413, 422...) and a message for the client."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def valid_id(value: t.Any) -> bool:
+    """Whether ``value`` is an acceptable chat id (1-128 of ``A-Z a-z 0-9 _ - . :``)."""
+    return isinstance(value, str) and bool(_ID.match(value))
+
+
+@dataclasses.dataclass(frozen=True)
+class ChatRequest:
+    """One ``POST /api/chat`` body.
+
+    Attributes:
+        chat_id: the conversation id (``id``).
+        messages: the UI messages (``{id, role, parts}``), oldest first.
+        trigger: ``submit-message`` or ``regenerate-message``.
+        message_id: the ``messageId`` the client asked for, if any.
+        body: the whole body, including extra fields a front end sends
+            (``useChat``'s ``body`` option): the built-in page sends
+            ``verbose``, ``stream`` and ``resume``.
+    """
+
+    chat_id: str
+    messages: list[dict[str, t.Any]]
+    trigger: str
+    message_id: str | None
+    body: dict[str, t.Any]
+
+    @property
+    def last_user_text(self) -> str:
+        """The text of the last user message (its ``text`` parts joined)."""
+        for msg in reversed(self.messages):
+            if msg.get("role") == "user":
+                return message_text(msg)
+        return ""
+
+    def history(self) -> list[dict[str, str]]:
+        """The conversation as ``[{"role", "content"}]`` (text parts only), for chat models."""
+        return [{"role": m["role"], "content": message_text(m)} for m in self.messages]
+
+
+def message_text(msg: t.Mapping[str, t.Any]) -> str:
+    """The joined ``text`` parts of a UI message (or its legacy ``content`` string)."""
+    parts = msg.get("parts")
+    if isinstance(parts, list):
+        return "".join(p.get("text", "") for p in parts if isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str))
+    content = msg.get("content")
+    return content if isinstance(content, str) else ""
+
+
+def parse_chat_request(body: t.Any, *, max_messages: int) -> ChatRequest:
+    """Check a decoded JSON body and return the request.
+
+    Raises:
+        BadRequest: 422 naming the field that is wrong and what it must be.
+    """
+    if not isinstance(body, dict):
+        raise BadRequest(422, f"The body must be a JSON object with 'id', 'messages' and 'trigger', not {type(body).__name__}.")
+    chat_id = body.get("id")
+    if not valid_id(chat_id):
+        raise BadRequest(422, f"'id' must be the chat id: 1-128 characters of letters, digits, '_', '-', '.', ':'; got {chat_id!r}.")
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        raise BadRequest(422, f"'messages' must be a list of UI messages ({{id, role, parts}}), got {type(messages).__name__}.")
+    if len(messages) > max_messages:
+        raise BadRequest(
+            413,
+            f"Too many messages: {len(messages)} > max_messages={max_messages}. Send only recent messages "
+            "(useChat's prepareSendMessagesRequest) or raise max_messages in create_app().",
+        )
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, dict):
+            raise BadRequest(422, f"messages[{i}] must be an object {{id, role, parts}}, got {type(msg).__name__}.")
+        if msg.get("role") not in _ROLES:
+            raise BadRequest(422, f"messages[{i}].role must be one of {list(_ROLES)}, got {msg.get('role')!r}.")
+        parts = msg.get("parts")
+        if parts is not None and not (isinstance(parts, list) and all(isinstance(p, dict) and isinstance(p.get("type"), str) for p in parts)):
+            raise BadRequest(422, f"messages[{i}].parts must be a list of parts, each an object with a string 'type'.")
+        if parts is None and not isinstance(msg.get("content"), str):
+            raise BadRequest(422, f"messages[{i}] needs 'parts' (a list of parts like {{\"type\": \"text\", \"text\": \"...\"}}).")
+    trigger = body.get("trigger", "submit-message")
+    if trigger not in _TRIGGERS:
+        raise BadRequest(422, f"'trigger' must be one of {list(_TRIGGERS)}, got {trigger!r}.")
+    for key in ("verbose", "stream"):
+        if key in body and not isinstance(body[key], bool):
+            raise BadRequest(422, f"'{key}' must be true or false when given, got {body[key]!r}.")
+    message_id = body.get("messageId")
+    if message_id is not None and not isinstance(message_id, str):
+        raise BadRequest(422, f"'messageId' must be a string when given, got {type(message_id).__name__}.")
+    return ChatRequest(chat_id, messages, trigger, message_id, body)

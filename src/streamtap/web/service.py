@@ -1,0 +1,287 @@
+"""Conversations and their runs: start, pump into the event store, stop, resume an interrupt.
+
+One :class:`ChatService` serves one module (shared) or one module per
+conversation (from a factory). Each chat request starts a root run with
+``module.astart(...)`` as a task of the server's loop; a pump task copies its
+events into the :class:`~streamtap.web.store.EventStore`, independent of any
+HTTP connection, so a client that disconnects leaves the run going (unless
+``cancel_on_disconnect``) and a reload can replay it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import logging
+import secrets
+import time
+import typing as t
+
+from ..module import ModuleBase
+from ..streams import RunHandle
+from .chat import BadRequest, ChatRequest
+from .store import EventStore
+
+__all__ = ["ActiveRun", "ChatService", "Conversation"]
+
+log = logging.getLogger("streamtap.web")
+
+InputBuilder = t.Callable[[ChatRequest], t.Any]
+Resumer = t.Callable[[ModuleBase, t.Any, t.Any], RunHandle]
+
+
+@dataclasses.dataclass
+class ActiveRun:
+    """A run started by a chat request.
+
+    Attributes:
+        run_id: the root run id (unguessable; also the events endpoint's key).
+        chat_id: the conversation it belongs to.
+        message_id: the assistant message id of its UI stream.
+        handle: the run's :class:`~streamtap.RunHandle`.
+        verbose: map tool calls, reasoning and run progress into the UI stream.
+        stream_text: stream text as it comes (``False``: whole parts).
+    """
+
+    run_id: str
+    chat_id: str
+    message_id: str
+    handle: RunHandle
+    verbose: bool = True
+    stream_text: bool = True
+    pump: asyncio.Task[None] | None = None
+    finished: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    status: str | None = None
+    resumed: dict[str, t.Any] | None = None
+
+
+@dataclasses.dataclass
+class Conversation:
+    """One chat id's state: its module, its active run, a pending interrupt."""
+
+    chat_id: str
+    module: ModuleBase
+    active: ActiveRun | None = None
+    pending: dict[str, t.Any] | None = None
+    last_used: float = dataclasses.field(default_factory=time.monotonic)
+
+
+def default_input(request: ChatRequest) -> t.Any:
+    """The module's input for a chat request: the last user message's text."""
+    return request.last_user_text
+
+
+def default_resume(module: ModuleBase, record: t.Any, answer: t.Any) -> RunHandle:
+    """Resume an interrupted run with the user's answer: ``module.astart(Resume(record, answer))``.
+
+    ``answer`` may be ``{"answers": {interrupt_id: answer, ...}}`` for a
+    record with several pending interrupts (see :mod:`streamtap.interrupts`).
+    """
+    from ..interrupts import Resume
+
+    if isinstance(answer, dict) and set(answer) == {"answers"} and isinstance(answer["answers"], dict):
+        resume = Resume(record, answers=answer["answers"])
+    else:
+        resume = Resume(record, answer)
+    return module.buffered(1024, "block").astart(resume)
+
+
+class ChatService:
+    """The runs behind the chat endpoints.
+
+    Args:
+        module_or_factory: a module shared by every conversation, or a
+            zero-argument callable returning a new module per conversation
+            (for modules with per-conversation state).
+        store: where run events are buffered.
+        to_input: builds the module's input from a :class:`ChatRequest`
+            (default: the last user message's text).
+        resume: resumes an interrupted run with the user's answer; returns its handle.
+        max_conversations: conversations kept; idle ones beyond it are forgotten.
+        conversation_ttl: seconds an idle conversation is kept.
+        stream_buffer: events buffered between a run and its pump.
+    """
+
+    def __init__(
+        self,
+        module_or_factory: ModuleBase | t.Callable[[], ModuleBase],
+        store: EventStore,
+        *,
+        to_input: InputBuilder | None = None,
+        resume: Resumer | None = None,
+        max_conversations: int = 1000,
+        conversation_ttl: float = 3600.0,
+        stream_buffer: int = 1024,
+    ) -> None:
+        if isinstance(module_or_factory, ModuleBase):
+            shared: ModuleBase | None = module_or_factory
+            factory: t.Callable[[], ModuleBase] | None = None
+        elif callable(module_or_factory):
+            shared, factory = None, module_or_factory
+        else:
+            msg = f"create_app() needs a ModuleBase or a function returning one, got {module_or_factory!r}."
+            raise TypeError(msg)
+        self._shared = shared
+        self._factory = factory
+        self.store = store
+        self.to_input = to_input or default_input
+        self.resume = resume or default_resume
+        self.max_conversations = max_conversations
+        self.conversation_ttl = conversation_ttl
+        self.stream_buffer = stream_buffer
+        self.conversations: dict[str, Conversation] = {}
+        self.runs: dict[str, ActiveRun] = {}
+        self.recent: collections.OrderedDict[str, ActiveRun] = collections.OrderedDict()  # finished runs, newest last
+        self.max_recent = max_conversations
+        self._tasks: set[asyncio.Task[t.Any]] = set()
+
+    # -- conversations ---------------------------------------------------------
+
+    def _module(self) -> ModuleBase:
+        if self._shared is not None:
+            return self._shared
+        assert self._factory is not None
+        module = self._factory()
+        if not isinstance(module, ModuleBase):
+            msg = f"The module factory given to create_app() returned {module!r}, not a ModuleBase."
+            raise TypeError(msg)
+        return module
+
+    def conversation(self, chat_id: str, *, create: bool = False) -> Conversation | None:
+        """The conversation with this id (made when ``create``)."""
+        conv = self.conversations.get(chat_id)
+        if conv is None and create:
+            self._evict()
+            conv = Conversation(chat_id, self._module())
+            self.conversations[chat_id] = conv
+        if conv is not None:
+            conv.last_used = time.monotonic()
+        return conv
+
+    def _evict(self) -> None:
+        now = time.monotonic()
+        idle = [c for c in self.conversations.values() if c.active is None]
+        for conv in idle:
+            if now - conv.last_used > self.conversation_ttl:
+                del self.conversations[conv.chat_id]
+        if len(self.conversations) >= self.max_conversations:
+            idle = sorted((c for c in self.conversations.values() if c.active is None), key=lambda c: c.last_used)
+            for conv in idle[: len(self.conversations) - self.max_conversations + 1]:
+                del self.conversations[conv.chat_id]
+        if len(self.conversations) >= self.max_conversations:
+            msg = f"All {self.max_conversations} conversations have a run going; try again when one finishes."
+            raise BadRequest(503, msg)
+
+    def run_of(self, chat_id: str, run_id: str) -> ActiveRun | None:
+        """A run of this conversation, going or recently finished (``None`` for another conversation's)."""
+        run = self.runs.get(run_id) or self.recent.get(run_id)
+        return run if run is not None and run.chat_id == chat_id else None
+
+    def active(self, chat_id: str) -> ActiveRun | None:
+        """The run of this conversation that is still going, if any."""
+        conv = self.conversations.get(chat_id)
+        return conv.active if conv is not None else None
+
+    # -- runs -------------------------------------------------------------------
+
+    async def start(self, request: ChatRequest) -> ActiveRun:
+        """Start the run answering ``request`` (or resume the conversation's pending interrupt).
+
+        Raises:
+            BadRequest: 409 when the conversation already has a run going.
+        """
+        conv = self.conversation(request.chat_id, create=True)
+        assert conv is not None
+        if conv.active is not None:
+            msg = (
+                f"Chat {request.chat_id!r} already has a run going ({conv.active.run_id}). Stop it with "
+                f"POST /api/chat/{request.chat_id}/stop or wait for it to finish."
+            )
+            raise BadRequest(409, msg)
+        body = request.body
+        module = conv.module
+        if conv.pending is not None:
+            record = conv.pending
+            answer = body["resume"] if "resume" in body else request.last_user_text
+            conv.pending = None
+            handle = self.resume(module, record, answer)
+            resumed: dict[str, t.Any] | None = record
+        else:
+            resumed = None
+            handle = module.buffered(self.stream_buffer, "block").astart(self.to_input(request))
+        run = ActiveRun(
+            run_id=handle.run_id,
+            chat_id=request.chat_id,
+            message_id=request.message_id or "msg-" + secrets.token_hex(8),
+            handle=handle,
+            verbose=bool(body.get("verbose", True)),
+            stream_text=bool(body.get("stream", True)),
+            resumed=resumed,
+        )
+        await self.store.create(run.run_id)
+        conv.active = run
+        self.runs[run.run_id] = run
+        run.pump = self._spawn(self._pump(conv, run))
+        return run
+
+    def _spawn(self, coro: t.Coroutine[t.Any, t.Any, t.Any]) -> asyncio.Task[t.Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _pump(self, conv: Conversation, run: ActiveRun) -> None:
+        store = self.store
+        rid = run.run_id
+        complete = False
+        try:
+            async for ev in run.handle.events():
+                if ev.kind == "end" and ev.run.run_id == rid:
+                    run.status = ev.status
+                    if ev.status == "interrupted":
+                        out = ev.output
+                        conv.pending = out if isinstance(out, dict) else {"value": out}
+                    elif ev.status == "error" and run.resumed is not None and ev.error and ".interrupts." in ev.error.type:
+                        # The answer was refused (wrong shape, stale record): the pause is still pending.
+                        conv.pending = run.resumed
+                await store.append(rid, ev.to_dict())
+            complete = True
+        except Exception:
+            log.exception("Run %s: its events could not be stored; the run is cancelled", rid)
+        finally:
+            if not complete:  # the store failed, or the server is shutting down: nobody could follow the run
+                run.handle.cancel("the run's events could not be stored")
+            run.handle.events().close()
+            await store.finish(rid)
+            if conv.active is run:
+                conv.active = None
+            self.runs.pop(rid, None)
+            self.recent[rid] = run
+            while len(self.recent) > self.max_recent:
+                self.recent.popitem(last=False)
+            run.finished.set()
+            # Collect the run's result so that its exception is not reported as never retrieved.
+            try:
+                await run.handle
+            except BaseException:  # noqa: BLE001 - the run's failure is already an End event
+                pass
+
+    async def stop(self, chat_id: str, *, wait: float = 10.0) -> ActiveRun | None:
+        """Cancel the conversation's run (its model stream closes) and wait for it to end."""
+        run = self.active(chat_id)
+        if run is None:
+            return None
+        run.handle.cancel("stopped by the user")
+        try:
+            await asyncio.wait_for(run.finished.wait(), wait)
+        except asyncio.TimeoutError:
+            pass
+        return run
+
+    async def aclose(self) -> None:
+        """Cancel every run (server shutdown)."""
+        for run in list(self.runs.values()):
+            run.handle.cancel("the server is shutting down")
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5)

@@ -1,0 +1,418 @@
+"""streamtap events -> Vercel AI SDK UI message stream v1 parts (pure, no I/O).
+
+:class:`UIMessageMapper` turns the events of one root run (as
+:meth:`Event.to_dict` dicts, the form the event store keeps) into the chunk
+dicts of the AI SDK's UI message stream, so that ``useChat``, assistant-ui and
+AI Elements front ends render a streamtap run unmodified. It opens and closes
+parts itself, so the protocol's ordering rules hold on every path:
+
+* ``start`` first; ``finish`` (or ``abort`` when the run was cancelled) last.
+* one step (``start-step`` .. ``finish-step``) per model call: a run of kind
+  ``llm`` that starts while no other model call is open begins a new step;
+  the step stays open through the tool calls that follow it, as in the AI SDK.
+* ``text-start`` before any ``text-delta`` and ``text-end`` before the step
+  closes; the same for ``reasoning-*``.
+* ``tool-input-start`` before ``tool-input-delta``; a tool result or error is
+  always preceded by its ``tool-input-available``, synthesised if needed, so
+  a mapper fed from the middle of a run (an expired buffer) still produces a
+  valid stream.
+* a run that failed sends ``error`` then ``finish`` with reason ``error``; an
+  interrupted run sends a ``data-interrupt`` part with the pause record's id
+  and questions (``interrupts``: id, node, payload, schema -- never the
+  flow's saved state), then ``finish``; a cancelled run ends with ``abort``.
+
+What is user-facing text: ``text`` chunks of every run except tools and the
+runs inside tools (a tool's own model calls are its business; the chat
+models already keep tool-call markup out of their ``text``). The innermost
+speaker wins: once a run's text was shown, the text of the runs above it
+(an agent or a node relaying what its model streams) is not sent again, so
+nothing is shown twice whether or not a module re-yields its children's
+text. When a run ends
+``ok`` with a string output and no text was shown at all (a module that
+returns rather than streams), the output is sent as the text.
+
+Tool calls are sent as ``dynamic`` tools (the browser does not know a Python
+backend's tools statically). ``verbose=False`` leaves out tool, reasoning and
+run-progress parts (the "user-facing only" view) while keeping the step and
+text boundaries valid. ``stream_text=False`` sends each text part's text in one
+delta when the part closes (the streaming on/off switch); the part still
+opens where it belongs, so parts keep their order.
+"""
+
+from __future__ import annotations
+
+import re
+import typing as t
+
+__all__ = ["UIMessageMapper", "data_part_name", "encode_part"]
+
+Part = t.Dict[str, t.Any]
+
+_NAME_OK = re.compile(r"[^A-Za-z0-9_\-]")
+
+
+def data_part_name(name: str) -> str:
+    """The ``data-<name>`` part type for a custom event name (unsafe characters become ``-``)."""
+    return "data-" + (_NAME_OK.sub("-", str(name)) or "event")
+
+
+def encode_part(part: Part) -> bytes:
+    """One SSE frame (``data: <json>`` and a blank line) for a part."""
+    import json
+
+    return b"data: " + json.dumps(part, ensure_ascii=False, separators=(",", ":"), default=str).encode() + b"\n\n"
+
+
+def _error_text(error: t.Mapping[str, t.Any] | None, fallback: str) -> str:
+    if not error:
+        return fallback
+    typ, msg = error.get("type") or "Error", error.get("message") or ""
+    return f"{typ}: {msg}" if msg else str(typ)
+
+
+class _RunInfo(t.NamedTuple):
+    name: str
+    kind: str
+    parent_id: str | None
+    under_tool: bool
+
+
+class UIMessageMapper:
+    """Map the events of one root run to UI message stream parts.
+
+    Call :meth:`begin` once, :meth:`feed` with every event (``Event.to_dict()``
+    form, ``seq`` order; events of other root runs are ignored), and
+    :meth:`close` when the stream must end without the root's ``End`` (the
+    buffer ended early); each returns the parts to send. After the root's
+    ``End`` the stream is complete and :attr:`done` is true; the caller then
+    sends ``data: [DONE]``.
+
+    Args:
+        root_id: id of the root run whose events are mapped.
+        message_id: the assistant message id sent in ``start``.
+        verbose: include tool calls, reasoning and run progress (``data-run``).
+        stream_text: send text as it arrives; ``False`` sends each text part whole.
+        metadata: ``messageMetadata`` of the ``start`` part (run id, trace id...).
+        cancel_reason: returns why the run was cancelled, for the ``abort`` part
+            (the cancelled ``End`` does not always carry it).
+        max_run_parts: ``data-run`` parts sent at most (a batch of thousands of
+            runs would bloat the message); the root's are always sent.
+    """
+
+    def __init__(
+        self,
+        root_id: str,
+        *,
+        message_id: str | None = None,
+        verbose: bool = True,
+        stream_text: bool = True,
+        metadata: t.Mapping[str, t.Any] | None = None,
+        cancel_reason: t.Callable[[], str | None] | None = None,
+        max_run_parts: int = 500,
+    ) -> None:
+        self.cancel_reason = cancel_reason
+        self.max_run_parts = max_run_parts
+        self._reported: set[str] = set()
+        self.root_id = root_id
+        self.message_id = message_id
+        self.verbose = verbose
+        self.stream_text = stream_text
+        self.metadata = dict(metadata) if metadata else None
+        self.done = False
+        self._runs: dict[str, _RunInfo] = {}
+        self._step_open = False
+        self._active_llm: set[str] = set()
+        self._parts: dict[tuple[str, str], list[t.Any]] = {}  # (run_id, channel) -> [part id, kind, buffered text]
+        self._counter = 0
+        self._tools: dict[str, str] = {}  # call id -> "streaming" | "available" | "done"
+        self._tool_names: dict[str, str] = {}
+        self._tool_args: dict[str, str] = {}
+        self._aliases: dict[str, str] = {}
+        self._shown_text = False
+        self._texting: set[str] = set()  # runs whose text was shown
+        self._relays: set[str] = set()  # runs above those: their text repeats their children's
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def begin(self) -> list[Part]:
+        """The ``start`` part."""
+        part: Part = {"type": "start"}
+        if self.message_id is not None:
+            part["messageId"] = self.message_id
+        if self.metadata:
+            part["messageMetadata"] = self.metadata
+        return [part]
+
+    def close(self, reason: str = "the run's event stream ended before the run did") -> list[Part]:
+        """End the message now (no ``End`` of the root arrived): close parts, ``error``, ``finish``."""
+        if self.done:
+            return []
+        out = self._close_step()
+        out.append({"type": "error", "errorText": reason})
+        out.append({"type": "finish", "finishReason": "error"})
+        self.done = True
+        return out
+
+    # -- events -----------------------------------------------------------------
+
+    def feed(self, ev: t.Mapping[str, t.Any]) -> list[Part]:
+        """The parts for one event (often none)."""
+        if self.done:
+            return []
+        run = ev["run"]
+        if run.get("root_id") != self.root_id:
+            return []
+        kind = ev["kind"]
+        if kind == "chunk":
+            return self._chunk(ev, run)
+        if kind == "start":
+            return self._start(ev, run)
+        if kind == "end":
+            return self._end(ev, run)
+        if kind == "tool":
+            return self._tool(ev) if self.verbose else []
+        if kind == "custom":
+            out = self._ensure_step()
+            out.append({"type": data_part_name(ev["name"]), "data": ev.get("data")})
+            return out
+        return []
+
+    def _info(self, run: t.Mapping[str, t.Any]) -> _RunInfo:
+        info = self._runs.get(run["run_id"])
+        if info is None:  # fed from the middle of a run: derive what we can
+            parent = self._runs.get(run.get("parent_id") or "")
+            info = _RunInfo(
+                run.get("name", ""),
+                run.get("kind", "module"),
+                run.get("parent_id"),
+                bool(parent and (parent.under_tool or parent.kind == "tool")),
+            )
+            self._runs[run["run_id"]] = info
+        return info
+
+    def _start(self, ev: t.Mapping[str, t.Any], run: t.Mapping[str, t.Any]) -> list[Part]:
+        rid = run["run_id"]
+        self._runs.pop(rid, None)
+        info = self._info(run)
+        out: list[Part] = []
+        if info.kind == "llm":
+            if not self._active_llm:
+                out += self._close_step()
+                out += self._ensure_step()
+            self._active_llm.add(rid)
+        if self._report(rid):
+            data = {
+                "runId": rid,
+                "parentId": run.get("parent_id"),
+                "name": info.name,
+                "kind": info.kind,
+                "status": "running",
+                "startedAt": ev.get("started_at"),
+            }
+            out.append({"type": "data-run", "id": rid, "data": data})
+        return out
+
+    def _end(self, ev: t.Mapping[str, t.Any], run: t.Mapping[str, t.Any]) -> list[Part]:
+        rid = run["run_id"]
+        info = self._info(run)
+        out: list[Part] = []
+        status = ev.get("status", "ok")
+        for key in [k for k in self._parts if k[0] == rid]:
+            out += self._close_part(key)
+        if self._report(rid):
+            timings = ev.get("timings") or {}
+            err = ev.get("error")
+            data = {
+                "runId": rid,
+                "parentId": run.get("parent_id"),
+                "name": info.name,
+                "kind": info.kind,
+                "status": status,
+                "startedAt": timings.get("started_at"),
+                "duration": timings.get("duration"),
+                "ttft": timings.get("time_to_first_chunk"),
+                "error": _error_text(err, "") if err else None,
+                "usage": ev.get("usage"),
+            }
+            out.append({"type": "data-run", "id": rid, "data": data})
+        self._active_llm.discard(rid)
+        if rid != self.root_id:
+            return out
+        # The root ended: finish the message.
+        output = ev.get("output")
+        if status == "ok" and not self._shown_text and isinstance(output, str) and output:
+            out += self._ensure_step()
+            pid = self._new_id("text")
+            out += [
+                {"type": "text-start", "id": pid},
+                {"type": "text-delta", "id": pid, "delta": output},
+                {"type": "text-end", "id": pid},
+            ]
+            self._shown_text = True
+        out += self._close_step()
+        if status == "ok":
+            out.append({"type": "finish", "finishReason": "stop"})
+        elif status == "error":
+            out.append({"type": "error", "errorText": _error_text(ev.get("error"), "the run failed")})
+            out.append({"type": "finish", "finishReason": "error"})
+        elif status == "interrupted":
+            record = output if isinstance(output, dict) else {"value": output}
+            iid = str(record.get("id") or record.get("interrupt_id") or rid)
+            out.append({"type": "data-interrupt", "id": iid, "data": {"runId": rid, **_public(record)}})
+            out.append({"type": "finish", "finishReason": "other"})
+        else:  # cancelled
+            reason = (self.cancel_reason() if self.cancel_reason else None) or (ev.get("error") or {}).get("message") or "stopped"
+            out.append({"type": "abort", "reason": reason})
+        self.done = True
+        return out
+
+    def _report(self, rid: str) -> bool:
+        """Whether this run gets ``data-run`` parts (verbose, and within ``max_run_parts``)."""
+        if not self.verbose:
+            return False
+        if rid in self._reported:
+            return True
+        if len(self._reported) >= self.max_run_parts and rid != self.root_id:
+            return False
+        self._reported.add(rid)
+        return True
+
+    def _visible_text(self, info: _RunInfo, rid: str) -> bool:
+        return rid == self.root_id or not (info.under_tool or info.kind == "tool")
+
+    def _chunk(self, ev: t.Mapping[str, t.Any], run: t.Mapping[str, t.Any]) -> list[Part]:
+        channel = ev.get("channel", "text")
+        delta = ev.get("delta")
+        rid = run["run_id"]
+        if channel == "text":
+            if not isinstance(delta, str) or not self._visible_text(self._info(run), rid) or rid in self._relays:
+                return []
+            if rid not in self._texting:
+                self._texting.add(rid)
+                parent = self._runs[rid].parent_id
+                while parent is not None and parent not in self._relays:
+                    self._relays.add(parent)
+                    info = self._runs.get(parent)
+                    parent = info.parent_id if info is not None else None
+            return self._delta(rid, "text", delta)
+        if not self.verbose:
+            return []
+        if channel == "reasoning":
+            return self._delta(rid, "reasoning", delta if isinstance(delta, str) else str(delta))
+        if channel == "tool_args":
+            call_id = ev.get("call_id")
+            if not call_id:
+                return []
+            call_id = self._call(call_id, starting=True)
+            if self._tools.get(call_id, "streaming") != "streaming":
+                return []
+            text = delta if isinstance(delta, str) else str(delta)
+            out = self._ensure_step()
+            if call_id not in self._tools:
+                self._tools[call_id] = "streaming"
+                out.append(self._tool_start(call_id, self._tool_names.get(call_id, "tool")))
+            self._tool_args[call_id] = self._tool_args.get(call_id, "") + text
+            if text:
+                out.append({"type": "tool-input-delta", "toolCallId": call_id, "inputTextDelta": text})
+            return out
+        return []
+
+    def _delta(self, rid: str, channel: str, delta: str) -> list[Part]:
+        key = (rid, channel)
+        out: list[Part] = []
+        entry = self._parts.get(key)
+        if entry is None:
+            out += self._ensure_step()
+            entry = [self._new_id(channel), channel, []]
+            self._parts[key] = entry
+            out.append({"type": f"{channel}-start", "id": entry[0]})
+        if channel == "text":
+            self._shown_text = True
+        if self.stream_text or channel != "text":
+            out.append({"type": f"{channel}-delta", "id": entry[0], "delta": delta})
+        else:
+            entry[2].append(delta)
+        return out
+
+    def _tool_start(self, call_id: str, name: str) -> Part:
+        return {"type": "tool-input-start", "toolCallId": call_id, "toolName": name, "dynamic": True}
+
+    def _tool(self, ev: t.Mapping[str, t.Any]) -> list[Part]:
+        name, phase = ev["name"], ev["phase"]
+        call_id = self._call(ev["call_id"], starting=phase == "requested")
+        self._tool_names[call_id] = name
+        out = self._ensure_step()
+        state = self._tools.get(call_id)
+        if state is None:
+            out.append(self._tool_start(call_id, name))
+            state = "streaming"
+        if state == "streaming":
+            args = ev.get("arguments") if phase == "requested" else None
+            if args is None and phase != "requested":
+                args = _parse_json(self._tool_args.get(call_id, ""))
+            out.append({"type": "tool-input-available", "toolCallId": call_id, "toolName": name, "input": args, "dynamic": True})
+            self._tools[call_id] = "available"
+        if phase == "result":
+            out.append({"type": "tool-output-available", "toolCallId": call_id, "output": ev.get("result"), "dynamic": True})
+            self._tools[call_id] = "done"
+        elif phase == "error":
+            text = _error_text(ev.get("error"), "the tool failed")
+            out.append({"type": "tool-output-error", "toolCallId": call_id, "errorText": text, "dynamic": True})
+            self._tools[call_id] = "done"
+        return out
+
+    def _call(self, call_id: str, *, starting: bool) -> str:
+        """The part id of a tool call; a call id used again after its call finished gets a new one."""
+        current = self._aliases.get(call_id, call_id)
+        if starting and self._tools.get(current) == "done":
+            self._counter += 1
+            current = f"{call_id}~{self._counter}"
+            self._aliases[call_id] = current
+        return current
+
+    # -- parts and steps -----------------------------------------------------
+
+    def _new_id(self, prefix: str) -> str:
+        self._counter += 1
+        return f"{prefix}-{self._counter}"
+
+    def _ensure_step(self) -> list[Part]:
+        if self._step_open:
+            return []
+        self._step_open = True
+        return [{"type": "start-step"}]
+
+    def _close_part(self, key: tuple[str, str]) -> list[Part]:
+        pid, channel, buffered = self._parts.pop(key)
+        if self.stream_text or channel != "text":
+            return [{"type": f"{channel}-end", "id": pid}]
+        return [{"type": "text-delta", "id": pid, "delta": "".join(buffered)}, {"type": "text-end", "id": pid}]
+
+    def _close_step(self) -> list[Part]:
+        out: list[Part] = []
+        for key in list(self._parts):
+            out += self._close_part(key)
+        if self._step_open:
+            out.append({"type": "finish-step"})
+            self._step_open = False
+        return out
+
+
+def _parse_json(text: str) -> t.Any:
+    import json
+
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _public(record: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+    """What a front end needs of a pause record: its id and the questions (not the flow's state)."""
+    if record.get("type") != "streamtap.pause":
+        return dict(record)
+    keep = ("id", "node", "path", "payload", "schema", "expires_at")
+    entries = [{k: e[k] for k in keep if k in e} for e in record.get("interrupts") or () if isinstance(e, dict)]
+    return {"id": record.get("id"), "type": "streamtap.pause", "interrupts": entries}

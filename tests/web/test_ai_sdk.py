@@ -1,0 +1,84 @@
+"""Conformance: the app's real responses read by the real Vercel AI SDK (npm ``ai`` v6) in Node."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shutil
+import subprocess
+
+import httpx
+import pytest
+
+from streamtap.web import create_app
+from streamtap.web.server import BackgroundServer
+
+from .helpers import Agent, Failing, Talker, chat_body
+
+JS = pathlib.Path(__file__).resolve().parents[1] / "js"
+pytestmark = pytest.mark.skipif(
+    shutil.which("node") is None or not (JS / "node_modules" / "ai").is_dir(),
+    reason="needs node and tests/js/node_modules/ai (scripts/test.sh runs npm install in tests/js)",
+)
+
+
+def run_sdk(api: str, steps: list[dict]) -> list[dict]:
+    proc = subprocess.run(
+        ["node", str(JS / "ui_conformance.mjs"), json.dumps({"api": api, "steps": steps})],
+        cwd=JS, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_ai_sdk_builds_text_reasoning_tool_and_data_parts():
+    with BackgroundServer(create_app(Agent())) as srv:
+        [res] = run_sdk(srv.url + "/api/chat", [{"kind": "send", "chatId": "js1", "text": "weather in Paris"}])
+    assert res["errors"] == [] and res["status"] == "ok"
+    msg = res["message"]
+    assert msg["role"] == "assistant" and msg["metadata"]["chatId"] == "js1"
+    types = [p["type"] for p in msg["parts"]]
+    assert "step-start" in types and "data-progress" in types and "data-run" in types
+    [tool] = [p for p in msg["parts"] if p["type"] == "dynamic-tool"]
+    assert tool["toolName"] == "get_weather" and tool["state"] == "output-available"
+    assert tool["input"] == {"city": "Paris"} and tool["output"]["temperature"] == 10
+    text = "".join(p["text"] for p in msg["parts"] if p["type"] == "text")
+    assert text == "It is 10 degrees in Paris."
+    assert all(p["state"] == "done" for p in msg["parts"] if p["type"] == "text")
+    runs = [p for p in msg["parts"] if p["type"] == "data-run"]
+    assert len(runs) == 4 and all(p["data"]["status"] == "ok" for p in runs)  # upserted by id: one part per run
+    assert res["chunks"][-1] == {"type": "finish", "finishReason": "stop"}
+
+
+def test_ai_sdk_reasoning_and_tool_error():
+    with BackgroundServer(create_app(Agent())) as srv1, BackgroundServer(create_app(Talker())) as srv2:
+        [err] = run_sdk(srv1.url + "/api/chat", [{"kind": "send", "chatId": "js2", "text": "weather in Atlantis"}])
+        [talk] = run_sdk(srv2.url + "/api/chat", [{"kind": "send", "chatId": "js3", "text": "hello world"}])
+    assert err["errors"] == []
+    [tool] = [p for p in err["message"]["parts"] if p["type"] == "dynamic-tool"]
+    assert tool["state"] == "output-error" and "no weather station" in tool["errorText"]
+    assert talk["errors"] == []
+    [reasoning] = [p for p in talk["message"]["parts"] if p["type"] == "reasoning"]
+    assert reasoning["text"] == "The user said something; I will repeat it." and reasoning["state"] == "done"
+
+
+def test_ai_sdk_sees_errors_and_keeps_partial_text():
+    with BackgroundServer(create_app(Failing())) as srv:
+        [res] = run_sdk(srv.url + "/api/chat", [{"kind": "send", "chatId": "js4", "text": "x"}])
+    assert res["errors"] == ["RuntimeError: the model went away"]  # the `error` part reaches onError
+    text = "".join(p["text"] for p in res["message"]["parts"] if p["type"] == "text")
+    assert text == "partial answer"
+    assert res["chunks"][-1] == {"type": "finish", "finishReason": "error"}
+
+
+def test_ai_sdk_reconnect_replays_a_running_answer_and_gets_204_after():
+    words = " ".join(f"w{i}" for i in range(50))
+    with BackgroundServer(create_app(Talker(delay=0.01, reasoning=False))) as srv, httpx.Client(timeout=20) as client:
+        with client.stream("POST", srv.url + "/api/chat", json=chat_body(words, chat_id="js5")) as r:
+            for line in r.iter_lines():
+                if '"text-delta"' in line:
+                    break  # disconnect mid-answer
+        [resumed, idle] = run_sdk(srv.url + "/api/chat", [{"kind": "reconnect", "chatId": "js5"}, {"kind": "reconnect", "chatId": "js5"}])
+    assert resumed["errors"] == [] and resumed["status"] == "ok"
+    assert "".join(p["text"] for p in resumed["message"]["parts"] if p["type"] == "text") == words
+    assert idle["status"] == "no-stream"
