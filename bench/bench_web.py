@@ -140,7 +140,7 @@ def serve(scenario: str, delay: float) -> int:
             # One shared module (and so one HTTP client pool) for every conversation.
             module = AsyncOpenAIChat("fake-gpt", base_url=model.base_url, api_key="x", max_retries=0)
         else:
-            module = weather_agent(base_url=model.base_url)
+            module = weather_agent(base_url=model.base_url, asynchronous=True)
         with BackgroundServer(create_app(module), log_level="error") as srv:
             print(srv.url, flush=True)
             sys.stdin.read()

@@ -74,11 +74,13 @@ def _run(args: argparse.Namespace) -> int:
         with _endpoint(args) as (base_url, described):
             from .weather import weather_agent
 
-            def factory() -> t.Any:
-                return weather_agent(base_url=base_url, model=args.model)
-
             if args.terminal:
-                return _terminal(factory(), args.question)
+                return _terminal(weather_agent(base_url=base_url, model=args.model), args.question)
+
+            def factory() -> t.Any:
+                # The web app runs each chat as a task: the async agent keeps them off threads.
+                return weather_agent(base_url=base_url, model=args.model, asynchronous=True)
+
             return _web(factory, args, described)
     except KeyboardInterrupt:
         return 130

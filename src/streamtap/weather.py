@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import typing as t
 
-from .agents import FunctionCallAgent
+from .agents import AsyncFunctionCallAgent, FunctionCallAgent
 from .tools import ToolRegistry, tool
 
 __all__ = ["QUERY", "get_current_weather", "get_n_day_weather_forecast", "weather_agent", "weather_tools"]
@@ -81,6 +81,7 @@ def weather_agent(
     api_key: str | None = None,
     max_steps: int = 5,
     name: str = "weather_agent",
+    asynchronous: bool = False,
     **llm_options: t.Any,
 ) -> FunctionCallAgent:
     """The seeds' weather agent: a :class:`FunctionCallAgent` over the two weather tools.
@@ -93,14 +94,19 @@ def weather_agent(
         api_key: the key, when the endpoint needs one.
         max_steps: model turns at most.
         name: the agent's run name.
+        asynchronous: build the async agent on the async ``openai`` client
+            (:class:`~streamtap.agents.AsyncFunctionCallAgent`): runs are tasks, not
+            threads, which is what a web server with many concurrent chats wants.
         **llm_options: more :class:`~streamtap.llm.openai.OpenAIChat` options (``stream=False``...).
     """
     if llm is None:
         import os
 
-        from .llm.openai import OpenAIChat
+        from .llm.openai import AsyncOpenAIChat, OpenAIChat
 
         if model is None and not os.environ.get("OPENAI_MODEL") and (base_url or "").startswith("http://127.0.0.1"):
             model = "fake-gpt"
-        llm = OpenAIChat(model, base_url=base_url, api_key=api_key, name="chat", **llm_options)
-    return FunctionCallAgent(llm, weather_tools(), max_steps=max_steps, name=name)
+        chat = AsyncOpenAIChat if asynchronous else OpenAIChat
+        llm = chat(model, base_url=base_url, api_key=api_key, name="chat", **llm_options)
+    agent = AsyncFunctionCallAgent if asynchronous else FunctionCallAgent
+    return agent(llm, weather_tools(), max_steps=max_steps, name=name)

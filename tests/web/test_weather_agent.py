@@ -45,7 +45,7 @@ def test_weather_agent_answer_with_parallel_tool_calls():
 
 
 def test_stop_closes_the_model_stream():
-    with FakeOpenAI(token_delay=0.03) as model, BackgroundServer(create_app(lambda: weather_agent(base_url=model.base_url))) as srv:
+    with FakeOpenAI(token_delay=0.03) as model, BackgroundServer(create_app(lambda: weather_agent(base_url=model.base_url, asynchronous=True))) as srv:
         story = " ".join(f"word{i}" for i in range(300))
         with httpx.Client(timeout=30) as client:
             t0 = time.monotonic()
