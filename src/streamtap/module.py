@@ -187,6 +187,16 @@ def _shape_of(fn: t.Callable[..., t.Any]) -> int:
     return _Shape.SYNC
 
 
+class _Call(t.NamedTuple):
+    """One call of a module: its arguments, and how it was started (stream buffer, cancel token, run id)."""
+
+    args: tuple[t.Any, ...]
+    kwargs: dict[str, t.Any]
+    sink: _Buffer | None = None
+    token: CancelToken | None = None
+    run_id: str | None = None
+
+
 class _Running:
     """One run's lifecycle around ``forward``: current run, scopes (OTel span), then exactly one End.
 
@@ -279,14 +289,8 @@ class ModuleBase:
     def _run_name(self) -> str:
         return self.name or type(self).__name__
 
-    def _open(
-        self,
-        args: tuple[t.Any, ...],
-        kwargs: dict[str, t.Any],
-        sink: _Buffer | None,
-        token: CancelToken | None,
-        run_id: str | None,
-    ) -> tuple[RunContext, list[t.Callable[[], t.ContextManager[t.Any]]]]:
+    def _open(self, call: _Call) -> tuple[RunContext, list[t.Callable[[], t.ContextManager[t.Any]]]]:
+        args, kwargs, sink, token, run_id = call
         parent = _current.get()
         rid = run_id or new_id()
         tags = self.tags
@@ -325,15 +329,8 @@ class ModuleBase:
             output = getattr(exc, "streamtap_output", output)
         ctx._end(status, output, error)
 
-    def _running(
-        self,
-        args: tuple[t.Any, ...],
-        kwargs: dict[str, t.Any],
-        sink: _Buffer | None,
-        token: CancelToken | None,
-        run_id: str | None,
-    ) -> _Running:
-        ctx, scopes = self._open(args, kwargs, sink, token, run_id)
+    def _running(self, call: _Call) -> _Running:
+        ctx, scopes = self._open(call)
         return _Running(ctx, scopes)
 
     # -- sync ---------------------------------------------------------------
@@ -345,17 +342,10 @@ class ModuleBase:
         running in this thread; inside a loop, use ``await module.acall(...)``.
         """
         if self._forward_shape in (_Shape.CORO, _Shape.AGEN):
-            return self._call_async_from_sync(args, kwargs, None, None, None)
-        return self._run_sync(args, kwargs, None, None, None)
+            return self._call_async_from_sync(_Call(args, kwargs))
+        return self._run_sync(_Call(args, kwargs))
 
-    def _call_async_from_sync(
-        self,
-        args: tuple[t.Any, ...],
-        kwargs: dict[str, t.Any],
-        sink: _Buffer | None,
-        token: CancelToken | None,
-        run_id: str | None,
-    ) -> t.Any:
+    def _call_async_from_sync(self, call: _Call) -> t.Any:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -371,9 +361,10 @@ class ModuleBase:
             task = asyncio.current_task()
             loop = asyncio.get_running_loop()
             assert task is not None
+            token = call.token
             remove = token.add_callback(lambda: loop.call_soon_threadsafe(task.cancel)) if token else None
             try:
-                return await self._run_async(args, kwargs, sink, token, run_id)
+                return await self._run_async(call)
             except asyncio.CancelledError:
                 if token is not None and token.cancelled:
                     # Sync callers get the same exception whatever the forward's shape.
@@ -385,16 +376,9 @@ class ModuleBase:
 
         return asyncio.run(main())
 
-    def _run_sync(
-        self,
-        args: tuple[t.Any, ...],
-        kwargs: dict[str, t.Any],
-        sink: _Buffer | None,
-        token: CancelToken | None,
-        run_id: str | None,
-    ) -> t.Any:
-        with self._running(args, kwargs, sink, token, run_id) as running:
-            running.output = self._forward_sync(running.ctx, args, kwargs)
+    def _run_sync(self, call: _Call) -> t.Any:
+        with self._running(call) as running:
+            running.output = self._forward_sync(running.ctx, call.args, call.kwargs)
             return running.output
 
     def _forward_sync(self, ctx: RunContext, args: tuple[t.Any, ...], kwargs: dict[str, t.Any]) -> t.Any:
@@ -467,20 +451,14 @@ class ModuleBase:
         A synchronous ``forward`` runs in the SDK's thread pool (unless the
         module sets ``blocking = False``), keeping the event loop free.
         """
-        return await self._run_async(args, kwargs, None, None, None)
+        return await self._run_async(_Call(args, kwargs))
 
-    async def _run_async(
-        self,
-        args: tuple[t.Any, ...],
-        kwargs: dict[str, t.Any],
-        sink: _Buffer | None,
-        token: CancelToken | None,
-        run_id: str | None,
-    ) -> t.Any:
+    async def _run_async(self, call: _Call) -> t.Any:
         shape = self._forward_shape
         if shape in (_Shape.SYNC, _Shape.GEN) and self.blocking:
-            return await self._offload(args, kwargs, sink, token, run_id)
-        with self._running(args, kwargs, sink, token, run_id) as running:
+            return await self._offload(call)
+        args, kwargs = call.args, call.kwargs
+        with self._running(call) as running:
             ctx = running.ctx
             if shape == _Shape.AGEN:
                 running.output = await self._adrive(ctx, self.forward(*args, **kwargs))
@@ -490,22 +468,16 @@ class ModuleBase:
                 running.output = self._forward_sync(ctx, args, kwargs)
             return running.output
 
-    async def _offload(
-        self,
-        args: tuple[t.Any, ...],
-        kwargs: dict[str, t.Any],
-        sink: _Buffer | None,
-        token: CancelToken | None,
-        run_id: str | None,
-    ) -> t.Any:
+    async def _offload(self, call: _Call) -> t.Any:
         parent = _current.get()
+        token = call.token
         # Our own token, so that cancelling this await stops the thread's run without
         # cancelling the rest of the tree; cancelling the tree still reaches it.
         base = token or (parent.token if parent is not None else None)
         own = base.child() if base is not None else CancelToken()
         ctx = contextvars.copy_context()
         loop = asyncio.get_running_loop()
-        fut = loop.run_in_executor(default_executor(), ctx.run, self._run_sync, args, kwargs, sink, own, run_id)
+        fut = loop.run_in_executor(default_executor(), ctx.run, self._run_sync, call._replace(token=own))
         try:
             return await asyncio.shield(fut)
         except asyncio.CancelledError:
@@ -619,7 +591,7 @@ class Buffered:
 
         def work() -> t.Any:
             try:
-                return target(args, kwargs, buf, token, run_id)
+                return target(_Call(args, kwargs, buf, token, run_id))
             finally:
                 finish()
 
@@ -647,7 +619,7 @@ class Buffered:
 
         async def work() -> t.Any:
             try:
-                return await module._run_async(args, kwargs, buf, token, run_id)
+                return await module._run_async(_Call(args, kwargs, buf, token, run_id))
             finally:
                 finish()
 
