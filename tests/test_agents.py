@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import pathlib
-import subprocess
-import sys
 import threading
 import time
 import typing as t
@@ -185,7 +181,7 @@ def test_bad_construction() -> None:
         FunctionCallAgent(object(), [], max_steps=0)  # type: ignore[arg-type]
 
 
-def test_weather_agent_example() -> None:
+def test_weather_agent_example(run_example: t.Callable[..., str]) -> None:
     lines = run_example("weather_agent.py").splitlines()
     outputs = [line[len("output: ") :] for line in lines if line.startswith("output: ")]
     assert "".join(outputs) == ANSWER
@@ -194,14 +190,6 @@ def test_weather_agent_example() -> None:
     first_output = next(i for i, line in enumerate(lines) if line.startswith("output: "))
     assert all(line.startswith("trace: ") for line in lines[:first_output])  # tool calls traced before the answer
 
-
-def run_example(name: str) -> str:
-    """Run an example as a user would (offline: no OPENAI_* or OTEL_* variables); return its stdout."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "OTEL_"))}
-    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / name
-    proc = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, env=env, timeout=60, check=False)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
 
 
 async def test_async_agent_runs_tool_calls_as_tasks(server: FakeOpenAI) -> None:
@@ -232,14 +220,12 @@ async def test_async_agent_runs_tool_calls_as_tasks(server: FakeOpenAI) -> None:
     assert "".join(texts) == answer
 
 
-def test_weather_agent_example_uses_the_configured_endpoint(server: FakeOpenAI) -> None:
+def test_weather_agent_example_uses_the_configured_endpoint(server: FakeOpenAI, run_example: t.Callable[..., str]) -> None:
     before = len(server.chat_records())
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "OTEL_"))}
-    env.update(OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY="from-env", OPENAI_MODEL="internlm2-chat-20b")
-    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / "weather_agent.py"
-    proc = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, env=env, timeout=60, check=False)
-    assert proc.returncode == 0, proc.stderr
+    stdout = run_example(
+        "weather_agent.py", OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY="from-env", OPENAI_MODEL="internlm2-chat-20b"
+    )
     recs = server.chat_records()[before:]
     assert [r.model for r in recs] == ["internlm2-chat-20b"] * 2
     assert all(r.headers["authorization"] == "Bearer from-env" for r in recs)
-    assert "<|action_start|>" not in proc.stdout and proc.stdout.splitlines()[-1] == f"ret: {ANSWER}"
+    assert "<|action_start|>" not in stdout and stdout.splitlines()[-1] == f"ret: {ANSWER}"

@@ -10,8 +10,6 @@ import typing as t
 
 import pytest
 import structlog
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from structlog.testing import LogCapture
 
@@ -38,13 +36,8 @@ def captured() -> LogCapture:
 
 
 @pytest.fixture
-def tracing() -> t.Iterator[tuple[TracingSubscriber, InMemorySpanExporter]]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    with TracingSubscriber(provider) as sub:
-        yield sub, exporter
-    provider.shutdown()
+def tracing(traced: tuple[TracingSubscriber, InMemorySpanExporter]) -> tuple[TracingSubscriber, InMemorySpanExporter]:
+    return traced
 
 
 def _span_ids(exporter: InMemorySpanExporter) -> dict[str, tuple[str, str]]:

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import pathlib
-import subprocess
-import sys
 import typing as t
 
 import pytest
@@ -103,18 +99,10 @@ def test_upstream_failure_fails_the_parser(server: FakeOpenAI) -> None:
         JsonOutputParser(llm)("json [fault=500]")
 
 
-def test_json_story_example() -> None:
+def test_json_story_example(run_example: t.Callable[..., str]) -> None:
     lines = run_example("json_story.py").splitlines()
     assert lines[0] == "{}" and lines[6] == "......"
     final = lines[7]
     pieces = lines[8].rstrip("|").split("|")
     assert "".join(pieces) in final and len(pieces) > 20
 
-
-def run_example(name: str) -> str:
-    """Run an example as a user would (offline: no OPENAI_* or OTEL_* variables); return its stdout."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "OTEL_"))}
-    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / name
-    proc = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, env=env, timeout=60, check=False)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout

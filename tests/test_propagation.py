@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import typing as t
-
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import streamtap
@@ -17,13 +13,9 @@ from streamtap.tracing import TracingSubscriber
 
 
 @pytest.fixture
-def exporter() -> t.Iterator[tuple[InMemorySpanExporter, TracingSubscriber]]:
-    exp = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exp))
-    with TracingSubscriber(provider) as sub:
-        yield exp, sub
-    provider.shutdown()
+def exporter(traced: tuple[TracingSubscriber, InMemorySpanExporter]) -> tuple[InMemorySpanExporter, TracingSubscriber]:
+    sub, exp = traced
+    return exp, sub
 
 
 class Producer(ModuleBase):

@@ -32,6 +32,7 @@ import concurrent.futures
 import json
 import typing as t
 
+from ._messages import build_messages
 from .context import Executor, RunContext, current
 from .events import to_jsonable
 from .exceptions import RunCancelled, StreamtapError, UsageError
@@ -110,16 +111,10 @@ class FunctionCallAgent(ModuleBase):
             self.name = name
 
     def _messages(self, query: str | t.Sequence[Message], history: t.Sequence[Message] | None) -> list[Message]:
-        if isinstance(query, str):
-            msgs: list[Message] = []
-            system = self.system if self.system is not None else getattr(self.llm, "system", None)
-            if system:
-                msgs.append({"role": "system", "content": system})
-            msgs.extend(history or ())
-            msgs.append({"role": "user", "content": query})
+        system = self.system if self.system is not None else getattr(self.llm, "system", None)
+        msgs = build_messages(query, system, lambda: history or ())
+        if msgs is not None:
             return msgs
-        if isinstance(query, t.Sequence) and all(isinstance(m, dict) for m in query):
-            return [dict(m) for m in query]
         msg = f"{self._run_name()} takes a question (str) or a list of message dicts, not {type(query).__name__}."
         raise UsageError(msg)
 
@@ -130,22 +125,27 @@ class FunctionCallAgent(ModuleBase):
             query: the user's question, or a full message list.
             history: earlier messages to put before the question.
         """
+        ctx, messages, schemas = self._begin(query, history)
+        for steps in range(1, self.max_steps + 1):
+            reply = self.llm(messages, tools=schemas)
+            calls = _take_reply(messages, reply)
+            if not calls:
+                return _answer(ctx, steps, reply)
+            messages.extend(self._run_tools(ctx, calls))
+        raise self._step_limit(ctx)
+
+    def _begin(
+        self, query: str | t.Sequence[Message], history: t.Sequence[Message] | None
+    ) -> tuple[RunContext, list[Message], list[dict[str, t.Any]]]:
+        """The run's context, the first request's messages and the tool schemas."""
         ctx = current()
         assert ctx is not None
-        messages = self._messages(query, history)
-        schemas = self.tools.schemas()
-        steps = 0
-        for steps in range(1, self.max_steps + 1):  # noqa: B007
-            reply = self.llm(messages, tools=schemas)
-            calls = tuple(getattr(reply, "tool_calls", ()) or ())
-            to_message = getattr(reply, "to_message", None)
-            messages.append(to_message() if callable(to_message) else {"role": "assistant", "content": str(reply)})
-            if not calls:
-                ctx.annotate(steps=steps)
-                return str(reply)
-            messages.extend(self._run_tools(ctx, calls))
-        ctx.annotate(steps=steps)
-        raise AgentStepLimitError(self._run_name(), self.max_steps)
+        return ctx, self._messages(query, history), self.tools.schemas()
+
+    def _step_limit(self, ctx: RunContext) -> AgentStepLimitError:
+        """Annotate the run with its steps; the error to raise when the model still wants tools."""
+        ctx.annotate(steps=self.max_steps)
+        return AgentStepLimitError(self._run_name(), self.max_steps)
 
     # -- tools ---------------------------------------------------------------
 
@@ -169,10 +169,8 @@ class FunctionCallAgent(ModuleBase):
         except (RunCancelled, KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:
-            ctx.tool(call.id, call.name, "error", error=exc)
-            return f"Error: the tool {call.name!r} failed: {type(exc).__name__}: {exc}"
-        ctx.tool(call.id, call.name, "result", result=result)
-        return _result_text(result)
+            return _tool_failed(ctx, call, exc)
+        return _tool_done(ctx, call, result)
 
     def _run_tools(self, ctx: RunContext, calls: t.Sequence[t.Any]) -> list[Message]:
         prepared = [self._prepare(ctx, c) for c in calls]
@@ -185,9 +183,7 @@ class FunctionCallAgent(ModuleBase):
             outputs_by_index = self._parallel(ctx, jobs)
             for i, text in outputs_by_index.items():
                 outputs[i] = text
-        return [
-            {"role": "tool", "tool_call_id": c.id, "content": out} for c, out in zip(calls, outputs)
-        ]
+        return _tool_messages(calls, outputs)
 
     def _parallel(self, ctx: RunContext, jobs: list[tuple[int, t.Any, t.Any]]) -> dict[int, str]:
         cancelled: concurrent.futures.Future[None] = concurrent.futures.Future()
@@ -220,26 +216,18 @@ class AsyncFunctionCallAgent(FunctionCallAgent):
         self, query: str | t.Sequence[Message], *, history: t.Sequence[Message] | None = None
     ) -> str:
         """Run the tool loop for ``query``; return the model's final answer."""
-        ctx = current()
-        assert ctx is not None
-        messages = self._messages(query, history)
-        schemas = self.tools.schemas()
-        steps = 0
-        for steps in range(1, self.max_steps + 1):  # noqa: B007
+        ctx, messages, schemas = self._begin(query, history)
+        for steps in range(1, self.max_steps + 1):
             reply = await t.cast(t.Any, self.llm).acall(messages, tools=schemas)
-            calls = tuple(getattr(reply, "tool_calls", ()) or ())
-            to_message = getattr(reply, "to_message", None)
-            messages.append(to_message() if callable(to_message) else {"role": "assistant", "content": str(reply)})
+            calls = _take_reply(messages, reply)
             if not calls:
-                ctx.annotate(steps=steps)
-                return str(reply)
+                return _answer(ctx, steps, reply)
             prepared = [self._prepare(ctx, c) for c in calls]
             outputs = await asyncio.gather(
                 *(self._aexecute(ctx, c, p) for c, p in zip(calls, prepared))
             )
-            messages.extend({"role": "tool", "tool_call_id": c.id, "content": out} for c, out in zip(calls, outputs))
-        ctx.annotate(steps=steps)
-        raise AgentStepLimitError(self._run_name(), self.max_steps)
+            messages.extend(_tool_messages(calls, outputs))
+        raise self._step_limit(ctx)
 
     async def _aexecute(self, ctx: RunContext, call: t.Any, prepared: tuple[FunctionTool, dict[str, t.Any]] | str) -> str:
         if isinstance(prepared, str):
@@ -250,7 +238,35 @@ class AsyncFunctionCallAgent(FunctionCallAgent):
         except (RunCancelled, asyncio.CancelledError, KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:
-            ctx.tool(call.id, call.name, "error", error=exc)
-            return f"Error: the tool {call.name!r} failed: {type(exc).__name__}: {exc}"
-        ctx.tool(call.id, call.name, "result", result=result)
-        return _result_text(result)
+            return _tool_failed(ctx, call, exc)
+        return _tool_done(ctx, call, result)
+
+
+def _answer(ctx: RunContext, steps: int, reply: t.Any) -> str:
+    """Annotate the run with its steps; the final answer."""
+    ctx.annotate(steps=steps)
+    return str(reply)
+
+
+def _take_reply(messages: list[Message], reply: t.Any) -> tuple[t.Any, ...]:
+    """Append the model's reply to ``messages``; return the tool calls it asks for."""
+    to_message = getattr(reply, "to_message", None)
+    messages.append(to_message() if callable(to_message) else {"role": "assistant", "content": str(reply)})
+    return tuple(getattr(reply, "tool_calls", ()) or ())
+
+
+def _tool_messages(calls: t.Sequence[t.Any], outputs: t.Sequence[str]) -> list[Message]:
+    """The ``tool`` messages answering ``calls`` with ``outputs``."""
+    return [{"role": "tool", "tool_call_id": c.id, "content": out} for c, out in zip(calls, outputs)]
+
+
+def _tool_failed(ctx: RunContext, call: t.Any, exc: Exception) -> str:
+    """Emit the tool call's ``error``; return the error text for the model."""
+    ctx.tool(call.id, call.name, "error", error=exc)
+    return f"Error: the tool {call.name!r} failed: {type(exc).__name__}: {exc}"
+
+
+def _tool_done(ctx: RunContext, call: t.Any, result: t.Any) -> str:
+    """Emit the tool call's ``result``; return its text for the model."""
+    ctx.tool(call.id, call.name, "result", result=result)
+    return _result_text(result)

@@ -41,7 +41,7 @@ import typing as t
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from .bus import Subscription, subscribe
+from ._subscriber import KindDispatcher
 from .context import _current
 from .events import to_jsonable
 from .exceptions import UsageError
@@ -79,7 +79,7 @@ class _SpanSource(t.Protocol):
     def ensure_started(self, event: t.Any) -> trace.SpanContext | None: ...
 
 
-class LogSubscriber:
+class LogSubscriber(KindDispatcher):
     """Writes one structlog line per run start, tool event, custom event and run end.
 
     Args:
@@ -118,43 +118,20 @@ class LogSubscriber:
         self.capture_content = capture_content_from_env() if capture_content is None else bool(capture_content)
         self.redact = Redactor(redact)
         self.tracing = tracing
-        self._handlers: dict[str, t.Callable[[t.Any], None]] = {
+        handlers: dict[str, t.Callable[[t.Any], None]] = {
             "start": self._on_start,
             "tool": self._on_tool,
             "custom": self._on_custom,
             "end": self._on_end,
         }
         if chunks:
-            self._handlers["chunk"] = self._on_chunk
-        self._subscription: Subscription | None = None
-        self._past_errors = 0
-
-    def subscribe(self) -> LogSubscriber:
-        """Start writing lines (idempotent); returns ``self``."""
-        if self._subscription is None:
-            self._subscription = subscribe(self._dispatch, kinds=list(self._handlers))
-        return self
-
-    def unsubscribe(self) -> None:
-        """Stop writing lines."""
-        if self._subscription is not None:
-            self._past_errors = self._subscription.errors
-            self._subscription.unsubscribe()
-            self._subscription = None
-
-    def _dispatch(self, event: t.Any) -> None:
-        self._handlers[event.kind](event)
-
-    def __enter__(self) -> LogSubscriber:
-        return self.subscribe()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.unsubscribe()
+            handlers["chunk"] = self._on_chunk
+        self._set_handlers(handlers)
 
     @property
     def errors(self) -> int:
         """How many times writing a line raised (isolated from the run)."""
-        return self._subscription.errors if self._subscription is not None else self._past_errors
+        return self._bus_errors
 
     # -- lines ----------------------------------------------------------------
 

@@ -213,6 +213,8 @@ def _schema_of(tp: t.Any) -> dict[str, t.Any]:
     raise UsageError(msg)
 
 
+_EXACT_WORDS: dict[t.Any, str] = {bool: "true or false", str: "a string"}
+"""What a value of a type that is accepted only as itself must be, in error messages."""
 _PRIMITIVES: dict[t.Any, str] = {str: "string", int: "integer", float: "number", bool: "boolean", type(None): "null"}
 
 
@@ -250,10 +252,10 @@ def coerce(value: t.Any, tp: t.Any, where: str) -> t.Any:
             except ValueError:
                 continue
         raise ValueError(f"{where} does not match any of {[getattr(a, '__name__', str(a)) for a in args]}: {value!r}")
-    if tp is bool:
-        if isinstance(value, bool):
+    if tp is bool or tp is str:
+        if isinstance(value, tp):
             return value
-        raise ValueError(f"{where} must be true or false, not {_kind(value)} ({value!r})")
+        raise ValueError(f"{where} must be {_EXACT_WORDS[tp]}, not {_kind(value)} ({value!r})")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -271,10 +273,6 @@ def coerce(value: t.Any, tp: t.Any, where: str) -> t.Any:
             except ValueError:
                 pass
         raise ValueError(f"{where} must be a number, not {_kind(value)} ({value!r})")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise ValueError(f"{where} must be a string, not {_kind(value)} ({value!r})")
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         try:
             return tp(value)

@@ -80,7 +80,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from ._receivers import IsolatedReceivers
-from .bus import Subscription, subscribe
+from ._subscriber import KindDispatcher
 from .events import End, ErrorInfo, Run, Start, to_jsonable
 from .redaction import REDACTED, Redactor
 
@@ -249,7 +249,7 @@ class _SpanScope:
         otel_context.detach(self.token)  # type: ignore[arg-type]
 
 
-class TracingSubscriber:
+class TracingSubscriber(KindDispatcher):
     """Turns every run into an OpenTelemetry span (and ``llm`` runs into metrics).
 
     Create it, then :meth:`subscribe` (or use :func:`instrument`, which does
@@ -302,47 +302,24 @@ class TracingSubscriber:
         self._entries: dict[str, _Entry] = {}
         self._recent: dict[str, trace.SpanContext] = {}
         self._recent_lock = threading.Lock()
-        self._handlers: dict[str, t.Callable[[t.Any], None]] = {
-            "start": self._on_start,
-            "tool": self._on_tool,
-            "custom": self._on_custom,
-            "end": self._on_end,
-        }
-        self._subscription: Subscription | None = None
-        self._past_errors = 0
+        self._set_handlers(
+            {"start": self._on_start, "tool": self._on_tool, "custom": self._on_custom, "end": self._on_end}
+        )
         # The scope receiver is connected when the first traced run starts: until then (no
         # provider configured) no run pays for the scope signal.
         self._scope = IsolatedReceivers("the streamtap tracing subscriber's scope", {}, scope=self._on_scope, log=log)
 
     # -- lifecycle ------------------------------------------------------------
 
-    def subscribe(self) -> TracingSubscriber:
-        """Start tracing runs (idempotent); returns ``self``."""
-        if self._subscription is None:
-            self._subscription = subscribe(self._dispatch, kinds=list(self._handlers))
-        return self
-
     def unsubscribe(self) -> None:
         """Stop tracing runs. Spans of runs still going are not ended (their End is no longer seen)."""
-        if self._subscription is not None:
-            self._past_errors = self._subscription.errors
-            self._subscription.unsubscribe()
-            self._subscription = None
+        super().unsubscribe()
         self._scope.disconnect()
-
-    def _dispatch(self, event: t.Any) -> None:
-        self._handlers[event.kind](event)
-
-    def __enter__(self) -> TracingSubscriber:
-        return self.subscribe()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.unsubscribe()
 
     @property
     def errors(self) -> int:
         """How many times handling an event raised (each failure is isolated from the run)."""
-        return (self._subscription.errors if self._subscription is not None else self._past_errors) + self._scope.errors
+        return self._bus_errors + self._scope.errors
 
     def span_context(self, run_id: str) -> trace.SpanContext | None:
         """The span context of a live or recently ended run, or ``None`` when it is not traced.

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import pathlib
 import socket
-import subprocess
-import sys
 import threading
 import time
+import typing as t
 
 import openai
 import pytest
@@ -250,7 +247,7 @@ def test_many_threads_share_one_module(server: FakeOpenAI) -> None:
     assert results == {i: f"You said: thread {i}" for i in range(16)}
 
 
-def test_streaming_bot_and_retriever_examples() -> None:
+def test_streaming_bot_and_retriever_examples(run_example: t.Callable[..., str]) -> None:
     bot = run_example("streaming_bot.py").splitlines()
     assert "ret: You said: What skills do you have?" in bot and "history: 4 messages" in bot
     assert bot[-1] == "ret: You said: Streaming from async code too?"
@@ -258,11 +255,3 @@ def test_streaming_bot_and_retriever_examples() -> None:
     assert rag[1] == "[Docs] ['harrison worked at kensho', 'harrison likes spicy food']"
     assert rag[2].rstrip("|").split("|")[0] == "According" and rag[-1].startswith("ret: 'According to the context")
 
-
-def run_example(name: str) -> str:
-    """Run an example as a user would (offline: no OPENAI_* or OTEL_* variables); return its stdout."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "OTEL_"))}
-    path = pathlib.Path(__file__).resolve().parents[2] / "examples" / name
-    proc = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, env=env, timeout=60, check=False)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout

@@ -46,6 +46,17 @@ class Container(BaseNode):
         """A JSON description of the flow's shape (hashed into the default version)."""
         raise NotImplementedError
 
+    def _configure(self, name: str | None, store: t.Any, version: str | None, timeout: float | None) -> None:
+        """Set the constructor options every container takes (``None`` keeps the class default)."""
+        if name is not None:
+            self.name = name
+        if store is not None:
+            self.store = store
+        if version is not None:
+            self.version = version
+        if timeout is not None:
+            self.timeout = timeout
+
     # -- public -----------------------------------------------------------
 
     def flow_version(self) -> str:
@@ -225,6 +236,10 @@ class Call:
         if isinstance(timer, threading.Timer) and timer is not threading.current_thread():
             timer.join()
 
+    def raising_timeouts(self) -> _RaisingTimeouts:
+        """A ``with`` block that raises :class:`FlowTimeout` instead of the cancellation the flow's own timer caused."""
+        return _RaisingTimeouts(self)
+
     def timed_out(self, exc: BaseException) -> FlowTimeout | None:
         """The FlowTimeout to raise instead of ``exc`` when the flow's own timer cancelled it."""
         if not self.fired or not isinstance(exc, (RunCancelled, asyncio.CancelledError)):
@@ -234,6 +249,24 @@ class Call:
             if task is not None and hasattr(task, "uncancel"):
                 task.uncancel()
         return FlowTimeout(f"{self.reason}; every open run of it was cancelled.")
+
+
+class _RaisingTimeouts:
+    """See :meth:`Call.raising_timeouts`."""
+
+    __slots__ = ("_call",)
+
+    def __init__(self, call: Call) -> None:
+        self._call = call
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        if exc is not None:
+            timeout = self._call.timed_out(exc)
+            if timeout is not None:
+                raise timeout from None
 
 
 def check_member(owner: Container, node: t.Any, sync: bool) -> None:

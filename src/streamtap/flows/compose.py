@@ -10,6 +10,7 @@ streams with its identity. For nodes over a shared store, wire a graph
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import typing as t
 
 from ..context import Executor
@@ -47,14 +48,7 @@ class Sequential(Container):
         self.steps = list(steps)
         for step in self.steps:
             check_member(self, step, self._sync)
-        if name is not None:
-            self.name = name
-        if store is not None:
-            self.store = store
-        if version is not None:
-            self.version = version
-        if timeout is not None:
-            self.timeout = timeout
+        self._configure(name, store, version, timeout)
 
     def _structure(self) -> t.Any:
         return [[type(s).__qualname__, s._run_name(), s.flow_version() if isinstance(s, Container) else None] for s in self.steps]
@@ -77,25 +71,13 @@ class Sequential(Container):
     def forward(self, x: t.Any) -> t.Any:
         """Pipe ``x`` through the steps."""
         call = Call(self, x)
-        with call:
-            i, value, child = self._start(call)
+        with call, call.raising_timeouts():
+            pipe = _Pipe(self, call)
             call.arm()
-            try:
-                while i < len(self.steps):
-                    step = self.steps[i]
-                    try:
-                        with handing(child):
-                            value = call_sync(step, value, _timeout(step))
-                    except Interrupt as exc:
-                        raise self._paused(call, exc, i, value) from None
-                    child = None
-                    i += 1
-            except BaseException as exc:
-                timeout = call.timed_out(exc)
-                if timeout is not None:
-                    raise timeout from None
-                raise
-            return value
+            while pipe.at < len(self.steps):
+                with pipe.step() as step:
+                    pipe.value = call_sync(step, pipe.value, _timeout(step))
+            return pipe.value
 
 
 class AsyncSequential(Sequential):
@@ -106,25 +88,35 @@ class AsyncSequential(Sequential):
     async def forward(self, x: t.Any) -> t.Any:  # type: ignore[override]
         """Pipe ``x`` through the steps."""
         call = Call(self, x)
-        with call:
-            i, value, child = self._start(call)
+        with call, call.raising_timeouts():
+            pipe = _Pipe(self, call)
             call.arm_async()
-            try:
-                while i < len(self.steps):
-                    step = self.steps[i]
-                    try:
-                        with handing(child):
-                            value = await call_async(step, value, _timeout(step))
-                    except Interrupt as exc:
-                        raise self._paused(call, exc, i, value) from None
-                    child = None
-                    i += 1
-            except BaseException as exc:
-                timeout = call.timed_out(exc)
-                if timeout is not None:
-                    raise timeout from None
-                raise
-            return value
+            while pipe.at < len(self.steps):
+                with pipe.step() as step:
+                    pipe.value = await call_async(step, pipe.value, _timeout(step))
+            return pipe.value
+
+
+class _Pipe:
+    """Where one run of a :class:`Sequential` is: everything of its ``forward`` but calling the steps."""
+
+    __slots__ = ("_child", "at", "call", "owner", "value")
+
+    def __init__(self, owner: Sequential, call: Call) -> None:
+        self.owner = owner
+        self.call = call
+        self.at, self.value, self._child = owner._start(call)
+
+    @contextlib.contextmanager
+    def step(self) -> t.Iterator[ModuleBase]:
+        """Run the current step inside the ``with`` block (it yields the step; set ``value``), then go on."""
+        try:
+            with handing(self._child):
+                yield self.owner.steps[self.at]
+        except Interrupt as exc:
+            raise self.owner._paused(self.call, exc, self.at, self.value) from None
+        self._child = None
+        self.at += 1
 
 
 class _Branches:
@@ -140,6 +132,7 @@ class _Branches:
         self.pending: dict[str, t.Any] = {}
         self.entries: list[dict[str, t.Any]] = []
         self.outputs: dict[str, t.Any] = {}
+        self.failure: BaseException | None = None
 
     def to_run(self) -> list[tuple[str, ModuleBase, t.Any]]:
         todo = []
@@ -154,11 +147,19 @@ class _Branches:
         return todo
 
     def result(self, key: str, outcome: BaseException | None, value: t.Any) -> None:
-        if isinstance(outcome, Interrupt):
+        """Record how a branch ended: its output, its pause, or a failure (the first one is raised by :meth:`finish`)."""
+        if outcome is None:
+            self.outputs[key] = value
+        elif isinstance(outcome, Interrupt):
             self.pending[key] = outcome.state
             self.entries.extend(outcome.entries)
         else:
-            self.outputs[key] = value
+            self.failure = self.failure or outcome
+
+    def raise_failure(self) -> None:
+        """Raise the first failure of a branch, once every branch ended."""
+        if self.failure is not None:
+            raise self.failure
 
     def finish(self) -> t.Any:
         owner = self.owner
@@ -211,14 +212,7 @@ class Parallel(Container):
         self.branches: dict[str, ModuleBase] = dict(named) if named else {str(i): s for i, s in enumerate(steps)}
         for step in self.branches.values():
             check_member(self, step, self._sync)
-        if name is not None:
-            self.name = name
-        if store is not None:
-            self.store = store
-        if version is not None:
-            self.version = version
-        if timeout is not None:
-            self.timeout = timeout
+        self._configure(name, store, version, timeout)
 
     def _structure(self) -> t.Any:
         return [[k, type(s).__qualname__, s._run_name(), s.flow_version() if isinstance(s, Container) else None] for k, s in self.branches.items()]
@@ -226,31 +220,23 @@ class Parallel(Container):
     def forward(self, x: t.Any) -> t.Any:
         """Run every branch on ``x`` in threads; wait for all."""
         call = Call(self, x)
-        with call:
+        with call, call.raising_timeouts():
             br = _Branches(self, call)
             todo = br.to_run()
             call.arm()
-            try:
-                with Executor(max_workers=max(1, len(todo)), thread_name_prefix="streamtap-parallel") as pool:
-                    futs = []
-                    for key, step, frame in todo:
-                        with handing(frame):
-                            futs.append((key, pool.submit(call_sync, step, br.input, _timeout(step))))
-                    failure: BaseException | None = None
-                    for key, fut in futs:
-                        try:
-                            br.result(key, None, fut.result())
-                        except Interrupt as exc:
-                            br.result(key, exc, None)
-                        except BaseException as exc:  # the first failure wins, after every branch ended
-                            failure = failure or exc
-                    if failure is not None:
-                        raise failure
-            except BaseException as exc:
-                timeout = call.timed_out(exc)
-                if timeout is not None:
-                    raise timeout from None
-                raise
+            with Executor(max_workers=max(1, len(todo)), thread_name_prefix="streamtap-parallel") as pool:
+                futs = []
+                for key, step, frame in todo:
+                    with handing(frame):
+                        futs.append((key, pool.submit(call_sync, step, br.input, _timeout(step))))
+                for key, fut in futs:
+                    try:
+                        value = fut.result()
+                    except BaseException as exc:  # the first failure wins, after every branch ended
+                        br.result(key, exc, None)
+                    else:
+                        br.result(key, None, value)
+                br.raise_failure()
             return br.finish()
 
 
@@ -262,7 +248,7 @@ class AsyncParallel(Parallel):
     async def forward(self, x: t.Any) -> t.Any:  # type: ignore[override]
         """Run every branch on ``x`` as tasks; wait for all."""
         call = Call(self, x)
-        with call:
+        with call, call.raising_timeouts():
             br = _Branches(self, call)
             todo = br.to_run()
             call.arm_async()
@@ -273,25 +259,15 @@ class AsyncParallel(Parallel):
                         tasks.append((key, asyncio.ensure_future(call_async(step, br.input, _timeout(step)))))
                 if tasks:
                     await asyncio.wait([tk for _, tk in tasks])
-                failure: BaseException | None = None
                 for key, task in tasks:
                     exc = task.exception() if not task.cancelled() else asyncio.CancelledError()
-                    if exc is None:
-                        br.result(key, None, task.result())
-                    elif isinstance(exc, Interrupt):
-                        br.result(key, exc, None)
-                    else:
-                        failure = failure or exc
-                if failure is not None:
-                    raise failure
-            except BaseException as exc:
+                    br.result(key, exc, None if exc is not None else task.result())
+                br.raise_failure()
+            except BaseException:
                 pending = [tk for _, tk in tasks if not tk.done()]
                 for tk in pending:
                     tk.cancel()
                 if pending:
                     await asyncio.gather(*pending, return_exceptions=True)
-                timeout = call.timed_out(exc)
-                if timeout is not None:
-                    raise timeout from None
                 raise
             return br.finish()

@@ -9,14 +9,14 @@ last node returned.
 
 from __future__ import annotations
 
+import contextlib
 import typing as t
 
-from ..context import current
 from ..exceptions import UsageError
 from ..interrupts._frames import handing
 from ..interrupts.errors import StalePauseError
 from ..interrupts.records import Interrupt
-from ._base import DEFAULT, BaseNode, _slot, _Slot, call_async, call_sync, take_slot
+from ._base import DEFAULT, BaseNode, _Slot, _slot, call_async, call_sync, take_slot
 from ._container import Call, Container, check_member
 
 __all__ = ["AsyncFlow", "Flow"]
@@ -60,14 +60,7 @@ class Flow(Container):
         timeout: float | None = None,
     ) -> None:
         self.start_node = start
-        if name is not None:
-            self.name = name
-        if store is not None:
-            self.store = store
-        if version is not None:
-            self.version = version
-        if timeout is not None:
-            self.timeout = timeout
+        self._configure(name, store, version, timeout)
 
     # -- structure ----------------------------------------------------------
 
@@ -142,42 +135,27 @@ class Flow(Container):
 
     # -- running -------------------------------------------------------------
 
-    def forward(self, shared: t.Any) -> t.Any:
-        """Run the graph on the shared store (or a :class:`~streamtap.interrupts.Resume`)."""
+    @contextlib.contextmanager
+    def _walking(self, shared: t.Any) -> t.Iterator[_Walk]:
+        """Open the flow's call for one run (sync or async): the caller arms it and runs the nodes."""
         outer = take_slot()
         order = self._prepare()
         call = Call(self, shared)
         with call:
-            shared = call.input
-            node: BaseNode | None
-            node, child = self._resume_at(call, order)
-            token = call.ctx.token
-            output = last = None
-            call.arm()
-            try:
-                while node is not None:
-                    if token.cancelled:
-                        call.ctx.raise_if_cancelled()
-                    slot = _Slot()
-                    tok = _slot.set(slot)
-                    try:
-                        with handing(child):
-                            output = call_sync(node, shared, node.timeout)
-                    except Interrupt as exc:
-                        raise self._paused(call, exc, order, node, shared) from None
-                    finally:
-                        _slot.reset(tok)
-                    child = None
-                    last = slot.action
-                    node = self._next(node, last)
-            except BaseException as exc:
-                timeout = call.timed_out(exc)
-                if timeout is not None:
-                    raise timeout from None
-                raise
+            walk = _Walk(self, call, order)
+            with call.raising_timeouts():
+                yield walk
             if outer is not None:
-                outer.action = last
-            return output
+                outer.action = walk.last
+
+    def forward(self, shared: t.Any) -> t.Any:
+        """Run the graph on the shared store (or a :class:`~streamtap.interrupts.Resume`)."""
+        with self._walking(shared) as walk:
+            walk.call.arm()
+            while walk.node is not None:
+                with walk.step() as node:
+                    walk.output = call_sync(node, walk.shared, node.timeout)
+        return walk.output
 
 
 class AsyncFlow(Flow):
@@ -191,38 +169,50 @@ class AsyncFlow(Flow):
 
     async def forward(self, shared: t.Any) -> t.Any:  # type: ignore[override]
         """Run the graph on the shared store (or a :class:`~streamtap.interrupts.Resume`)."""
-        outer = take_slot()
-        order = self._prepare()
-        call = Call(self, shared)
-        with call:
-            shared = call.input
-            node: BaseNode | None
-            node, child = self._resume_at(call, order)
-            ctx = current()
-            assert ctx is not None
-            output = last = None
-            call.arm_async()
-            try:
-                while node is not None:
-                    if ctx.token.cancelled:
-                        ctx.raise_if_cancelled()
-                    slot = _Slot()
-                    tok = _slot.set(slot)
-                    try:
-                        with handing(child):
-                            output = await call_async(node, shared, node.timeout)
-                    except Interrupt as exc:
-                        raise self._paused(call, exc, order, node, shared) from None
-                    finally:
-                        _slot.reset(tok)
-                    child = None
-                    last = slot.action
-                    node = self._next(node, last)
-            except BaseException as exc:
-                timeout = call.timed_out(exc)
-                if timeout is not None:
-                    raise timeout from None
-                raise
-            if outer is not None:
-                outer.action = last
-            return output
+        with self._walking(shared) as walk:
+            walk.call.arm_async()
+            while walk.node is not None:
+                with walk.step() as node:
+                    walk.output = await call_async(node, walk.shared, node.timeout)
+        return walk.output
+
+
+class _Walk:
+    """Where one run of a flow is: everything of :meth:`Flow.forward` but calling the nodes.
+
+    Shared by :class:`Flow` and :class:`AsyncFlow`: :meth:`step` wraps one node
+    call (cancellation check, the node's action slot, the pause it may raise)
+    and moves on to the next node.
+    """
+
+    __slots__ = ("_child", "call", "flow", "last", "node", "order", "output", "shared")
+
+    def __init__(self, flow: Flow, call: Call, order: list[BaseNode]) -> None:
+        self.flow = flow
+        self.call = call
+        self.order = order
+        self.shared = call.input
+        self.node: BaseNode | None
+        self.node, self._child = flow._resume_at(call, order)
+        self.output: t.Any = None
+        self.last: str | None = None
+
+    @contextlib.contextmanager
+    def step(self) -> t.Iterator[BaseNode]:
+        """Run the current node inside the ``with`` block (it yields the node), then go to the next one."""
+        node = t.cast(BaseNode, self.node)
+        ctx = self.call.ctx
+        if ctx.token.cancelled:
+            ctx.raise_if_cancelled()
+        slot = _Slot()
+        tok = _slot.set(slot)
+        try:
+            with handing(self._child):
+                yield node
+        except Interrupt as exc:
+            raise self.flow._paused(self.call, exc, self.order, node, self.shared) from None
+        finally:
+            _slot.reset(tok)
+        self._child = None
+        self.last = slot.action
+        self.node = self.flow._next(node, self.last)

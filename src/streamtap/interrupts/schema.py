@@ -124,10 +124,7 @@ def _validate(v: t.Any, s: dict[str, t.Any], at: str, out: list[str]) -> None:  
     if "const" in s and v != s["const"]:
         out.append(f"{at} should be {s['const']!r}, got {short(v)}")
     if isinstance(v, str):
-        if "minLength" in s and len(v) < s["minLength"]:
-            out.append(f"{at} should have at least {s['minLength']} characters")
-        if "maxLength" in s and len(v) > s["maxLength"]:
-            out.append(f"{at} should have at most {s['maxLength']} characters")
+        _check_length(v, s, at, out, "Length", "characters")
         if "pattern" in s and not re.search(s["pattern"], v):
             out.append(f"{at} should match {s['pattern']!r}")
     if isinstance(v, (int, float)) and not isinstance(v, bool):
@@ -140,10 +137,7 @@ def _validate(v: t.Any, s: dict[str, t.Any], at: str, out: list[str]) -> None:  
             if key in s and not ok(v, s[key]):
                 out.append(f"{at} should be {word} {s[key]}, got {v}")
     if isinstance(v, list):
-        if "minItems" in s and len(v) < s["minItems"]:
-            out.append(f"{at} should have at least {s['minItems']} items")
-        if "maxItems" in s and len(v) > s["maxItems"]:
-            out.append(f"{at} should have at most {s['maxItems']} items")
+        _check_length(v, s, at, out, "Items", "items")
         if isinstance(s.get("items"), dict):
             for i, item in enumerate(v):
                 _validate(item, s["items"], f"{at}[{i}]", out)
@@ -167,3 +161,12 @@ def _validate(v: t.Any, s: dict[str, t.Any], at: str, out: list[str]) -> None:  
         out.append(f"{at} should match exactly one of oneOf")
     if isinstance(s.get("not"), dict) and not validate_answer(v, s["not"]):
         out.append(f"{at} should not match {s['not']}")
+
+
+def _check_length(v: t.Sized, s: dict[str, t.Any], at: str, out: list[str], key: str, unit: str) -> None:
+    """Apply ``min<key>``/``max<key>`` (``minLength``, ``maxItems``, ...) to ``len(v)``."""
+    low, high = f"min{key}", f"max{key}"
+    if low in s and len(v) < s[low]:
+        out.append(f"{at} should have at least {s[low]} {unit}")
+    if high in s and len(v) > s[high]:
+        out.append(f"{at} should have at most {s[high]} {unit}")

@@ -53,7 +53,30 @@ def _stale(pause_id: str, status: str) -> StalePauseError:
     )
 
 
-class MemoryPauseStore:
+class _Transitions:
+    """The claim/release/done transitions of a pause, shared by the stores.
+
+    A subclass implements ``_move(pause_id, frm, to)``: atomically move a record
+    from status ``frm`` to ``to``, raising ``_unknown``/``_stale`` otherwise.
+    """
+
+    def _move(self, pause_id: str, frm: str, to: str) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def claim(self, pause_id: str) -> None:
+        """See :class:`PauseStore`."""
+        self._move(pause_id, "pending", "claimed")
+
+    def release(self, pause_id: str) -> None:
+        """See :class:`PauseStore`."""
+        self._move(pause_id, "claimed", "pending")
+
+    def done(self, pause_id: str) -> None:
+        """See :class:`PauseStore`."""
+        self._move(pause_id, "claimed", "resumed")
+
+
+class MemoryPauseStore(_Transitions):
     """A :class:`PauseStore` in this process's memory (thread-safe); gone when the process ends."""
 
     def __init__(self) -> None:
@@ -95,20 +118,8 @@ class MemoryPauseStore:
                 raise _stale(pause_id, status)
             self._records[pause_id] = (to, rec)
 
-    def claim(self, pause_id: str) -> None:
-        """See :class:`PauseStore`."""
-        self._move(pause_id, "pending", "claimed")
 
-    def release(self, pause_id: str) -> None:
-        """See :class:`PauseStore`."""
-        self._move(pause_id, "claimed", "pending")
-
-    def done(self, pause_id: str) -> None:
-        """See :class:`PauseStore`."""
-        self._move(pause_id, "claimed", "resumed")
-
-
-class SQLitePauseStore:
+class SQLitePauseStore(_Transitions):
     """A :class:`PauseStore` in a SQLite file (stdlib ``sqlite3``): survives restarts, shared by processes.
 
     Args:
@@ -184,18 +195,6 @@ class SQLitePauseStore:
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
-
-    def claim(self, pause_id: str) -> None:
-        """See :class:`PauseStore`."""
-        self._move(pause_id, "pending", "claimed")
-
-    def release(self, pause_id: str) -> None:
-        """See :class:`PauseStore`."""
-        self._move(pause_id, "claimed", "pending")
-
-    def done(self, pause_id: str) -> None:
-        """See :class:`PauseStore`."""
-        self._move(pause_id, "claimed", "resumed")
 
 
 class _Closing:

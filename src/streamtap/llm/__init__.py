@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import typing as t
 
+from .._lazy import lazy_getattr
+
 __all__ = ["AsyncOpenAIChat", "ChatReply", "FakeOpenAI", "LLMError", "MarkupFilter", "OpenAIChat", "ToolCall"]
 
 if t.TYPE_CHECKING:  # pragma: no cover
@@ -35,11 +37,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> t.Any:
-    module = _LAZY.get(name)
-    if module is None:
-        msg = f"module 'streamtap.llm' has no attribute {name!r}"
-        raise AttributeError(msg)
-    import importlib
-
-    return getattr(importlib.import_module(module, __name__), name)
+__getattr__ = lazy_getattr(__name__, _LAZY)

@@ -58,6 +58,7 @@ import typing as t
 import urllib.parse
 import weakref
 
+from .._messages import build_messages
 from ..context import RunContext, current
 from ..events import Usage
 from ..exceptions import MissingDependencyError, RunCancelled, UsageError
@@ -188,6 +189,17 @@ class _Accumulator:
             self.ttft = time.perf_counter() - self.t0
             self.ctx.annotate(time_to_first_token=self.ttft)
 
+    def _content(self, message: t.Any, out: list[Delta]) -> None:
+        """Add the reasoning and the text of a message (or a stream delta) to ``out``."""
+        reasoning = _reasoning_of(message)
+        if reasoning:
+            self._first()
+            self.reasoning.append(reasoning)
+            out.append(Delta(reasoning, "reasoning"))
+        if message.content:
+            self._first()
+            out.extend(self._text(message.content))
+
     def _text(self, text: str) -> list[Delta]:
         if not text:
             return []
@@ -222,14 +234,7 @@ class _Accumulator:
                 continue
             delta = choice.delta
             if delta is not None:
-                reasoning = _reasoning_of(delta)
-                if reasoning:
-                    self._first()
-                    self.reasoning.append(reasoning)
-                    out.append(Delta(reasoning, "reasoning"))
-                if delta.content:
-                    self._first()
-                    out.extend(self._text(delta.content))
+                self._content(delta, out)
                 for tc in delta.tool_calls or ():
                     self._first()
                     slot = self.calls.get(tc.index)
@@ -453,21 +458,20 @@ class OpenAIChat(ModuleBase):
 
     def messages_for(self, prompt: str | t.Sequence[Message], history: t.Sequence[Message] | None = None) -> list[Message]:
         """Build the request messages for a prompt (a string, or a list of messages used as they are)."""
-        if isinstance(prompt, str):
-            msgs: list[Message] = []
-            if self.system:
-                msgs.append({"role": "system", "content": self.system})
-            if history is not None:
-                msgs.extend(history)
-            elif self.keep_history:
-                with self._history_lock:
-                    msgs.extend(self.history)
-            msgs.append({"role": "user", "content": prompt})
+        msgs = build_messages(prompt, self.system, lambda: self._history_for(history))
+        if msgs is not None:
             return msgs
-        if isinstance(prompt, t.Sequence) and all(isinstance(m, dict) for m in prompt):
-            return [dict(m) for m in prompt]
         msg = f"{self._run_name()} takes a prompt string or a list of message dicts, not {type(prompt).__name__}: {prompt!r:.80}"
         raise UsageError(msg)
+
+    def _history_for(self, history: t.Sequence[Message] | None) -> list[Message]:
+        """The history to put before a prompt: the one given, else the kept one (``keep_history``)."""
+        if history is not None:
+            return list(history)
+        if self.keep_history:
+            with self._history_lock:
+                return list(self.history)
+        return []
 
     def _request(
         self, prompt: t.Any, tools: t.Sequence[t.Any] | None, history: t.Sequence[Message] | None, params: dict[str, t.Any]
@@ -662,14 +666,7 @@ def _feed_completion(acc: _Accumulator, completion: t.Any) -> list[Delta]:
         return out
     choice = completion.choices[0]
     message = choice.message
-    reasoning = _reasoning_of(message)
-    if reasoning:
-        acc._first()
-        acc.reasoning.append(reasoning)
-        out.append(Delta(reasoning, "reasoning"))
-    if message.content:
-        acc._first()
-        out.extend(acc._text(message.content))
+    acc._content(message, out)
     for index, tc in enumerate(message.tool_calls or ()):
         fn = getattr(tc, "function", None)
         if fn is None:
@@ -707,36 +704,10 @@ def _describe(exc: BaseException, base_url: str, model: str, timeout: float, chu
             "and the server is running and reachable."
         )
         return LLMError(msg, base_url=base_url, model=model, reason="connection")
-    if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
-        msg = (
-            f"{where_} rejected the API key (HTTP {status}: {detail}). Check api_key / OPENAI_API_KEY, and that "
-            "the key belongs to this server."
-        )
-        return LLMError(msg, base_url=base_url, model=model, status_code=status, reason="auth")
-    if isinstance(exc, openai.NotFoundError):
-        msg = (
-            f"{where_} answered 404 for model {model!r} ({detail}). Check model / OPENAI_MODEL, and that "
-            "base_url ends with the API root (usually '/v1')."
-        )
-        return LLMError(msg, base_url=base_url, model=model, status_code=status, reason="not_found")
-    if isinstance(exc, openai.RateLimitError):
-        msg = (
-            f"{where_} rate-limited the request for model {model!r} (HTTP 429: {detail}). Retry later, lower "
-            "the concurrency, or raise max_retries."
-        )
-        return LLMError(msg, base_url=base_url, model=model, status_code=status, reason="rate_limit")
-    if isinstance(exc, openai.APIStatusError) and status is not None and status >= 500:
-        msg = (
-            f"{where_} failed with HTTP {status} for model {model!r} ({detail}). The server had an error: "
-            "check its logs, retry, or check that model (OPENAI_MODEL) is served there."
-        )
-        return LLMError(msg, base_url=base_url, model=model, status_code=status, reason="server")
     if isinstance(exc, openai.APIStatusError):
-        msg = (
-            f"{where_} refused the request for model {model!r} (HTTP {status}: {detail}). Check the model name "
-            "and the request parameters."
-        )
-        return LLMError(msg, base_url=base_url, model=model, status_code=status, reason="bad_request")
+        reason = _status_reason(openai, exc, status)
+        msg = _STATUS_HINTS[reason].format(where_=where_, status=status, detail=detail, model=model)
+        return LLMError(msg, base_url=base_url, model=model, status_code=status, reason=reason)
     if isinstance(exc, ValueError):  # json.JSONDecodeError and friends
         msg = (
             f"{where_} sent a malformed stream chunk after {chunks} good ones (model {model!r}): {exc}. Check "
@@ -749,6 +720,44 @@ def _describe(exc: BaseException, base_url: str, model: str, timeout: float, chu
     msg = f"The call to {where} failed (model {model!r}): {type(exc).__name__}: {exc}. Check base_url and the network."
     return LLMError(msg, base_url=base_url, model=model, reason="connection")
 
+
+
+_STATUS_HINTS = {
+    "auth": (
+        "{where_} rejected the API key (HTTP {status}: {detail}). Check api_key / OPENAI_API_KEY, and that "
+        "the key belongs to this server."
+    ),
+    "not_found": (
+        "{where_} answered 404 for model {model!r} ({detail}). Check model / OPENAI_MODEL, and that "
+        "base_url ends with the API root (usually '/v1')."
+    ),
+    "rate_limit": (
+        "{where_} rate-limited the request for model {model!r} (HTTP 429: {detail}). Retry later, lower "
+        "the concurrency, or raise max_retries."
+    ),
+    "server": (
+        "{where_} failed with HTTP {status} for model {model!r} ({detail}). The server had an error: "
+        "check its logs, retry, or check that model (OPENAI_MODEL) is served there."
+    ),
+    "bad_request": (
+        "{where_} refused the request for model {model!r} (HTTP {status}: {detail}). Check the model name "
+        "and the request parameters."
+    ),
+}
+"""``LLMError.reason`` of an HTTP status error -> its message template."""
+
+
+def _status_reason(openai: t.Any, exc: BaseException, status: int | None) -> str:
+    """The ``LLMError.reason`` of an ``openai.APIStatusError``."""
+    if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
+        return "auth"
+    if isinstance(exc, openai.NotFoundError):
+        return "not_found"
+    if isinstance(exc, openai.RateLimitError):
+        return "rate_limit"
+    if status is not None and status >= 500:
+        return "server"
+    return "bad_request"
 
 def _server_message(exc: BaseException) -> str:
     body = getattr(exc, "body", None)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import typing as t
 
+from .._lazy import lazy_getattr
+
 __all__ = ["ChatRequest", "EventStore", "MemoryEventStore", "UIMessageMapper", "create_app", "serve"]
 
 if t.TYPE_CHECKING:  # pragma: no cover
@@ -32,11 +34,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> t.Any:
-    module = _LAZY.get(name)
-    if module is None:
-        msg = f"module 'streamtap.web' has no attribute {name!r}"
-        raise AttributeError(msg)
-    import importlib
-
-    return getattr(importlib.import_module(module, __name__), name)
+__getattr__ = lazy_getattr(__name__, _LAZY)
