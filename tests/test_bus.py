@@ -209,3 +209,20 @@ class TestRawSignals:
         finally:
             bus.scope_signal.disconnect(on_scope)
         assert log == [("start",), ("enter", "Words"), ("exit",), ("end",)]
+
+
+def test_a_raising_scope_receiver_still_ends_the_run():
+    """A scope receiver that fails after Start cannot leave a run without its End."""
+
+    def broken(sender, run, context):
+        raise RuntimeError("scope broke")
+
+    bus.scope_signal.connect(broken)
+    try:
+        from streamtap.testing import capture_events
+
+        with capture_events() as events, pytest.raises(RuntimeError, match="scope broke"):
+            Words()("x")
+    finally:
+        bus.scope_signal.disconnect(broken)
+    assert events.kinds() == ["start", "end"] and events.of("end")[0].status == "error"

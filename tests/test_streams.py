@@ -285,3 +285,135 @@ class TestMemory:
         finally:
             tracemalloc.stop()
         assert samples[1] - samples[0] < 512 * 1024
+
+
+class TestConcurrencyRegressions:
+    """Cases found by an adversarial review of the buffer and run lifecycle; each once hung or lost events."""
+
+    def test_async_producer_with_a_lagging_reader_in_another_thread(self):
+        """An async-generator module with a small 'block' buffer, read late from this thread, delivers everything."""
+        stream = ACount().buffered(8).stream(2000)
+        assert wait_until(lambda: len(stream) >= 8)  # the producer is now held back
+        assert chunk_numbers(stream) == list(range(2000))
+
+    @pytest.mark.parametrize("policy", ["drop_oldest", "error"])
+    def test_async_producer_never_waits_under_non_blocking_policies(self, policy):
+        """With drop_oldest or error, an async producer finishes with nobody reading."""
+        handle = ACount().buffered(4, policy).start(200)
+        assert handle.result(5) == "".join(f"{i}," for i in range(200))
+
+    async def test_two_async_producers_on_the_reader_loop(self):
+        """Two async children streaming at once into a tiny buffer both get through (no lost room wakeup)."""
+
+        class Both(ModuleBase):
+            async def forward(self, n):
+                await asyncio.gather(ACount().acall(n), ACount().acall(n))
+
+        events = [ev async for ev in Both().buffered(2).astream(100)]
+        assert len(chunk_numbers(events)) == 200
+        check_invariants(events)
+
+    @pytest.mark.parametrize("maxsize", [2, 1024])
+    def test_a_stream_read_inside_a_run(self, maxsize):
+        """A forward that reads a child's stream and re-yields it does not deadlock on the root lock."""
+
+        class Child(ModuleBase):
+            def forward(self, n):
+                for _ in range(n):
+                    yield "c"
+
+        class Parent(ModuleBase):
+            def forward(self, n):
+                for piece in Child().buffered(maxsize).stream(n).text():
+                    yield piece.upper()
+
+        stream = Parent().stream(2000)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pieces = pool.submit(lambda: list(stream.text())).result(10)
+        assert "".join(pieces).count("C") == 2000 and "".join(pieces).count("c") == 2000
+
+    def test_cancel_releases_a_producer_blocked_on_a_full_buffer(self):
+        """start() with nobody reading fills the buffer; cancel() still ends the run at once."""
+        handle = Count().buffered(4).start(10_000)
+        assert wait_until(lambda: handle._buffer._producers_waiting >= 1)
+        handle.cancel("stop")
+        with pytest.raises(RunCancelled):
+            handle.result(5)
+        assert [e.status for e in handle.events() if e.kind == "end"] == ["cancelled"]
+
+    async def test_astart_cancelled_before_its_first_step(self):
+        """A task cancelled before it ran still finishes its stream: the reader does not hang."""
+        handle = ACount().astart(5)
+        handle.cancel()
+        with pytest.raises(RunCancelled):
+            await handle
+        assert [ev async for ev in handle.events()] == []
+
+    async def test_two_async_readers_of_one_buffer_both_finish(self):
+        """Every async reader waiting on a buffer is woken, not only the last one."""
+        handle = ACount().astart(20)
+
+        async def read():
+            return [ev async for ev in handle.events()]
+
+        a, b = await asyncio.wait_for(asyncio.gather(read(), read()), 5)
+        assert len(a) + len(b) == 22
+
+    def test_reader_on_another_loop_than_the_producer(self):
+        """astart() on loop A, read with async for on loop B in another thread: every event arrives."""
+        ready, box, got = threading.Event(), {}, []
+
+        def loop_a():
+            async def main():
+                box["h"] = ACount().astart(20)
+                ready.set()
+                await box["h"]
+
+            asyncio.run(main())
+
+        ta = threading.Thread(target=loop_a)
+        ta.start()
+        assert ready.wait(5)
+
+        async def reader():
+            async for ev in box["h"].events():
+                got.append(ev)
+
+        tb = threading.Thread(target=lambda: asyncio.run(reader()))
+        tb.start()
+        ta.join(5)
+        tb.join(5)
+        assert not ta.is_alive() and not tb.is_alive() and len(got) == 22
+
+    async def test_close_wakes_an_async_reader(self):
+        """close() on a stream ends an `async for` that is waiting on it."""
+        gate = asyncio.Event()
+
+        class Waits(ModuleBase):
+            async def forward(self):
+                yield "a"
+                await gate.wait()
+
+        handle = Waits().astart()
+        stream = handle.events()
+        seen = []
+
+        async def read():
+            async for ev in stream:
+                seen.append(ev.kind)
+
+        reader = asyncio.create_task(read())
+        while len(seen) < 2:
+            await asyncio.sleep(0)
+        stream.close()
+        await asyncio.wait_for(reader, 5)
+        handle.cancel()
+        with pytest.raises(RunCancelled):
+            await handle
+
+    async def test_sync_iteration_of_a_stream_fed_by_this_loop_is_an_error(self):
+        """A plain `for` over an astream() on its own loop would block forever: it is a clear error instead."""
+        stream = ACount().astream(3)
+        with pytest.raises(UsageError, match="async for"):
+            list(stream)
+        stream.close()

@@ -271,6 +271,9 @@ class RunContext:
         subs = _registry.chunk
         sinks = self.sinks
         if sinks or subs or _chunk_receivers:
+            for sink in sinks:  # back-pressure outside the root lock: a consumer in the tree can still emit
+                if len(sink._q) >= sink._limit:
+                    sink.reserve()
             # The hot path: acquire()/release() cost half of a with-block here.
             root = self._root
             root.acquire()
@@ -305,6 +308,7 @@ class RunContext:
             error = ErrorInfo("ToolError", error)
         subs = _registry.tool
         if self.sinks or subs or _tool_sig.receivers:
+            self._reserve()
             with self._root.lock:
                 ev = Tool(self.run, next(self._root.counter), call_id, name, phase, arguments, result, error)
                 self._deliver(ev, subs, _tool_sig)
@@ -313,8 +317,14 @@ class RunContext:
         """Send a custom progress event (see :func:`streamtap.emit`)."""
         subs = _registry.custom
         if self.sinks or subs or _custom_sig.receivers:
+            self._reserve()
             with self._root.lock:
                 self._deliver(Custom(self.run, next(self._root.counter), name, data), subs, _custom_sig)
+
+    def _reserve(self) -> None:
+        for sink in self.sinks:
+            if len(sink._q) >= sink._limit:
+                sink.reserve()
 
     def _deliver(self, ev: t.Any, subs: tuple[t.Any, ...], sig: t.Any) -> None:
         # Called with the root's lock held, so that delivery order is seq order.
@@ -336,6 +346,7 @@ class RunContext:
         self._t0 = time.perf_counter()
         subs = _registry.start
         if self.sinks or subs or _start_sig.receivers:
+            self._reserve()
             with self._root.lock:
                 ev = _tuple_new(Start, (self.run, next(self._root.counter), inputs, self.started_at))
                 self._deliver(ev, subs, _start_sig)
@@ -347,6 +358,7 @@ class RunContext:
         now = time.perf_counter()
         timings = _tuple_new(Timings, (self.started_at, now - self._t0, self.time_to_first_chunk))
         attrs = self.attributes
+        self._reserve()
         with self._root.lock:
             ev = _tuple_new(
                 End, (self.run, next(self._root.counter), status, output, error, self.usage, timings, attrs or _EMPTY)

@@ -315,9 +315,13 @@ class ModuleBase:
         ctx._start(_inputs_of(args, kwargs))
         scopes: list[t.Callable[[], t.ContextManager[t.Any]]] = []
         if _scope_signal.receivers:
-            for _, factory in _scope_signal.send(self, run=run, context=ctx):
-                if factory is not None:
-                    scopes.append(factory)
+            try:
+                for _, factory in _scope_signal.send(self, run=run, context=ctx):
+                    if factory is not None:
+                        scopes.append(factory)
+            except BaseException as exc:  # the run has started: it must still end
+                self._close(ctx, _status_of(exc), None, exc)
+                raise
         return ctx, scopes
 
     @staticmethod
@@ -485,6 +489,8 @@ class ModuleBase:
             # The thread stops at its next chunk; wait for its End so that it stays last.
             with contextlib.suppress(BaseException):
                 await asyncio.wait({fut})
+            if fut.done() and not fut.cancelled():
+                fut.exception()  # retrieved: no "Future exception was never retrieved" log
             raise
         finally:
             if base is not None:
@@ -579,6 +585,7 @@ class Buffered:
         else:
             token = CancelToken()
             finish = buf.finish
+        token.add_callback(buf.release)
         handle = RunHandle(new_id(), token, buf)
         return buf, handle, token, finish
 
@@ -624,15 +631,18 @@ class Buffered:
                 finish()
 
         task = loop.create_task(work())
+        task.add_done_callback(lambda _: finish())  # also when cancelled before its first step
         thread = threading.get_ident()
 
         def cancel_task() -> None:
             if threading.get_ident() == thread:
                 task.cancel()
             else:
-                loop.call_soon_threadsafe(task.cancel)
+                with contextlib.suppress(RuntimeError):  # the loop is already closed: nothing left to cancel
+                    loop.call_soon_threadsafe(task.cancel)
 
-        token.add_callback(cancel_task)
+        remove = token.add_callback(cancel_task)
+        task.add_done_callback(lambda _: remove())
         handle._future = task
         return handle
 

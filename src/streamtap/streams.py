@@ -47,7 +47,7 @@ class _Buffer:
     """The sink half of a stream: bounded, thread-safe, wakes sync or async consumers."""
 
     __slots__ = (
-        "_async_waiter",
+        "_async_waiters",
         "_cond",
         "_consumer_waiting",
         "_loop",
@@ -62,6 +62,7 @@ class _Buffer:
         "finished",
         "maxsize",
         "policy",
+        "released",
     )
 
     def __init__(self, maxsize: int, policy: Policy) -> None:
@@ -78,7 +79,7 @@ class _Buffer:
         self._cond = threading.Condition(threading.Lock())
         self._consumer_waiting = False
         self._producers_waiting = 0
-        self._async_waiter: asyncio.Future[None] | None = None
+        self._async_waiters: list[asyncio.Future[None]] = []  # one per async reader waiting
         self._room_waiter: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -86,6 +87,7 @@ class _Buffer:
         self.error: BaseException | None = None
         self.finished = False  # the producer is done: no more events will come
         self.closed = False  # the consumer left: events are discarded
+        self.released = False  # the run was cancelled: producers no longer wait for room
 
     # -- producer side -------------------------------------------------
 
@@ -103,10 +105,14 @@ class _Buffer:
             return
         q = self._q
         if self.policy == "block":
-            self._wait_for_room()
+            pass  # the producer waited in reserve(), before taking the root lock; it may go over by a few
         elif self.policy == "drop_oldest":
-            q.popleft()
-            self.dropped += 1
+            try:
+                q.popleft()
+            except IndexError:  # the consumer took it meanwhile
+                pass
+            else:
+                self.dropped += 1
         else:
             self.error = StreamOverflowError(self.maxsize)
             self._limit = 0
@@ -124,7 +130,7 @@ class _Buffer:
             # deadlock. It goes over by one; the module awaits room at its next chunk.
             return
         with self._cond:
-            while len(self._q) > self.maxsize >> 1 and not self.closed:
+            while len(self._q) > self.maxsize >> 1 and not self.closed and not self.released:
                 if self._consumer_waiting:
                     self._wake_locked()
                 # The consumer resets the count when it notifies: one notification per wait,
@@ -132,18 +138,30 @@ class _Buffer:
                 self._producers_waiting += 1
                 self._cond.wait()
 
+    def reserve(self) -> None:
+        """Called by a producer *before* it takes the root lock: wait for room (policy "block")."""
+        if len(self._q) >= self.maxsize and self.policy == "block" and not self.closed:
+            self._wait_for_room()
+
     def over(self) -> bool:
-        return len(self._q) >= self.maxsize and not self.closed
+        return (
+            len(self._q) >= self.maxsize
+            and not self.closed
+            and self.policy == "block"
+            and self._loop_thread == threading.get_ident()
+            and not self.released
+        )
 
     async def wait_for_room(self) -> None:
         """Await until the consumer has made room (for async producers on the consumer's loop)."""
         while self.over():
-            fut = asyncio.get_running_loop().create_future()
             with self._cond:
                 if not self.over():
                     return
-                self._room_waiter = fut
-            await fut
+                fut = self._room_waiter
+                if fut is None or fut.done():
+                    fut = self._room_waiter = asyncio.get_running_loop().create_future()
+            await asyncio.shield(fut)
 
     def finish(self) -> None:
         with self._cond:
@@ -159,19 +177,9 @@ class _Buffer:
         # must not be notified again for every event the producer adds meanwhile.
         self._consumer_waiting = False
         self._cond.notify_all()
-        fut = self._async_waiter
-        if fut is not None:
-            self._async_waiter = None
-            loop = self._loop
-            assert loop is not None
-            if self._loop_thread == threading.get_ident():
-                if not fut.done():
-                    fut.set_result(None)
-            else:
-                try:
-                    loop.call_soon_threadsafe(_set_done, fut)
-                except RuntimeError:  # loop closed: the consumer is gone
-                    pass
+        waiters, self._async_waiters = self._async_waiters, []
+        for fut in waiters:
+            _resolve(fut)
 
     # -- consumer side -----------------------------------------------------
 
@@ -183,34 +191,47 @@ class _Buffer:
                 fut = self._room_waiter
                 if fut is not None:
                     self._room_waiter = None
-                    if not fut.done():
-                        fut.set_result(None)
+                    if self._loop_thread == threading.get_ident():
+                        if not fut.done():
+                            fut.set_result(None)
+                    else:
+                        try:
+                            fut.get_loop().call_soon_threadsafe(_set_done, fut)
+                        except RuntimeError:
+                            pass
 
     def get(self, timeout: float | None = None) -> Event | None:
         """Next event, or ``None`` at the end of the stream."""
         q = self._q
         while True:
             if q:
-                ev = q.popleft()
+                try:
+                    ev = q.popleft()
+                except IndexError:  # a drop_oldest producer took it meanwhile
+                    continue
                 # Hysteresis: wake a blocked producer only once half the buffer is free,
                 # so that producer and consumer hand over in batches, not per event.
-                if self._producers_waiting and len(q) <= self.maxsize >> 1:
+                if (self._producers_waiting or self._room_waiter is not None) and len(q) <= self.maxsize >> 1:
                     self._made_room()
                 return ev
             if self.error is not None:
-                raise self.error
+                raise StreamOverflowError(self.maxsize)
             if self.finished or self.closed:
                 return None
+            if self._loop_thread == threading.get_ident():
+                msg = (
+                    "This stream is fed by a task of the event loop running in this thread, so waiting for it "
+                    "here would block that task forever. Iterate it with 'async for' (or use module.stream())."
+                )
+                raise UsageError(msg)
             with self._cond:
+                # Left set after waiting: the next wake clears it (clearing it here could lose another reader's).
                 self._consumer_waiting = True
-                try:
-                    if not q and not self.finished and self.error is None and not self.closed:
-                        if self._producers_waiting:
-                            self._cond.notify_all()
-                        if not self._cond.wait(timeout):
-                            raise TimeoutError(f"No event arrived within {timeout} s.")
-                finally:
-                    self._consumer_waiting = False
+                if not q and not self.finished and self.error is None and not self.closed:
+                    if self._producers_waiting:
+                        self._cond.notify_all()
+                    if not self._cond.wait(timeout):
+                        raise TimeoutError(f"No event arrived within {timeout} s.")
 
     async def aget(self) -> Event | None:
         q = self._q
@@ -220,19 +241,22 @@ class _Buffer:
             self._loop_thread = threading.get_ident()
         while True:
             if q:
-                ev = q.popleft()
+                try:
+                    ev = q.popleft()
+                except IndexError:
+                    continue
                 if len(q) <= self.maxsize >> 1:
                     self._made_room()
                 return ev
             if self.error is not None:
-                raise self.error
+                raise StreamOverflowError(self.maxsize)
             if self.finished or self.closed:
                 return None
             fut = loop.create_future()
             with self._cond:
-                if q or self.finished or self.error is not None:
+                if q or self.finished or self.error is not None or self.closed:
                     continue
-                self._async_waiter = fut
+                self._async_waiters.append(fut)
                 self._consumer_waiting = True
                 if self._producers_waiting:
                     self._cond.notify_all()
@@ -240,9 +264,23 @@ class _Buffer:
                 await fut
             finally:
                 with self._cond:
-                    self._consumer_waiting = False
-                    if self._async_waiter is fut:
-                        self._async_waiter = None
+                    # The flag is left for the next wake to clear: clearing it here could
+                    # lose the wakeup of another reader that is still waiting.
+                    if fut in self._async_waiters:
+                        self._async_waiters.remove(fut)
+
+    def release(self) -> None:
+        """The run is cancelled: let its producers through so that it can wind down and end."""
+        with self._cond:
+            self.released = True
+            self._producers_waiting = 0
+            self._cond.notify_all()
+            fut, self._room_waiter = self._room_waiter, None
+        if fut is not None:
+            try:
+                fut.get_loop().call_soon_threadsafe(_set_done, fut)
+            except RuntimeError:
+                pass
 
     def close(self) -> None:
         with self._cond:
@@ -251,15 +289,27 @@ class _Buffer:
             self._q.clear()
             self._producers_waiting = 0
             self._cond.notify_all()
-            fut = self._room_waiter
-            if fut is not None and not fut.done():
-                self._room_waiter = None
-                fut.get_loop().call_soon_threadsafe(_set_done, fut)
+            waiters = [*self._async_waiters, *([self._room_waiter] if self._room_waiter is not None else [])]
+            self._room_waiter, self._async_waiters = None, []
+        for fut in waiters:
+            _resolve(fut)
 
 
 def _set_done(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    """Resolve ``fut`` from any thread: directly on its own loop, else through that loop."""
+    loop = fut.get_loop()  # the reader's loop, which may differ from an astart() producer's
+    if asyncio._get_running_loop() is loop:
+        _set_done(fut)
+    else:
+        try:
+            loop.call_soon_threadsafe(_set_done, fut)
+        except RuntimeError:  # the loop is closed: that reader is gone
+            pass
 
 
 class _Iterable:
@@ -424,8 +474,11 @@ class RunStream(_Iterable):
     def __next__(self) -> Event:
         buf = self._buf
         q = buf._q
-        if q and not buf._producers_waiting:
-            return q.popleft()
+        if q and not buf._producers_waiting and buf._room_waiter is None:
+            try:
+                return q.popleft()
+            except IndexError:
+                pass
         ev = buf.get()
         if ev is None:
             raise StopIteration
@@ -579,9 +632,9 @@ class RunHandle:
         try:
             if isinstance(fut, asyncio.Future):
                 return await asyncio.shield(fut)
-            return await asyncio.wrap_future(fut)
+            return await asyncio.shield(asyncio.wrap_future(fut))
         except asyncio.CancelledError:
-            if fut.done() and fut.cancelled():
+            if fut.done() and fut.cancelled() and self.token.cancelled:
                 raise RunCancelled(self.token.reason or "cancelled") from None
             raise
 
