@@ -84,6 +84,7 @@ def emit(name: str, data: t.Any = None) -> None:
 
 
 _TOKEN_LOCK = threading.Lock()  # guards the rare token mutations; tokens themselves stay allocation-free
+_LAZY_LOCK = threading.Lock()  # guards the first use of a run's root state or token
 
 
 class CancelToken:
@@ -94,12 +95,10 @@ class CancelToken:
     rest still run) and cancels child tokens. Thread-safe.
     """
 
-    __slots__ = ("_callbacks", "_children", "cancelled", "private", "reason")
+    __slots__ = ("_callbacks", "_children", "cancelled", "reason")
 
-    def __init__(self, *, private: bool = False) -> None:
+    def __init__(self) -> None:
         self.cancelled = False
-        self.private = private
-        """Made for a plain call that no handle or awaiting task can cancel (lets the hot path skip checks)."""
         self.reason: str | None = None
         self._callbacks: list[t.Callable[[], t.Any]] | None = None
         self._children: list[CancelToken] | None = None
@@ -186,9 +185,9 @@ class RunContext:
         "attributes",
         "module",
         "run",
+        "_token",
         "sinks",
         "started_at",
-        "token",
         "usage",
     )
 
@@ -196,9 +195,9 @@ class RunContext:
         self,
         run: Run,
         module: t.Any,
-        root: _Root,
+        root: _Root | None,
         sinks: tuple[Sink, ...],
-        token: CancelToken,
+        token: CancelToken | None,
     ) -> None:
         self.run = run
         """The :class:`~streamtap.events.Run` identity."""
@@ -207,8 +206,9 @@ class RunContext:
         self._root = root
         self.sinks = sinks
         """The run streams that receive this run's events (its own and its ancestors')."""
-        self.token = token
-        """The :class:`CancelToken` of this run."""
+        # Both made on first use: a plain call that nobody listens to and nobody
+        # can cancel never needs a lock, a seq counter or a cancel token.
+        self._token = token
         self.attributes: dict[str, t.Any] = {}
         """What :meth:`annotate` recorded."""
         self.usage: Usage | None = None
@@ -234,9 +234,30 @@ class RunContext:
     # -- cancellation ------------------------------------------------------
 
     @property
+    def token(self) -> CancelToken:
+        """The :class:`CancelToken` of this run (shared with its tree unless started with its own)."""
+        tok = self._token
+        if tok is None:
+            with _LAZY_LOCK:
+                tok = self._token
+                if tok is None:
+                    tok = self._token = CancelToken()
+        return tok
+
+    def _root_state(self) -> _Root:
+        root = self._root
+        if root is None:
+            with _LAZY_LOCK:
+                root = self._root
+                if root is None:
+                    root = self._root = _Root()
+        return root
+
+    @property
     def cancelled(self) -> bool:
         """Whether the run has been asked to stop."""
-        return self.token.cancelled
+        tok = self._token
+        return tok is not None and tok.cancelled
 
     def raise_if_cancelled(self) -> None:
         """Raise :class:`~streamtap.exceptions.RunCancelled` if the run has been asked to stop.
@@ -244,8 +265,9 @@ class RunContext:
         Long synchronous work (a tool, a loop) should call this now and then;
         chunks check it by themselves.
         """
-        if self.token.cancelled:
-            raise RunCancelled(self.token.reason or f"run {self.run.run_id} was cancelled")
+        tok = self._token
+        if tok is not None and tok.cancelled:
+            raise RunCancelled(tok.reason or f"run {self.run.run_id} was cancelled")
 
     def on_cancel(self, fn: t.Callable[[], t.Any]) -> t.Callable[[], None]:
         """Call ``fn`` (from the cancelling thread) when the run is cancelled; returns a remover.
@@ -266,7 +288,8 @@ class RunContext:
         """Stream one piece of output. Cheap when nobody listens."""
         if self._t_first is None:
             self._t_first = time.perf_counter()
-        if self.token.cancelled:
+        tok = self._token
+        if tok is not None and tok.cancelled:
             self.raise_if_cancelled()
         subs = _registry.chunk
         sinks = self.sinks
@@ -275,7 +298,7 @@ class RunContext:
                 if len(sink._q) >= sink._limit:
                     sink.reserve()
             # The hot path: acquire()/release() cost half of a with-block here.
-            root = self._root
+            root = self._root or self._root_state()
             root.acquire()
             try:
                 ev = _tuple_new(Chunk, (self.run, next(root.counter), delta, channel, call_id))
@@ -309,8 +332,9 @@ class RunContext:
         subs = _registry.tool
         if self.sinks or subs or _tool_sig.receivers:
             self._reserve()
-            with self._root.lock:
-                ev = Tool(self.run, next(self._root.counter), call_id, name, phase, arguments, result, error)
+            root = self._root or self._root_state()
+            with root.lock:
+                ev = Tool(self.run, next(root.counter), call_id, name, phase, arguments, result, error)
                 self._deliver(ev, subs, _tool_sig)
 
     def emit(self, name: str, data: t.Any = None) -> None:
@@ -318,8 +342,9 @@ class RunContext:
         subs = _registry.custom
         if self.sinks or subs or _custom_sig.receivers:
             self._reserve()
-            with self._root.lock:
-                self._deliver(Custom(self.run, next(self._root.counter), name, data), subs, _custom_sig)
+            root = self._root or self._root_state()
+            with root.lock:
+                self._deliver(Custom(self.run, next(root.counter), name, data), subs, _custom_sig)
 
     def _reserve(self) -> None:
         for sink in self.sinks:
@@ -347,8 +372,9 @@ class RunContext:
         subs = _registry.start
         if self.sinks or subs or _start_sig.receivers:
             self._reserve()
-            with self._root.lock:
-                ev = _tuple_new(Start, (self.run, next(self._root.counter), inputs, self.started_at))
+            root = self._root or self._root_state()
+            with root.lock:
+                ev = _tuple_new(Start, (self.run, next(root.counter), inputs, self.started_at))
                 self._deliver(ev, subs, _start_sig)
 
     def _end(self, status: Status, output: t.Any = None, error: ErrorInfo | None = None) -> End | None:
@@ -359,9 +385,10 @@ class RunContext:
         timings = _tuple_new(Timings, (self.started_at, now - self._t0, self.time_to_first_chunk))
         attrs = self.attributes
         self._reserve()
-        with self._root.lock:
+        root = self._root or self._root_state()
+        with root.lock:
             ev = _tuple_new(
-                End, (self.run, next(self._root.counter), status, output, error, self.usage, timings, attrs or _EMPTY)
+                End, (self.run, next(root.counter), status, output, error, self.usage, timings, attrs or _EMPTY)
             )
             self._deliver(ev, subs, _end_sig)
         return ev

@@ -138,6 +138,12 @@ def _emit_item(ctx: RunContext, item: t.Any) -> None:
         ctx.chunk(item, "data")
 
 
+@functools.lru_cache(maxsize=512)
+def _is_awaitable_type(cls: type) -> bool:
+    # Cached per type: hasattr() on a plain type costs an internal AttributeError on every call.
+    return hasattr(cls, "__await__")
+
+
 def _discard(_: t.Any) -> None:
     pass
 
@@ -296,9 +302,9 @@ class ModuleBase:
         tags = self.tags
         if parent is None:
             run = _tuple_new(Run, (rid, self.name or type(self).__name__, self.kind, None, rid, tags, self.metadata))
-            root = _Root()
+            root = _Root() if sink is not None else None  # else made on first use
             sinks: tuple[t.Any, ...] = (sink,) if sink is not None else ()
-            tok = token or CancelToken(private=True)
+            tok = token  # None: made on first use; until then nobody can cancel this call
         else:
             prun = parent.run
             if tags:
@@ -308,7 +314,7 @@ class ModuleBase:
             run = _tuple_new(
                 Run, (rid, self.name or type(self).__name__, self.kind, prun.run_id, prun.root_id, tags, self.metadata)
             )
-            root = parent._root
+            root = parent._root or parent._root_state()
             sinks = parent.sinks + (sink,) if sink is not None else parent.sinks
             tok = token or parent.token
         ctx = RunContext(run, self, root, sinks, tok)
@@ -346,8 +352,8 @@ class ModuleBase:
         running in this thread; inside a loop, use ``await module.acall(...)``.
         """
         if self._forward_shape in (_Shape.CORO, _Shape.AGEN):
-            return self._call_async_from_sync(_Call(args, kwargs))
-        return self._run_sync(_Call(args, kwargs))
+            return self._call_async_from_sync(_tuple_new(_Call, (args, kwargs, None, None, None)))
+        return self._run_sync(_tuple_new(_Call, (args, kwargs, None, None, None)))
 
     def _call_async_from_sync(self, call: _Call) -> t.Any:
         try:
@@ -390,7 +396,7 @@ class ModuleBase:
         cls = result.__class__
         if cls is _GEN:
             return self._drive(ctx, result)
-        if hasattr(cls, "__await__"):
+        if _is_awaitable_type(cls):
             if inspect.iscoroutine(result):
                 result.close()
             msg = (
@@ -406,14 +412,13 @@ class ModuleBase:
         append = parts.append if join else _discard
         sinks = ctx.sinks
         recv = _chunk_receivers
-        token = ctx.token
         try:
             try:
                 item = next(gen)
             except StopIteration as stop:
                 return stop.value
             ctx.chunk_first()
-            if not (sinks or recv or _registry.chunk or not token.private):
+            if not (sinks or recv or _registry.chunk or ctx._token is not None):
                 # Nobody listens and nobody can cancel this call: let C consume the rest.
                 append(item)
                 if not self._forward_returns:
