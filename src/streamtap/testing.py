@@ -76,6 +76,10 @@ def check_invariants(events: t.Iterable[Event]) -> None:
     * within each root run, ``seq`` numbers are 0, 1, 2, ... with no gap or repeat, in delivery order;
     * every parent link points to a run of the same root that started earlier and ended later.
 
+    The last point assumes structured concurrency: a parent that waits for its
+    children. ``asyncio.gather`` returns at its first failure while siblings may
+    still run, so with it a child can end after its parent (use ``TaskGroup``).
+
     Raises:
         AssertionError: naming the first broken guarantee.
     """
