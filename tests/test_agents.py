@@ -10,6 +10,7 @@ import typing as t
 
 import pytest
 
+import streamtap
 from streamtap.agents import AgentStepLimitError, FunctionCallAgent
 from streamtap.events import End
 from streamtap.exceptions import RunCancelled
@@ -229,3 +230,68 @@ def test_weather_agent_example_uses_the_configured_endpoint(server: FakeOpenAI, 
     assert [r.model for r in recs] == ["internlm2-chat-20b"] * 2
     assert all(r.headers["authorization"] == "Bearer from-env" for r in recs)
     assert "<|action_start|>" not in stdout and stdout.splitlines()[-1] == f"ret: {ANSWER}"
+
+
+def test_interrupt_inside_a_tool_pauses_the_agent_and_its_flow(server: FakeOpenAI) -> None:
+    """A tool asking a human (interrupt()) pauses the agent and the flow around it; it is no tool error."""
+    from streamtap.flows import Flow, Node
+    from streamtap.interrupts import Interrupt, interrupt
+
+    @tool
+    def get_current_weather(location: str, unit: str = "celsius") -> str:
+        """Weather, after a human's approval."""
+        return "sunny" if interrupt({"approve": location}) else "denied"
+
+    agent = FunctionCallAgent(OpenAIChat("fake-gpt", base_url=server.base_url, api_key="k", max_retries=0), [get_current_weather])
+
+    class AskAgent(Node):
+        def exec(self, prep: t.Any) -> str:
+            return agent("What's the weather like today in Tokyo?")
+
+    with capture_events() as events, pytest.raises(Interrupt) as paused:
+        Flow(AskAgent(), name="F")({})
+    assert paused.value.record["interrupts"][0]["payload"] == {"approve": "Tokyo, Japan"}
+    assert [e.phase for e in events.of("tool")] == ["requested"]
+    assert {e.run.name: e.status for e in events.of("end")}["FunctionCallAgent"] == "interrupted"
+    check_invariants(events)
+
+
+def test_cancelled_agent_reports_no_tool_event_after_its_end(server: FakeOpenAI) -> None:
+    """Tools still running when the agent is cancelled end before it, and report nothing on its run."""
+    started = threading.Event()
+
+    @tool
+    def get_current_weather(location: str, unit: str = "celsius") -> str:
+        """Weather, slowly, checking for cancellation."""
+        started.set()
+        for _ in range(200):
+            streamtap.current().raise_if_cancelled()
+            time.sleep(0.005)
+        return "{}"
+
+    agent = FunctionCallAgent(OpenAIChat("fake-gpt", base_url=server.base_url, api_key="k", max_retries=0), [get_current_weather])
+    with capture_events() as events:
+        handle = agent.start("What's the weather like today in Tokyo and Paris?")
+        assert started.wait(5)
+        handle.cancel("stop")
+        with pytest.raises(RunCancelled):
+            handle.result(5)
+    check_invariants(events)  # no Tool event after the agent's End; tool runs end before it
+    assert {e.run.name: e.status for e in events.of("end")}["FunctionCallAgent"] == "cancelled"
+
+
+def test_unhashable_items_for_a_set_are_an_error_for_the_model() -> None:
+    """A set parameter given lists is a validation error the model can read, not a TypeError."""
+    from streamtap.tools import ToolArgumentError
+
+    @tool
+    def tag(labels: set) -> str:  # type: ignore[type-arg]
+        """Tag.
+
+        Args:
+            labels: the labels.
+        """
+        return ",".join(sorted(map(str, labels)))
+
+    with pytest.raises(ToolArgumentError, match="hashable"):
+        tag.validate('{"labels": [["a"], ["b"]]}')

@@ -159,7 +159,7 @@ class FunctionCallAgent(ModuleBase):
         try:
             found = self.tools.get(call.name)
             return found, found.validate(call.arguments)
-        except (LookupError, ValueError) as exc:
+        except (LookupError, ValueError, TypeError) as exc:
             ctx.tool(call.id, call.name, "error", error=exc)
             return f"Error: {exc}"
 
@@ -169,7 +169,9 @@ class FunctionCallAgent(ModuleBase):
         except (RunCancelled, KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:
+            _reraise_pause(exc)
             return _tool_failed(ctx, call, exc)
+        ctx.raise_if_cancelled()  # a tool that finished after the agent was cancelled reports nothing
         return _tool_done(ctx, call, result)
 
     def _run_tools(self, ctx: RunContext, calls: t.Sequence[t.Any]) -> list[Message]:
@@ -200,7 +202,9 @@ class FunctionCallAgent(ModuleBase):
             return {futures[f]: f.result() for f in futures}
         finally:
             remove()
-            pool.shutdown(wait=not ctx.cancelled, cancel_futures=True)
+            # Wait for tools in flight even when cancelled: they stop at their next chunk or
+            # raise_if_cancelled(), and their runs end before the agent's (no thread left behind).
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 class AsyncFunctionCallAgent(FunctionCallAgent):
@@ -238,7 +242,9 @@ class AsyncFunctionCallAgent(FunctionCallAgent):
         except (RunCancelled, asyncio.CancelledError, KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:
+            _reraise_pause(exc)
             return _tool_failed(ctx, call, exc)
+        ctx.raise_if_cancelled()
         return _tool_done(ctx, call, result)
 
 
@@ -258,6 +264,12 @@ def _take_reply(messages: list[Message], reply: t.Any) -> tuple[t.Any, ...]:
 def _tool_messages(calls: t.Sequence[t.Any], outputs: t.Sequence[str]) -> list[Message]:
     """The ``tool`` messages answering ``calls`` with ``outputs``."""
     return [{"role": "tool", "tool_call_id": c.id, "content": out} for c, out in zip(calls, outputs)]
+
+
+def _reraise_pause(exc: Exception) -> None:
+    """A tool that calls ``interrupt()`` pauses the agent too: that is no tool failure."""
+    if getattr(type(exc), "__streamtap_status__", None) == "interrupted":
+        raise exc
 
 
 def _tool_failed(ctx: RunContext, call: t.Any, exc: Exception) -> str:

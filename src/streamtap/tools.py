@@ -288,7 +288,12 @@ def coerce(value: t.Any, tp: t.Any, where: str) -> t.Any:
         item = args[0] if args else t.Any
         items = [coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
         base = origin or tp
-        return items if base is list else base(items)
+        if base is list:
+            return items
+        try:
+            return base(items)
+        except TypeError:  # e.g. a set of lists: the model sent unhashable items
+            raise ValueError(f"{where} must hold hashable items for a {base.__name__}, got {value!r}") from None
     if origin in (dict, t.Mapping) or tp is dict:
         if not isinstance(value, dict):
             raise ValueError(f"{where} must be an object, not {_kind(value)} ({value!r})")

@@ -255,3 +255,49 @@ def test_streaming_bot_and_retriever_examples(run_example: t.Callable[..., str])
     assert rag[1] == "[Docs] ['harrison worked at kensho', 'harrison likes spicy food']"
     assert rag[2].rstrip("|").split("|")[0] == "According" and rag[-1].startswith("ret: 'According to the context")
 
+
+
+class TestToolCallDeltasFromOtherServers:
+    """Tool-call deltas as OpenAI-compatible servers other than OpenAI send them (review findings)."""
+
+    @staticmethod
+    def calls(deltas):
+        import openai as _openai
+        from openai.types.chat import ChatCompletionChunk
+
+        from streamtap.llm.openai import _Accumulator
+
+        class Ctx:
+            def annotate(self, **k):
+                pass
+
+        acc = _Accumulator(Ctx(), None, 0.0)
+        for d in deltas:
+            chunk = _openai._models.construct_type(
+                type_=ChatCompletionChunk,
+                value={"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                       "choices": [{"index": 0, "delta": d, "finish_reason": None}]},
+            )
+            acc.feed(chunk)
+        return [(c.id, c.name, c.arguments) for c in acc.reply().tool_calls]
+
+    def test_name_repeated_in_every_delta(self):
+        """Some proxies repeat the whole name: it is not doubled."""
+        assert self.calls([
+            {"tool_calls": [{"index": 0, "id": "a", "type": "function", "function": {"name": "get_weather", "arguments": ""}}]},
+            {"tool_calls": [{"index": 0, "function": {"name": "get_weather", "arguments": '{"x":1}'}}]},
+        ]) == [("a", "get_weather", '{"x":1}')]
+
+    def test_no_index(self):
+        """Calls without an index (Gemini's compatible API) stay separate, told apart by id."""
+        assert self.calls([
+            {"tool_calls": [{"id": "a", "type": "function", "function": {"name": "f", "arguments": '{"x":1}'}}]},
+            {"tool_calls": [{"id": "b", "type": "function", "function": {"name": "g", "arguments": '{"y":2}'}}]},
+        ]) == [("a", "f", '{"x":1}'), ("b", "g", '{"y":2}')]
+
+    def test_index_reused_for_every_call(self):
+        """Index 0 for every complete call with distinct ids (Ollama) gives separate calls."""
+        assert self.calls([
+            {"tool_calls": [{"index": 0, "id": "ca", "type": "function", "function": {"name": "w", "arguments": '{"c":"T"}'}}]},
+            {"tool_calls": [{"index": 0, "id": "cb", "type": "function", "function": {"name": "w", "arguments": '{"c":"P"}'}}]},
+        ]) == [("ca", "w", '{"c":"T"}'), ("cb", "w", '{"c":"P"}')]

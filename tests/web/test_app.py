@@ -410,3 +410,77 @@ def test_importing_the_web_package_imports_no_web_framework():
     code = "import sys, streamtap.web, streamtap.web.app, streamtap.web.ui_stream; print(sorted(m for m in ('starlette', 'uvicorn', 'sse_starlette') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# -- review findings ----------------------------------------------------------------
+
+
+async def test_the_store_passed_in_is_the_one_used(serve, client):
+    """An empty store given to create_app is used (it was once replaced because it was falsy)."""
+    from streamtap.web.store import MemoryEventStore
+
+    store = MemoryEventStore()
+    srv = serve(Talker(), store=store)
+    await read_sse(client, "POST", srv.url + "/api/chat", json=chat_body("hi", chat_id="s1"))
+    assert len(store) == 1
+
+
+async def test_a_failing_store_create_refuses_the_run_and_stops_it(serve, client):
+    """store.create() failing gives a clear 503, the run is cancelled, and the chat is not stuck."""
+    from streamtap.web.store import MemoryEventStore
+
+    class Unreachable(MemoryEventStore):
+        async def create(self, run_id):
+            raise ConnectionError("store unreachable")
+
+    srv = serve(Talker(), store=Unreachable())
+    r = await client.post(srv.url + "/api/chat", json=chat_body("hi", chat_id="s2"))
+    assert r.status_code == 503 and "store unreachable" in r.json()["error"]
+    r = await client.post(srv.url + "/api/chat", json=chat_body("hi", chat_id="s2"))
+    assert r.status_code == 503  # refused again, not 409: no run was left behind
+
+
+async def test_concurrent_posts_start_one_run_even_with_a_slow_store(serve, client):
+    """While a run's store entry is being created, a second POST to the chat gets 409, not a second run."""
+    from streamtap.web.store import MemoryEventStore
+
+    class Slow(MemoryEventStore):
+        async def create(self, run_id):
+            await asyncio.sleep(0.2)  # an I/O round trip, as a Redis store has
+            return await super().create(run_id)
+
+    srv = serve(Talker(), store=Slow())
+    codes = await asyncio.gather(
+        *(client.post(srv.url + "/api/chat", json=chat_body("hi", chat_id="s3")) for _ in range(4))
+    )
+    assert sorted(r.status_code for r in codes) == [200, 409, 409, 409]
+
+
+async def test_deeply_nested_json_is_a_400(serve, client):
+    """A body nested deeper than the JSON reader can go is a clear 400, not a 500."""
+    srv = serve(Talker())
+    r = await client.post(srv.url + "/api/chat", content=b"[" * 100_000 + b"]" * 100_000,
+                          headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "nested too deeply" in r.json()["error"]
+
+
+async def test_stop_dismisses_a_pending_interrupt(serve, client):
+    """Stop on a chat waiting for an answer drops the pause, so the next message is a new question."""
+    from streamtap.flows import Flow, Node, interrupt
+
+    class Ask(Node):
+        def prep(self, shared):
+            return shared["q"]
+
+        def exec(self, q):
+            if q == "book":
+                interrupt({"question": "Sure?"}, schema={"type": "boolean"})
+            yield f"Answering {q}."
+
+    srv = serve(lambda: Flow(Ask(), name="Ask"), to_input=lambda r: {"q": r.last_user_text})
+    first = await read_sse(client, "POST", srv.url + "/api/chat", json=chat_body("book", chat_id="s4"))
+    assert by_type(first.parts, "data-interrupt")
+    stop = (await client.post(srv.url + "/api/chat/s4/stop")).json()
+    assert stop["stopped"] is True and stop["dismissed"]
+    later = await read_sse(client, "POST", srv.url + "/api/chat", json=chat_body("what is 2+2", chat_id="s4"))
+    assert "".join(p["delta"] for p in by_type(later.parts, "text-delta")) == "Answering what is 2+2."

@@ -102,28 +102,26 @@ def mapped(events: list[dict[str, t.Any]], **options: t.Any) -> list[dict[str, t
 
 
 def spoken(events: list[dict[str, t.Any]]) -> list[str]:
-    """The rule for user-facing text: text chunks of non-tool runs, except a run whose descendant already spoke."""
+    """The rule for user-facing text: text chunks of non-tool runs, except where a run repeats
+    what its descendants already showed (a relay)."""
     parent = {e["run"]["run_id"]: e["run"]["parent_id"] for e in events}
-    spoke: set[str] = set()
+    echo: dict[str, str] = {}  # run -> its descendants' text it has not repeated yet
     out = []
     for e in events:
         if e["kind"] != "chunk" or e["channel"] != "text" or e["run"]["kind"] == "tool":
             continue
-        rid = e["run"]["run_id"]
-        if any(_above(parent, rid, s) for s in spoke if s != rid):
-            continue
-        spoke.add(rid)
-        out.append(e["delta"])
+        rid, delta = e["run"]["run_id"], e["delta"]
+        if rid in echo:
+            if echo[rid].startswith(delta):
+                echo[rid] = echo[rid][len(delta):]
+                continue
+            echo[rid] = ""
+        out.append(delta)
+        p = parent.get(rid)
+        while p is not None:
+            echo[p] = echo.get(p, "") + delta
+            p = parent.get(p)
     return out
-
-
-def _above(parent: dict[str, str | None], rid: str, other: str) -> bool:
-    p = parent.get(other)
-    while p is not None:
-        if p == rid:
-            return True
-        p = parent.get(p)
-    return False
 
 
 actions_st = st.lists(st.tuples(st.sampled_from(ACTIONS), st.integers(0, 9)), max_size=14)
@@ -165,6 +163,29 @@ def test_interrupt_part_carries_questions_not_state():
     assert part["id"] == "p1"
     assert part["data"]["interrupts"] == [{"id": "i1", "payload": {"question": "ok?"}, "schema": {"type": "boolean"}}]
     assert "state" not in part["data"]
+
+
+def test_a_parents_own_words_after_its_model_spoke_are_shown():
+    """An agent that calls a model, then answers in its own words: both are shown (review finding)."""
+
+    class Classify(ModuleBase):
+        kind = "llm"
+
+        def forward(self, x):
+            yield "weather"
+
+    class Agent(ModuleBase):
+        kind = "agent"
+
+        def forward(self, x):
+            topic = Classify()(x)
+            yield f"You asked about {topic}. It is sunny."
+
+    with capture_events() as log:
+        Agent()(None)
+    parts = mapped([e.to_dict() for e in log])
+    check_ui_stream(parts)
+    assert "".join(p["delta"] for p in parts if p["type"] == "text-delta") == "weatherYou asked about weather. It is sunny."
 
 
 def test_relayed_text_is_not_shown_twice():

@@ -175,7 +175,10 @@ class _Accumulator:
         self.t0 = t0
         self.text: list[str] = []
         self.reasoning: list[str] = []
-        self.calls: dict[int, list[t.Any]] = {}  # index -> [id, name, [argument pieces]]
+        # arrival order -> [id, name, [argument pieces], id came from the server]
+        self.calls: dict[int, list[t.Any]] = {}
+        self._by_index: dict[int, int] = {}  # the server's tool-call index -> its current slot
+        self._last: int | None = None
         self.inline_calls: list[ToolCall] = []
         self.finish_reasons: list[str] = []
         self.model: str | None = None
@@ -237,14 +240,10 @@ class _Accumulator:
                 self._content(delta, out)
                 for tc in delta.tool_calls or ():
                     self._first()
-                    slot = self.calls.get(tc.index)
-                    if slot is None:
-                        slot = self.calls[tc.index] = [tc.id or f"call_{secrets.token_hex(8)}", "", []]
-                    elif tc.id and not slot[2] and not slot[1]:
-                        slot[0] = tc.id
+                    slot = self._slot(tc)
                     fn = tc.function
                     if fn is not None:
-                        if fn.name:
+                        if fn.name and fn.name != slot[1]:  # some proxies repeat the whole name
                             slot[1] += fn.name
                         if fn.arguments:
                             slot[2].append(fn.arguments)
@@ -253,13 +252,31 @@ class _Accumulator:
                 self.finish_reasons.append(choice.finish_reason)
         return out
 
+    def _slot(self, tc: t.Any) -> list[t.Any]:
+        """The call a tool-call delta belongs to, by index as OpenAI sends it, or by id and order when
+        a server leaves the index out (Gemini) or reuses it for every call (Ollama)."""
+        index = tc.index
+        key = self._by_index.get(index) if index is not None else self._last
+        slot = self.calls.get(key) if key is not None else None
+        if slot is not None and tc.id and slot[3] and tc.id != slot[0]:
+            slot = None  # a new call that reuses the index
+        if slot is None:
+            key = len(self.calls)
+            slot = self.calls[key] = [tc.id or f"call_{secrets.token_hex(8)}", "", [], bool(tc.id)]
+            if index is not None:
+                self._by_index[index] = key
+        elif tc.id and not slot[3]:
+            slot[0], slot[3] = tc.id, True  # the server's id arrived late: the tool message must use it
+        self._last = key
+        return slot
+
     def finish(self) -> list[Delta]:
         if self.markup is None:
             return []
         return self._pieces(self.markup.close())
 
     def reply(self) -> ChatReply:
-        calls = [ToolCall(cid, name, "".join(args)) for _, (cid, name, args) in sorted(self.calls.items())]
+        calls = [ToolCall(cid, name, "".join(args)) for _, (cid, name, args, _) in sorted(self.calls.items())]
         calls += self.inline_calls
         finish = self.finish_reasons[-1] if self.finish_reasons else None
         if self.inline_calls and finish == "stop":

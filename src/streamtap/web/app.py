@@ -125,7 +125,9 @@ def create_app(
 
         raise MissingDependencyError("streamtap.web", "web") from exc
 
-    service = ChatService(module_or_factory, store or MemoryEventStore(), to_input=to_input, resume=resume)
+    service = ChatService(
+        module_or_factory, store if store is not None else MemoryEventStore(), to_input=to_input, resume=resume
+    )
     store_ = service.store
 
     def ping() -> ServerSentEvent:
@@ -198,6 +200,8 @@ def create_app(
             return json.loads(body)
         except ValueError as exc:
             raise BadRequest(400, f"The request body is not valid JSON ({exc}). Send the AI SDK chat body as JSON.") from None
+        except RecursionError:
+            raise BadRequest(400, "The request body is JSON nested too deeply to read; send the AI SDK chat body.") from None
 
     async def chat(request: Request) -> Response:
         try:
@@ -235,6 +239,9 @@ def create_app(
         chat_id = request.path_params["chat_id"]
         if not valid_id(chat_id):
             return _error(422, f"Invalid chat id {chat_id!r}.")
+        dismissed = service.dismiss_pending(chat_id)
+        if dismissed is not None:
+            return JSONResponse({"stopped": True, "dismissed": dismissed})
         run = await service.stop(chat_id)
         if run is None:
             return JSONResponse({"stopped": False, "reason": "no run is going in this chat"})

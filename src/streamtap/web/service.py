@@ -64,6 +64,7 @@ class Conversation:
     module: ModuleBase
     active: ActiveRun | None = None
     pending: dict[str, t.Any] | None = None
+    starting: bool = False  # a run is being set up (its store entry is being created)
     last_used: float = dataclasses.field(default_factory=time.monotonic)
 
 
@@ -193,12 +194,20 @@ class ChatService:
         """
         conv = self.conversation(request.chat_id, create=True)
         assert conv is not None
-        if conv.active is not None:
+        if conv.active is not None or conv.starting:
+            running = conv.active.run_id if conv.active is not None else "starting"
             msg = (
-                f"Chat {request.chat_id!r} already has a run going ({conv.active.run_id}). Stop it with "
+                f"Chat {request.chat_id!r} already has a run going ({running}). Stop it with "
                 f"POST /api/chat/{request.chat_id}/stop or wait for it to finish."
             )
             raise BadRequest(409, msg)
+        conv.starting = True  # until conv.active is set: a concurrent POST gets 409, not a second run
+        try:
+            return await self._start(conv, request)
+        finally:
+            conv.starting = False
+
+    async def _start(self, conv: Conversation, request: ChatRequest) -> ActiveRun:
         body = request.body
         module = conv.module
         if conv.pending is not None:
@@ -219,11 +228,31 @@ class ChatService:
             stream_text=bool(body.get("stream", True)),
             resumed=resumed,
         )
-        await self.store.create(run.run_id)
+        try:
+            await self.store.create(run.run_id)
+        except Exception as exc:
+            # Nobody could follow this run: stop it, and keep the pause it was answering.
+            handle.cancel("the run's events could not be stored")
+            if resumed is not None:
+                conv.pending = resumed
+            log.exception("Run %s: the event store could not create it", run.run_id)
+            raise BadRequest(503, f"The event store failed ({type(exc).__name__}: {exc}); try again.") from None
         conv.active = run
         self.runs[run.run_id] = run
         run.pump = self._spawn(self._pump(conv, run))
         return run
+
+    def dismiss_pending(self, chat_id: str) -> str | None:
+        """Drop the conversation's pending interrupt when no run is going; returns its id.
+
+        Stop on a chat that waits for an answer means "never mind": without this, every
+        later message would be taken as the answer.
+        """
+        conv = self.conversation(chat_id)
+        if conv is None or conv.active is not None or conv.pending is None:
+            return None
+        record, conv.pending = conv.pending, None
+        return str(record.get("id") or record.get("pause_id") or "pending")
 
     def _spawn(self, coro: t.Coroutine[t.Any, t.Any, t.Any]) -> asyncio.Task[t.Any]:
         task = asyncio.get_running_loop().create_task(coro)

@@ -41,6 +41,8 @@ opens where it belongs, so parts keep their order.
 
 from __future__ import annotations
 
+import collections
+
 import re
 import typing as t
 
@@ -75,6 +77,40 @@ class _RunInfo(t.NamedTuple):
     kind: str
     parent_id: str | None
     under_tool: bool
+
+
+class _Echo:
+    """The text a run's descendants showed, which the run may repeat (a relay) and must then not show twice.
+
+    Pieces are kept as a queue, so repeated matching costs no quadratic copying.
+    """
+
+    __slots__ = ("pieces",)
+
+    def __init__(self) -> None:
+        self.pieces: collections.deque[str] = collections.deque()
+
+    def add(self, text: str) -> None:
+        if text:
+            self.pieces.append(text)
+
+    def consume(self, delta: str) -> bool:
+        """Whether ``delta`` is the next text already shown (then it is used up)."""
+        if not delta:
+            return True
+        pieces = self.pieces
+        joined, n = "", 0
+        while len(joined) < len(delta) and n < len(pieces):
+            joined += pieces[n]
+            n += 1
+        if not joined.startswith(delta):
+            pieces.clear()  # the run says something of its own: show it, and from now on compare afresh
+            return False
+        for _ in range(n):
+            pieces.popleft()
+        if len(joined) > len(delta):
+            pieces.appendleft(joined[len(delta):])
+        return True
 
 
 class UIMessageMapper:
@@ -123,6 +159,7 @@ class UIMessageMapper:
         self._step_open = False
         self._active_llm: set[str] = set()
         self._parts: dict[tuple[str, str], list[t.Any]] = {}  # (run_id, channel) -> [part id, kind, buffered text]
+        self._last_text: tuple[str, str] | None = None  # the text part written to last
         self._counter = 0
         self._tools: dict[str, str] = {}  # call id -> "streaming" | "available" | "done"
         self._tool_names: dict[str, str] = {}
@@ -130,7 +167,8 @@ class UIMessageMapper:
         self._aliases: dict[str, str] = {}
         self._shown_text = False
         self._texting: set[str] = set()  # runs whose text was shown
-        self._relays: set[str] = set()  # runs above those: their text repeats their children's
+        self._relays: set[str] = set()  # runs above those: their text may repeat their children's
+        self._echo: dict[str, _Echo] = {}  # relay -> its descendants' text it has not repeated yet
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -285,15 +323,17 @@ class UIMessageMapper:
         delta = ev.get("delta")
         rid = run["run_id"]
         if channel == "text":
-            if not isinstance(delta, str) or not self._visible_text(self._info(run), rid) or rid in self._relays:
+            if not isinstance(delta, str) or not self._visible_text(self._info(run), rid):
                 return []
-            if rid not in self._texting:
-                self._texting.add(rid)
-                parent = self._runs[rid].parent_id
-                while parent is not None and parent not in self._relays:
-                    self._relays.add(parent)
-                    info = self._runs.get(parent)
-                    parent = info.parent_id if info is not None else None
+            if rid in self._relays and self._echo[rid].consume(delta):
+                return []  # a parent repeating what its child already showed
+            self._texting.add(rid)
+            parent = self._runs[rid].parent_id
+            while parent is not None:  # every ancestor may repeat this text later
+                self._relays.add(parent)
+                self._echo.setdefault(parent, _Echo()).add(delta)
+                info = self._runs.get(parent)
+                parent = info.parent_id if info is not None else None
             return self._delta(rid, "text", delta)
         if not self.verbose:
             return []
@@ -321,6 +361,12 @@ class UIMessageMapper:
         key = (rid, channel)
         out: list[Part] = []
         entry = self._parts.get(key)
+        if entry is not None and channel == "text" and self._last_text is not None and self._last_text != key:
+            # Another run spoke since: continue in a new part, so the message reads in time order.
+            out += self._close_part(key)
+            entry = None
+        if channel == "text":
+            self._last_text = key
         if entry is None:
             out += self._ensure_step()
             entry = [self._new_id(channel), channel, []]

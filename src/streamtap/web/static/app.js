@@ -138,7 +138,8 @@
     const user = { id: rid(), role: "user", parts: [{ type: "text", text }] };
     messages.push(user);
     renderAll(); save(true);
-    const body = { id: chatId, messages: messages.map(wire), trigger: "submit-message", verbose: true, stream: els.stream.checked };
+    // The recent turns only: a long chat must not outgrow the server's body and message limits.
+    const body = { id: chatId, messages: messages.slice(-100).map(wire), trigger: "submit-message", verbose: true, stream: els.stream.checked };
     if (resumeValue !== undefined) body.resume = resumeValue;
     await run(() => fetch("api/chat", { method: "POST", headers: headers(true), body: JSON.stringify(body) }), false);
   }
