@@ -106,3 +106,14 @@ def test_json_story_example(run_example: t.Callable[..., str]) -> None:
     pieces = lines[8].rstrip("|").split("|")
     assert "".join(pieces) in final and len(pieces) > 20
 
+
+
+def test_a_bracket_in_the_preamble_is_not_taken_for_the_json() -> None:
+    """Text like "[as JSON]" before the JSON is skipped; no junk partial is yielded (review finding)."""
+    from streamtap.parsers import PartialJSON
+
+    p = PartialJSON()
+    seen = [p.feed(c) for c in 'Here is the result [as JSON]:\n```json\n{"content": "hi"}```']
+    partials = [v for v in seen if v is not None]
+    assert partials[-1] == {"content": "hi"} and p.done
+    assert all(isinstance(v, dict) for v in partials)

@@ -32,6 +32,10 @@ _OPEN_ESCAPE = re.compile(r"(\\+)(u[0-9a-fA-F]{0,4})?$")
 _TOKEN_CHARS = frozenset("0123456789+-.eEtrufalsn")
 
 
+_CAN_FOLLOW = {"{": '"}', "[": '"{[]-0123456789tfn'}
+"""What may follow an opening bracket (after white space) in JSON."""
+
+
 class PartialJSON:
     """Incremental parser of one JSON value that arrives in pieces.
 
@@ -66,6 +70,8 @@ class PartialJSON:
             return self.value()
         buf = self._buf
         for ch in piece:
+            if self._started and len(buf) == 1 and not ch.isspace() and ch not in _CAN_FOLLOW[buf[0]]:
+                self._restart()  # "[as JSON]" in a preamble: not the JSON, look further
             if not self._started:
                 if ch not in "{[":
                     continue
@@ -89,11 +95,22 @@ class PartialJSON:
                     self._closers.pop()
                 self._checkpoint = (len(buf), "".join(reversed(self._closers)))
                 if not self._closers:
+                    try:
+                        json.loads("".join(buf))
+                    except ValueError:
+                        self._restart()  # bracketed text that is not JSON: look further
+                        continue
                     self.done = True
                     break
             elif ch == ",":
                 self._checkpoint = (len(buf) - 1, "".join(reversed(self._closers)))
         return self.value()
+
+    def _restart(self) -> None:
+        self._buf.clear()
+        self._closers.clear()
+        self._in_string = self._escape = self._started = False
+        self._checkpoint = (0, "")
 
     def value(self) -> t.Any:
         """The most complete value that the text so far allows (``None`` before it starts)."""

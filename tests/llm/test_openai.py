@@ -301,3 +301,29 @@ class TestToolCallDeltasFromOtherServers:
             {"tool_calls": [{"index": 0, "id": "ca", "type": "function", "function": {"name": "w", "arguments": '{"c":"T"}'}}]},
             {"tool_calls": [{"index": 0, "id": "cb", "type": "function", "function": {"name": "w", "arguments": '{"c":"P"}'}}]},
         ]) == [("ca", "w", '{"c":"T"}'), ("cb", "w", '{"c":"P"}')]
+
+
+def test_cancel_before_the_first_byte_ends_the_run_at_once() -> None:
+    """A sync call still waiting for response headers (a hanging server) is abandoned at once on cancel."""
+    import time
+
+    import pytest
+
+    from streamtap.exceptions import RunCancelled
+    from streamtap.llm.openai import OpenAIChat
+    from streamtap.llm.server import FakeOpenAI
+    from streamtap.testing import capture_events, check_invariants
+
+    with FakeOpenAI() as srv:
+        llm = OpenAIChat("fake-gpt", base_url=srv.base_url, api_key="k", max_retries=0, stream=False, timeout=5)
+        t0 = time.monotonic()
+        with capture_events() as events:
+            handle = llm.start("a b c [fault=hang]")
+            srv.wait_for(lambda r: r.started_at >= t0 and r.path.endswith("/chat/completions"))
+            cancelled_at = time.monotonic()
+            handle.cancel("user stop")
+            with pytest.raises(RunCancelled):
+                handle.result(2)
+            assert time.monotonic() - cancelled_at < 1.0
+        assert [e.status for e in events.of("end")] == ["cancelled"]
+        check_invariants(events)

@@ -42,12 +42,18 @@ Failures of the server or the network end the run with status ``error`` and
 raise :class:`~streamtap.llm.errors.LLMError` (the ``openai`` exception is its
 ``__cause__``); the message says what failed and what to check. Closing the
 stream early or cancelling the run closes the HTTP stream at once, even while
-the call is blocked waiting for the server.
+the synchronous client is blocked reading it. Before the server's first byte
+the synchronous client cannot be interrupted: the run then ends ``cancelled``
+at once and the request is closed when the server answers (or the client's
+timeout expires); the async client closes it at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
+import functools
 import json
 import os
 import secrets
@@ -574,13 +580,13 @@ class OpenAIChat(ModuleBase):
         acc = _Accumulator(ctx, markup, time.perf_counter())
         if not self.streaming:
             try:
-                completion = client.chat.completions.create(**kwargs)
+                completion = _create_cancellable(ctx, client.chat.completions.create, kwargs)
             except errors as exc:
                 raise self._error(exc, acc, kwargs["model"]) from exc
             yield from _feed_completion(acc, completion)
             return self._finish(ctx, acc, prompt, history)
         try:
-            stream = client.chat.completions.create(**kwargs)
+            stream = _create_cancellable(ctx, client.chat.completions.create, kwargs)
         except errors as exc:
             raise self._error(exc, acc, kwargs["model"]) from exc
         remove = ctx.on_cancel(lambda: _abort_response(stream.response))
@@ -599,6 +605,47 @@ class OpenAIChat(ModuleBase):
             remove()
             stream.close()
         return self._finish(ctx, acc, prompt, history)
+
+
+@functools.lru_cache(maxsize=1)
+def _waiting_pool() -> concurrent.futures.ThreadPoolExecutor:
+    # Its own pool: requests waiting here must never queue behind the runs that wait for them.
+    return concurrent.futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="streamtap-http")
+
+
+def _create_cancellable(ctx: RunContext, create: t.Callable[..., t.Any], kwargs: dict[str, t.Any]) -> t.Any:
+    """``create(**kwargs)``, but a cancel stops the wait at once, even before the server's first byte.
+
+    The synchronous client cannot be interrupted while it waits for response
+    headers, so a cancellable run waits for it in another thread and abandons
+    it on cancel; a response that arrives later is closed straight away. A
+    call that nobody can cancel is made directly.
+    """
+    if ctx._token is None:
+        return create(**kwargs)
+    cancelled: concurrent.futures.Future[None] = concurrent.futures.Future()
+    remove = ctx.on_cancel(lambda: cancelled.done() or cancelled.set_result(None))
+    try:
+        fut = _waiting_pool().submit(contextvars.copy_context().run, create, **kwargs)
+        concurrent.futures.wait({fut, cancelled}, return_when=concurrent.futures.FIRST_COMPLETED)
+        if not fut.done():
+            fut.add_done_callback(_close_late)
+            ctx.raise_if_cancelled()
+        return fut.result()
+    finally:
+        remove()
+
+
+def _close_late(fut: concurrent.futures.Future[t.Any]) -> None:
+    """Close a response that arrived after its run was cancelled."""
+    if fut.cancelled() or fut.exception() is not None:
+        return
+    close = getattr(fut.result(), "close", None)
+    if callable(close):
+        try:
+            close()
+        except Exception:  # noqa: BLE001 - nothing is waiting for it any more
+            pass
 
 
 class AsyncOpenAIChat(OpenAIChat):
