@@ -114,7 +114,7 @@ class PartialJSON:
 
     def value(self) -> t.Any:
         """The most complete value that the text so far allows (``None`` before it starts)."""
-        if not self._started:
+        if not self._started or len(self._buf) < 2:  # an opening bracket alone may still turn out not to be JSON
             return None
         text = "".join(self._buf)
         closers = "".join(reversed(self._closers))
