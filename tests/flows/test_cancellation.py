@@ -53,9 +53,12 @@ def _first_model_chunk(events: t.Iterable[t.Any]) -> None:
     raise AssertionError("the model never streamed")
 
 
-def _warm(flow: t.Any) -> None:
-    """Run and cancel once so that the SDK's thread pool has its worker (a leaked thread would then show)."""
+def _warm(flow: t.Any, *, model: bool = False) -> None:
+    """Run to the model's first chunk and cancel once, so that the SDK's thread pools have their
+    workers (the run's, and the one a cancellable model request waits in): a leaked thread would then show."""
     stream = flow.stream({})
+    if model:
+        _first_model_chunk(stream)
     stream.close()
     with contextlib.suppress(RunCancelled):
         stream.handle.result(timeout=5)
@@ -74,7 +77,7 @@ def _assert_all_cancelled(events: list[t.Any], names: list[str]) -> None:
 def test_cancel_from_another_thread_closes_the_model_stream_within_100ms(server: FakeOpenAI) -> None:
     llm = OpenAIChat(model="fake-gpt", base_url=server.base_url, api_key="k")
     flow = Flow(Plan(llm), name="Agent")
-    _warm(flow)
+    _warm(flow, model=True)
     baseline = set(threading.enumerate())
     first = len(server.records)
     with capture_events() as events:
