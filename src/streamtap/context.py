@@ -236,22 +236,18 @@ class RunContext:
     @property
     def token(self) -> CancelToken:
         """The :class:`CancelToken` of this run (shared with its tree unless started with its own)."""
-        tok = self._token
-        if tok is None:
-            with _LAZY_LOCK:
-                tok = self._token
-                if tok is None:
-                    tok = self._token = CancelToken()
-        return tok
+        return self._token or self._first_use("_token", CancelToken)
 
     def _root_state(self) -> _Root:
-        root = self._root
-        if root is None:
-            with _LAZY_LOCK:
-                root = self._root
-                if root is None:
-                    root = self._root = _Root()
-        return root
+        return self._root or self._first_use("_root", _Root)
+
+    def _first_use(self, slot: str, make: t.Callable[[], t.Any]) -> t.Any:
+        with _LAZY_LOCK:  # two threads of one tree must get the same object
+            value = getattr(self, slot)
+            if value is None:
+                value = make()
+                setattr(self, slot, value)
+        return value
 
     @property
     def cancelled(self) -> bool:
