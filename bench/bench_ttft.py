@@ -32,9 +32,8 @@ from streamtap.llm.server import FakeOpenAI
 from streamtap.weather import QUERY, weather_agent, weather_tools
 
 
-def raw_chat(client: openai.OpenAI, prompt: str) -> float:
-    t0 = time.perf_counter()
-    stream = client.chat.completions.create(model="fake-gpt", messages=[{"role": "user", "content": prompt}], stream=True, stream_options={"include_usage": True})
+def _first_content(stream: t.Any, t0: float) -> float:
+    """Seconds from ``t0`` to the raw stream's first content delta; the stream is closed after."""
     try:
         for chunk in stream:
             if chunk.choices and chunk.choices[0].delta.content:
@@ -42,6 +41,12 @@ def raw_chat(client: openai.OpenAI, prompt: str) -> float:
     finally:
         stream.close()
     raise RuntimeError("no content")
+
+
+def raw_chat(client: openai.OpenAI, prompt: str) -> float:
+    t0 = time.perf_counter()
+    stream = client.chat.completions.create(model="fake-gpt", messages=[{"role": "user", "content": prompt}], stream=True, stream_options={"include_usage": True})
+    return _first_content(stream, t0)
 
 
 def tap_chat(llm: OpenAIChat, prompt: str) -> float:
@@ -88,13 +93,7 @@ def raw_agent(client: openai.OpenAI, tools: t.Any) -> float:
         result = tools.get(c["name"]).fn(**json.loads(c["arguments"]))
         messages.append({"role": "tool", "tool_call_id": c["id"], "content": result})
     stream = client.chat.completions.create(model="fake-gpt", messages=messages, tools=schemas, stream=True, stream_options={"include_usage": True})  # type: ignore[arg-type]
-    try:
-        for chunk in stream:
-            if chunk.choices and chunk.choices[0].delta.content:
-                return time.perf_counter() - t0
-    finally:
-        stream.close()
-    raise RuntimeError("no content")
+    return _first_content(stream, t0)
 
 
 def tap_agent(agent: t.Any) -> float:
