@@ -11,6 +11,8 @@ import typing as t
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamtap import UsageError
 from streamtap.flows import AsyncFlow, AsyncNode, BatchNode, Flow, Node, Parallel, Sequential
@@ -22,9 +24,12 @@ from streamtap.interrupts import (
     ResumeError,
     SQLitePauseStore,
     StalePauseError,
+    TamperedRecordError,
     UnknownInterruptError,
     interrupt,
+    sign_record,
     validate_answer,
+    verify_record,
 )
 from streamtap.testing import capture_events, check_invariants
 
@@ -472,3 +477,181 @@ async def test_async_parallel_batch_pauses_and_resumes() -> None:
     record = info.value.record
     ids = {e["payload"]: e["id"] for e in record["interrupts"]}
     assert await flow.aresume(record, answers={ids[2]: "two", ids[3]: "three"}) == [-1, "two", "three"]
+
+
+# -- tamper-evident records: signed by the server, verified on resume -----------------------
+
+
+class ToolLog(Node):
+    """Runs the 'tool' with the arguments in the shared store (what a forged record would change)."""
+
+    ran: t.ClassVar[list[t.Any]] = []
+
+    def prep(self, shared: dict[str, t.Any]) -> t.Any:
+        return shared["call"]["args"]
+
+    def exec(self, args: t.Any) -> str:
+        ToolLog.ran.append(args)
+        return f"tool ran with {args}"
+
+
+def tool_flow(store: t.Any = None) -> Flow:
+    prepare, approve = Prepare(), Approve()
+    prepare >> approve
+    approve - "run" >> ToolLog()
+    approve - "skip" >> Skip()
+    return Flow(prepare, name="ToolFlow", store=store)
+
+
+@pytest.fixture(params=["none", "memory", "sqlite"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> t.Any:
+    if request.param == "none":
+        return None
+    return MemoryPauseStore() if request.param == "memory" else SQLitePauseStore(tmp_path / "pauses.db")
+
+
+def test_a_record_whose_shared_was_edited_is_refused_and_nothing_runs(any_store: t.Any) -> None:
+    flow = tool_flow(any_store)
+    record = pause(flow)
+    forged = json.loads(json.dumps(record))
+    forged["shared"]["call"]["args"]["path"] = "/"  # same id, forged tool arguments
+    ToolLog.ran.clear()
+    runs = Approve.runs
+    with capture_events() as events, pytest.raises(TamperedRecordError, match=f"Pause record {record['id']} .*'shared' changed") as info:
+        flow.resume(forged, {"approved": True})
+    assert info.value.reason == "changed" and info.value.pause_id == record["id"]
+    assert "Nothing ran and the pause is still pending" in str(info.value)
+    assert ToolLog.ran == [] and Approve.runs == runs  # nothing ran
+    assert not events.of("start") or [e.status for e in events.of("end")] == ["error"]
+    if any_store is not None:
+        assert any_store.status(record["id"]) == "pending"
+        assert any_store.load(record["id"]) == record  # the pending record is unchanged
+        assert flow.resume(record["id"], {"approved": True}) == "tool ran with {'path': '/tmp/x'}"
+    else:
+        assert flow.resume(record, {"approved": True}) == "tool ran with {'path': '/tmp/x'}"
+    assert ToolLog.ran == [{"path": "/tmp/x"}]
+
+
+def _forge_state(r: dict[str, t.Any]) -> None:
+    r["state"]["child"]["answers"] = [{"approved": True}]  # pretend the human already approved
+
+
+def _drop_schema(r: dict[str, t.Any]) -> None:
+    r["interrupts"][0]["schema"] = None  # so that any answer passes
+
+
+def _unsign(r: dict[str, t.Any]) -> None:
+    del r["signature"]
+
+
+def _fake_mac(r: dict[str, t.Any]) -> None:
+    r["signature"]["mac"] = "0" * 64
+
+
+def _non_ascii_mac(r: dict[str, t.Any]) -> None:
+    r["signature"]["mac"] = "é" * 64  # compare_digest refuses non-ASCII str: must still be a clear refusal
+
+
+def _other_key(r: dict[str, t.Any]) -> None:
+    r["shared"]["call"]["args"]["path"] = "/"
+    sign_record(r, b"an attacker's own key, 32 bytes!")
+
+
+@pytest.mark.parametrize(
+    ("forge", "reason", "message"),
+    [
+        (_forge_state, "changed", "its 'state' changed"),
+        (_drop_schema, "changed", "its 'interrupts' changed"),
+        (lambda r: r.update(thread="someone-elses-conversation"), "changed", "its 'thread' changed"),
+        (lambda r: r.update(extra=1), "changed", "its 'extra' changed"),
+        (_unsign, "unsigned", "has no valid signature"),
+        (lambda r: r.update(signature="trust me"), "unsigned", "has no valid signature"),
+        (_fake_mac, "changed", "was changed after the server signed it|changed after the server signed it"),
+        (_non_ascii_mac, "changed", "changed after the server signed it"),
+        (_other_key, "wrong_key", "was signed with another key"),
+    ],
+)
+def test_every_kind_of_forged_record_is_refused_before_anything_runs(
+    any_store: t.Any, forge: t.Callable[[dict[str, t.Any]], None], reason: str, message: str
+) -> None:
+    flow = tool_flow(any_store)
+    record = pause(flow)
+    forged = json.loads(json.dumps(record))
+    forge(forged)
+    ToolLog.ran.clear()
+    runs = Approve.runs
+    with pytest.raises(TamperedRecordError, match=message) as info:
+        flow.resume(forged, {"approved": True})
+    assert info.value.reason == reason
+    assert ToolLog.ran == [] and Approve.runs == runs
+    if any_store is not None:
+        assert any_store.status(record["id"]) == "pending" and any_store.load(record["id"]) == record
+
+
+def test_a_record_that_went_through_a_javascript_front_end_still_verifies() -> None:
+    class Weigh(Node):
+        def exec(self, p: t.Any) -> t.Any:
+            return interrupt({"grams": 2.0, "ratio": 0.5, "text": "naïve \u2028 ☃"})
+
+    flow = Flow(Weigh(), name="Weigh")
+    record = pause(flow, {"weight": 3.0, "nested": [1.0, {"x": -0.0}]})
+    # JSON.stringify writes 2.0 as 2 and -0.0 as 0; JSON.parse gives numbers back.
+    via_js = json.loads(json.dumps(record).replace("2.0", "2").replace("3.0", "3").replace("1.0", "1").replace("-0.0", "0"))
+    assert via_js["shared"]["weight"] == 3 and isinstance(via_js["shared"]["weight"], int)
+    assert flow.resume(via_js, "ok") == "ok"
+
+
+def test_records_signed_with_a_shared_key_resume_in_any_process_that_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    key = "k" * 32
+    made = pause(tool_flow(MemoryPauseStore(key=key)))
+    elsewhere = MemoryPauseStore(key=key)  # another process, same configured key
+    elsewhere.save(made)
+    assert tool_flow(elsewhere).resume(made["id"], {"approved": True}) == "tool ran with {'path': '/tmp/x'}"
+    with pytest.raises(TamperedRecordError, match="signed with another key") as info:
+        tool_flow(MemoryPauseStore(key="x" * 32)).resume(made, {"approved": True})
+    assert info.value.reason == "wrong_key"
+    # STREAMTAP_RECORD_KEY signs records of flows without a store (or without key=).
+    monkeypatch.setenv("STREAMTAP_RECORD_KEY", key)
+    record = pause(tool_flow())
+    verify_record(record, key.encode())  # signed with the configured key, not a per-process one
+    monkeypatch.setenv("STREAMTAP_RECORD_KEY", "another key of 32 bytes at least")
+    with pytest.raises(TamperedRecordError, match="STREAMTAP_RECORD_KEY"):
+        tool_flow().resume(record, {"approved": True})
+
+
+def test_a_sqlite_store_keeps_its_key_in_the_file(tmp_path: Path) -> None:
+    one, two = SQLitePauseStore(tmp_path / "a.db"), SQLitePauseStore(tmp_path / "a.db")
+    assert one.signing_key() == two.signing_key() and len(one.signing_key()) == 32
+    assert SQLitePauseStore(tmp_path / "b.db").signing_key() != one.signing_key()
+    assert SQLitePauseStore(tmp_path / "a.db", key="q" * 16).signing_key() == b"q" * 16
+
+
+def test_bad_keys_are_refused_naming_where_they_came_from(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=r"MemoryPauseStore\(key=...\)\) is 5 bytes; use at least 16 .*secrets.token_hex"):
+        MemoryPauseStore(key="short")
+    with pytest.raises(UsageError, match=r"SQLitePauseStore\(key=...\)\) must be str or bytes, got int"):
+        SQLitePauseStore(tmp_path / "p.db", key=12345678901234567890)  # type: ignore[arg-type]
+    monkeypatch.setenv("STREAMTAP_RECORD_KEY", "tiny")
+    with pytest.raises(UsageError, match="STREAMTAP_RECORD_KEY environment variable.* is 4 bytes"):
+        pause(tool_flow())
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(shared=json_values, edit=st.text(min_size=1, max_size=8))
+def test_property_a_signed_record_verifies_after_a_json_round_trip_and_any_edit_breaks_it(shared: t.Any, edit: str) -> None:
+    key = b"property-test-key-0123456789abcdef"
+    record = sign_record({"type": "streamtap.pause", "format": 1, "id": "p1", "shared": shared, "state": {}}, key)
+    verify_record(json.loads(json.dumps(record)), key)  # a round trip changes nothing that counts
+    edited = json.loads(json.dumps(record))
+    edited["shared"] = [edited["shared"], edit]
+    with pytest.raises(TamperedRecordError, match="'shared' changed"):
+        verify_record(edited, key)
+    with pytest.raises(TamperedRecordError, match="another key"):
+        verify_record(record, key + b"!")

@@ -16,6 +16,7 @@ from ..interrupts import PauseStore
 from ..interrupts._frames import prefixed, resuming, take_frame
 from ..interrupts.errors import ResumeError, StalePauseError
 from ..interrupts.records import _MISSING, Interrupt, Resume, check_record, make_record, resolve_answers, snapshot
+from ..interrupts.signing import sign_record, signing_key, verify_record
 from ._base import BaseNode, FlowTimeout
 
 __all__ = ["Container"]
@@ -76,7 +77,8 @@ class Container(BaseNode):
 
         Raises:
             ResumeError: (and its subclasses) the record is not a pause record, an id is
-                unknown, the record is stale, or an answer fails its schema. Nothing changes.
+                unknown, the record is stale, its signature does not check out
+                (:class:`~streamtap.interrupts.TamperedRecordError`), or an answer fails its schema. Nothing changes.
             Interrupt: the flow paused again (a new record).
         """
         return self(Resume(record, answer, answers=answers))
@@ -151,6 +153,7 @@ class Call:
                 "Resume it with the flow that made it, or set the same Flow(version=...) if the change is compatible."
             )
             raise StalePauseError(msg)
+        verify_record(record, signing_key(flow.store))  # before anything reads shared, state or answers
         if record["state"].get("kind") != flow._frame_kind:
             msg = f"Pause {record['id']} does not hold a {flow._frame_kind!r} state for {flow._run_name()!r}."
             raise StalePauseError(msg)
@@ -190,6 +193,7 @@ class Call:
         snap = None if shared is None else snapshot(shared, f"The shared store of {flow._run_name()}")
         record = make_record(entries, state, flow._identity(), snap, self.ctx.run.run_id)
         record["thread"] = self.thread or self.ctx.run.run_id
+        sign_record(record, signing_key(flow.store))
         if self.outermost and flow.store is not None:
             flow.store.save(record)
         return Interrupt(entries, state, record)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import typing as t
+
 from ..exceptions import StreamtapError
 
-__all__ = ["AnswerValidationError", "ResumeError", "StalePauseError", "UnknownInterruptError"]
+__all__ = ["AnswerValidationError", "ResumeError", "StalePauseError", "TamperedRecordError", "UnknownInterruptError"]
 
 
 class ResumeError(StreamtapError, ValueError):
@@ -29,3 +31,21 @@ class AnswerValidationError(ResumeError):
             f"The answer to interrupt {interrupt_id} does not match its schema: {'; '.join(problems)}. "
             "Send an answer that matches the interrupt's 'schema'; the pause is still pending."
         )
+
+
+class TamperedRecordError(ResumeError):
+    """A pause record's signature does not check out: it was edited, signed with another key, or never signed.
+
+    Nothing of the resume ran and a stored record is still pending, unchanged.
+
+    Attributes:
+        pause_id: the record's ``id`` (as the record claims it).
+        reason: ``"unsigned"`` (no valid signature), ``"wrong_key"`` (signed
+            with another key: another process or store), or ``"changed"`` (its
+            content was edited after signing; the message names the members).
+    """
+
+    def __init__(self, pause_id: t.Any, reason: t.Literal["unsigned", "wrong_key", "changed"], message: str) -> None:
+        self.pause_id = pause_id
+        self.reason = reason
+        super().__init__(message)

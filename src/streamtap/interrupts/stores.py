@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import sqlite3
 import threading
 import time
@@ -11,6 +13,7 @@ import typing as t
 from ..exceptions import UsageError
 from .errors import StalePauseError, UnknownInterruptError
 from .records import check_record
+from .signing import KEY_ENV, check_key, default_key
 
 __all__ = ["MemoryPauseStore", "PauseStore", "SQLitePauseStore"]
 
@@ -40,6 +43,10 @@ class PauseStore(t.Protocol):
 
     def done(self, pause_id: str) -> None:
         """Mark a claimed record as resumed for good."""
+
+    # A store may also provide ``signing_key() -> bytes``: the key that signs and
+    # verifies the records of flows using it (see streamtap.interrupts.signing).
+    # Without it, flows use STREAMTAP_RECORD_KEY or a per-process key.
 
 
 def _unknown(pause_id: str) -> UnknownInterruptError:
@@ -77,11 +84,22 @@ class _Transitions:
 
 
 class MemoryPauseStore(_Transitions):
-    """A :class:`PauseStore` in this process's memory (thread-safe); gone when the process ends."""
+    """A :class:`PauseStore` in this process's memory (thread-safe); gone when the process ends.
 
-    def __init__(self) -> None:
+    Args:
+        key: the key that signs its flows' pause records (at least 16 bytes).
+            Default: ``STREAMTAP_RECORD_KEY``, else a random key made once per
+            process (records then resume in this process only).
+    """
+
+    def __init__(self, *, key: str | bytes | None = None) -> None:
+        self._key = None if key is None else check_key(key, "MemoryPauseStore(key=...)")
         self._lock = threading.Lock()
         self._records: dict[str, tuple[str, dict[str, t.Any]]] = {}
+
+    def signing_key(self) -> bytes:
+        """The key that signs and verifies records: ``key=``, else ``STREAMTAP_RECORD_KEY``, else per process."""
+        return self._key if self._key is not None else default_key()
 
     def save(self, record: dict[str, t.Any]) -> None:
         """See :class:`PauseStore`."""
@@ -125,9 +143,17 @@ class SQLitePauseStore(_Transitions):
     Args:
         path: the database file (created if missing), or ``":memory:"`` is refused
             (each connection would see its own database; use :class:`MemoryPauseStore`).
+        key: the key that signs its flows' pause records (at least 16 bytes).
+            Default: ``STREAMTAP_RECORD_KEY``, else a random key kept in the
+            database (table ``streamtap_keys``, made on first use), so every
+            process opening the file signs and verifies with the same key.
+            Whoever can write the file can forge records: protect it like the
+            records themselves.
     """
 
-    def __init__(self, path: str | t.Any) -> None:
+    def __init__(self, path: str | t.Any, *, key: str | bytes | None = None) -> None:
+        self._key = None if key is None else check_key(key, "SQLitePauseStore(key=...)")
+        self._file_key: bytes | None = None
         path = str(path)
         if path == ":memory:":
             msg = "SQLitePauseStore needs a file path; for an in-memory store use MemoryPauseStore()."
@@ -138,6 +164,21 @@ class SQLitePauseStore(_Transitions):
                 "CREATE TABLE IF NOT EXISTS streamtap_pauses (id TEXT PRIMARY KEY, run_id TEXT, status TEXT NOT NULL, "
                 "record TEXT NOT NULL, created_at REAL NOT NULL, updated_at REAL NOT NULL)"
             )
+
+    def signing_key(self) -> bytes:
+        """The key that signs and verifies records: ``key=``, else ``STREAMTAP_RECORD_KEY``, else the file's own."""
+        if self._key is not None:
+            return self._key
+        if os.environ.get(KEY_ENV):
+            return default_key()
+        if self._file_key is not None:
+            return self._file_key
+        with self._connect() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS streamtap_keys (name TEXT PRIMARY KEY, key BLOB NOT NULL)")
+            db.execute("INSERT OR IGNORE INTO streamtap_keys VALUES ('records', ?)", (secrets.token_bytes(32),))
+            row = db.execute("SELECT key FROM streamtap_keys WHERE name = 'records'").fetchone()
+        self._file_key = bytes(row[0])  # the first process to ask made it; every other one reads the same
+        return self._file_key
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
