@@ -109,6 +109,42 @@ class TestFailureIsolation:
         assert len({o[2] for o in order}) == 1
 
 
+    @pytest.mark.parametrize("policy", ["block", "drop_oldest", "error"])
+    def test_raising_subscriber_leaves_every_stream_policy_whole(self, policy):
+        """A subscriber raising on every event costs a stream nothing, whatever its policy: all events, run ok."""
+
+        def broken(event):
+            raise RuntimeError("boom")
+
+        with subscribe(broken) as bad:
+            stream = Words().buffered(64, policy).stream("a b c d e")
+            events = list(stream)
+        assert [e.kind for e in events] == ["start"] + ["chunk"] * 5 + ["end"]
+        assert events[-1].status == "ok" and stream.dropped == 0 and bad.errors == 7
+
+    def test_blocking_subscriber_holds_only_the_run_it_blocks_in(self):
+        """A subscriber that blocks holds the producer it runs in (documented: must not block); other runs go on; nothing is lost."""
+        held, release = threading.Event(), threading.Event()
+        seen = []
+
+        def blocking(event):
+            seen.append((event.run.name, event.kind))
+            if event.run.name == "Held" and event.kind == "chunk" and not release.is_set():
+                held.set()
+                assert release.wait(10)
+
+        held_words, free_words = type("Held", (Words,), {})(), type("Free", (Words,), {})()
+        with subscribe(blocking):
+            handle = held_words.start("a b c")
+            assert held.wait(10)
+            assert free_words("x y") == "xy"  # another run, another thread: not held
+            assert not handle.done()
+            release.set()
+            assert handle.result(10) == "abc"
+        assert [k for n, k in seen if n == "Held"] == ["start", "chunk", "chunk", "chunk", "end"]
+        assert [k for n, k in seen if n == "Free"] == ["start", "chunk", "chunk", "end"]
+
+
 class TestAsyncSubscribers:
     async def test_async_subscriber_in_order_on_its_loop(self):
         """An async subscriber runs on its loop, one event at a time, in seq order, from any thread."""
@@ -169,6 +205,48 @@ class TestAsyncSubscribers:
             Words()("x")
             await asyncio.wait_for(done.wait(), 5)
         assert sub.errors == 3
+
+
+    async def test_raising_async_subscriber_is_logged_once(self, caplog):
+        """Its first failure is logged with its name, later ones only counted; a sync subscriber beside it gets everything."""
+        done = asyncio.Event()
+        got = []
+
+        async def flaky_async(event):
+            if event.kind == "end":
+                done.set()
+            raise KeyError("nope")
+
+        with caplog.at_level(logging.ERROR, logger="streamtap.bus"):
+            with subscribe(flaky_async) as sub, subscribe(got.append):
+                Words()("a b")
+                await asyncio.wait_for(done.wait(), 5)
+        assert sub.errors == 4 and len(got) == 4
+        logged = [r for r in caplog.records if "flaky_async" in r.getMessage()]
+        assert len(logged) == 1 and "KeyError" in logged[0].getMessage()
+
+    async def test_async_subscriber_that_hangs_does_not_hold_the_producer(self):
+        """An async subscriber stuck on an event: producers finish anyway; past maxsize the oldest are dropped, counted."""
+        stuck, release, ended = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        seen = []
+
+        async def hanging(event):
+            seen.append((event.run.name, event.seq))
+            stuck.set()
+            await release.wait()
+            if event.kind == "end" and event.run.name == "Second":
+                ended.set()
+
+        first, second = type("First", (Words,), {})(), type("Second", (Words,), {})()
+        with subscribe(hanging, maxsize=4) as sub:
+            first("a")  # 3 events; the subscriber takes the first and hangs on it
+            await asyncio.wait_for(stuck.wait(), 5)
+            assert await second.acall("a b c d e f g h") == "abcdefgh"  # 10 more events, produced meanwhile
+            assert seen == [("First", 0)]
+            assert sub.dropped == 2 + 10 - 4  # four kept: the newest
+            release.set()
+            await asyncio.wait_for(ended.wait(), 5)
+        assert seen == [("First", 0), ("Second", 6), ("Second", 7), ("Second", 8), ("Second", 9)]
 
 
 class TestRawSignals:

@@ -314,6 +314,36 @@ class TestRecording:
         assert await Inline().acall() == loop_thread
 
 
+    @pytest.mark.parametrize("returns", [False, True], ids=["plain-generator", "generator-with-return"])
+    async def test_cancelling_acall_of_a_blocking_generator_nobody_listens_to_stops_it_within_a_few_chunks(self, returns):
+        """No subscriber, no stream: cancelling the awaiting task still reaches the generator in its worker thread."""
+        state = {"produced": 0}
+        third, closed, never = threading.Event(), threading.Event(), threading.Event()
+
+        class Blocking(ModuleBase):
+            def forward(self, n):
+                try:
+                    for i in range(n):
+                        never.wait(0.005)  # blocking I/O between chunks
+                        state["produced"] = i + 1
+                        if i == 2:
+                            third.set()
+                        yield f"{i},"
+                    if returns:
+                        return "all of it"
+                finally:
+                    closed.set()
+
+        task = asyncio.create_task(Blocking().acall(2000))  # 10 s if nothing stops it
+        assert await asyncio.get_running_loop().run_in_executor(None, third.wait, 10)
+        at_cancel = state["produced"]
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert closed.is_set()  # the generator was closed before the await returned
+        assert state["produced"] - at_cancel <= 3, f"{state['produced'] - at_cancel} chunks after the cancel"
+
+
 class TestNestingInsideTools:
     def test_module_called_inside_a_tool_streams_into_the_outer_stream(self):
         """LangChain's 'callbacks lost inside tools': nothing is passed by hand, the inner chunks still arrive."""

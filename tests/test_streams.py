@@ -8,10 +8,12 @@ import threading
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamtap import ModuleBase, RunCancelled, UsageError
 from streamtap.exceptions import StreamOverflowError
-from streamtap.testing import check_invariants
+from streamtap.testing import capture_events, check_invariants
 
 
 class Count(ModuleBase):
@@ -73,6 +75,53 @@ class TestPolicies:
         assert len(events) == 16 and stream.dropped == 502 - 16  # start + 500 chunks + end
         seqs = [e.seq for e in events]
         assert seqs == sorted(seqs) and events[-1].kind == "end" and events[-1].status == "ok"
+
+    def test_drop_oldest_keeps_exactly_the_newest_events(self):
+        """'drop_oldest' keeps the last maxsize events: exactly seq 486..501 of start + 500 chunks + end."""
+        stream = Count().buffered(16, "drop_oldest").stream(500)
+        assert stream.handle.result(5) is not None
+        events = list(stream)
+        assert [e.seq for e in events] == list(range(502 - 16, 502))
+        assert chunk_numbers(events) == list(range(500 - 15, 500)) and events[-1].kind == "end"
+
+    async def test_drop_oldest_keeps_the_newest_events_of_an_async_producer(self):
+        """The same for an async producer with nobody reading until it is done."""
+        stream = ACount().buffered(8, "drop_oldest").astream(100)
+        assert await stream.handle == "".join(f"{i}," for i in range(100))
+        events = [e async for e in stream]
+        assert [e.seq for e in events] == list(range(102 - 8, 102)) and stream.dropped == 102 - 8
+
+    @settings(max_examples=40, deadline=None)
+    @given(maxsize=st.integers(1, 24), n=st.integers(0, 60))
+    def test_property_drop_oldest_keeps_the_last_maxsize_seqs(self, maxsize, n):
+        """Property: with nobody reading, the kept events are the last min(maxsize, total) seqs; the rest are counted."""
+        stream = Count().buffered(maxsize, "drop_oldest").stream(n)
+        stream.handle.result(5)
+        total = n + 2  # start + n chunks + end
+        kept = [e.seq for e in stream]
+        assert kept == list(range(total - min(maxsize, total), total))
+        assert stream.dropped == total - len(kept)
+
+    @pytest.mark.parametrize("policy", ["block", "drop_oldest", "error"])
+    def test_a_consumer_that_raises_cancels_its_run_once_under_every_policy(self, policy):
+        """A reader's own exception leaves its stream: the run is cancelled, ends exactly once, the exception is the reader's."""
+        never = threading.Event()
+
+        class Ticking(ModuleBase):
+            def forward(self, n):
+                for i in range(n):
+                    never.wait(0.001)
+                    yield f"{i},"
+
+        with capture_events() as events:
+            with pytest.raises(KeyError, match="reader bug"), Ticking().buffered(64, policy).stream(10_000) as stream:
+                for i, _ in enumerate(stream):
+                    if i == 3:
+                        raise KeyError("reader bug")
+            with pytest.raises(RunCancelled):
+                stream.handle.result(10)
+        assert [e.status for e in events.of("end")] == ["cancelled"]
+        check_invariants(events)
 
     def test_error_policy_stops_the_stream_not_the_run(self):
         """With 'error', the consumer gets StreamOverflowError after what was buffered; the run ends ok."""
