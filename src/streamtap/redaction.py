@@ -27,14 +27,23 @@ __all__ = ["DEFAULT_PATTERNS", "REDACTED", "Redactor"]
 REDACTED = "[REDACTED]"
 """What a secret is replaced with."""
 
+_PLAIN_WORDS = (
+    "of|token|tokens|auth|authentication|authorization|scheme|schemes|header|headers|credential|credentials"
+    "|is|are|was|be|the|a|an|and|or|in|to|for|with|on|off|only|not|required|missing|invalid"
+)
+
 DEFAULT_PATTERNS: tuple[re.Pattern[str], ...] = (
-    # "Authorization: Bearer abc", "api_key=abc", '"x-api-key": "abc"' -> keep the name, drop the value
+    # "Authorization: Bearer abc", "api_key=abc", '"x-api-key": "abc"', "{'authorization': b'Token abc'}",
+    # "(b'authorization', b'Bearer abc')" (a header list) -> keep the name, drop the value, however short
     re.compile(
         r"(?i)((?:proxy-)?authorization|x-api-key|api[-_]?key|api[-_]?token|access[-_]?token|refresh[-_]?token"
         r"|client[-_]?secret|secret[-_]?key|password|passwd)"
-        r"""(["']?\s*[:=]\s*["']?)(?:(?:bearer|basic|token)\s+)?([^\s"',;&}]+)"""
+        r"""(["']?\s*(?:[:=]|,(?=\s*b?["']))\s*(?:b(?=["']))?["']?)(?:(?:bearer|basic|token)(?:\s+|%20|\+))?"""
+        r"""([^\s"',;&}]+)"""
     ),
-    re.compile(r"(?i)\b(?:bearer|basic)\s+[A-Za-z0-9\-._~+/]{8,}=*"),
+    # a scheme and its credential without the header name ("Illegal header value b'Bearer abc'"), any length;
+    # plain English after the word ("the bearer of", "Bearer token required") is not a credential
+    re.compile(rf"(?i)\b(?:bearer|basic)\s+(?!(?:{_PLAIN_WORDS})\b)[A-Za-z0-9\-._~+/]+=*"),
     re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}"),  # OpenAI, Anthropic, DeepSeek... keys
     re.compile(r"\bAKIA[0-9A-Z]{16}\b"),  # AWS access key id
     re.compile(r"\bAIza[0-9A-Za-z\-_]{30,}"),  # Google API key
