@@ -73,7 +73,11 @@ def _pool_worker(thread: threading.Thread) -> bool:
 def _busy_threads() -> set[threading.Thread]:
     """The threads that would keep the interpreter from exiting: non-daemon, alive, not idle pool workers."""
     main = threading.main_thread()
-    return {th for th in threading.enumerate() if th is not main and not th.daemon and th.is_alive() and not _idle_pool_worker(th)}
+    return {
+        th
+        for th in threading.enumerate()
+        if th is not main and not th.daemon and th.is_alive() and not _idle_pool_worker(th)
+    }
 
 
 _STDLIB = sysconfig.get_paths()["stdlib"]
@@ -129,7 +133,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     alive = [th for th in _leaked if th.is_alive()]
     if alive:
         sys.stdout.flush()
-        sys.stderr.write(f"\nstreamtap tests: {len(alive)} leftover thread(s) still running ({', '.join(_describe(th) for th in alive)}); exiting without waiting for them.\n")
+        sys.stderr.write(
+            f"\nstreamtap tests: {len(alive)} leftover thread(s) still running ({', '.join(_describe(th) for th in alive)}); exiting without waiting for them.\n"
+        )
         sys.stderr.flush()
         os._exit(config.stash.get(_EXIT_STATUS, 1) or 1)
 

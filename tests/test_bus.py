@@ -217,10 +217,9 @@ class TestAsyncSubscribers:
                 done.set()
             raise KeyError("nope")
 
-        with caplog.at_level(logging.ERROR, logger="streamtap.bus"):
-            with subscribe(flaky_async) as sub, subscribe(got.append):
-                Words()("a b")
-                await asyncio.wait_for(done.wait(), 5)
+        with caplog.at_level(logging.ERROR, logger="streamtap.bus"), subscribe(flaky_async) as sub, subscribe(got.append):
+            Words()("a b")
+            await asyncio.wait_for(done.wait(), 5)
         assert sub.errors == 4 and len(got) == 4
         logged = [r for r in caplog.records if "flaky_async" in r.getMessage()]
         assert len(logged) == 1 and "KeyError" in logged[0].getMessage()

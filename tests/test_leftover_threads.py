@@ -63,7 +63,8 @@ def test_a_test_leaving_a_thread_fails_naming_it_and_the_run_ends(pytester: pyte
     assert "ERROR at teardown of test_leaves_a_plain_thread" in out
     assert "ERROR at teardown of test_leaves_a_run_in_the_sdk_pool" in out
     assert "test left 1 thread(s) running" in out and "'leftover-producer' in " in out
-    assert re.search(r"'streamtap_\d+' in \w+ \(\S+streamtap\S+\.py:\d+\)", out)  # the pool worker, and where it is stuck
+    # the pool worker, and where it is stuck
+    assert re.search(r"'streamtap_\d+' in \w+ \(\S+streamtap\S+\.py:\d+\)", out)
     assert "exiting without waiting for them" in result.stderr.str()
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     assert took < 30, f"the run took {took:.1f} s"

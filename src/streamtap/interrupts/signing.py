@@ -44,8 +44,18 @@ import typing as t
 
 from ..exceptions import UsageError
 from .errors import TamperedRecordError
+from .schema import short
 
-__all__ = ["KEY_ENV", "MIN_KEY_BYTES", "canonical_json", "check_key", "default_key", "sign_record", "signing_key", "verify_record"]
+__all__ = [
+    "KEY_ENV",
+    "MIN_KEY_BYTES",
+    "canonical_json",
+    "check_key",
+    "default_key",
+    "sign_record",
+    "signing_key",
+    "verify_record",
+]
 
 KEY_ENV = "STREAMTAP_RECORD_KEY"
 """The environment variable holding the key that signs pause records."""
@@ -55,7 +65,7 @@ MIN_KEY_BYTES = 16
 
 ALGORITHM = "HMAC-SHA256"
 _DOMAIN = b"streamtap.pause\n"  # the MAC of a record cannot be replayed as a MAC of anything else
-_HOW = "make one with: python -c \"import secrets; print(secrets.token_hex(32))\""
+_HOW = 'make one with: python -c "import secrets; print(secrets.token_hex(32))"'
 
 
 def check_key(key: str | bytes, where: str) -> bytes:
@@ -66,7 +76,9 @@ def check_key(key: str | bytes, where: str) -> bytes:
         msg = f"The record signing key ({where}) must be str or bytes, got {type(key).__name__}; {_HOW}."
         raise UsageError(msg)
     if len(key) < MIN_KEY_BYTES:
-        msg = f"The record signing key ({where}) is {len(key)} bytes; use at least {MIN_KEY_BYTES} random bytes ({_HOW})."
+        msg = (
+            f"The record signing key ({where}) is {len(key)} bytes; use at least {MIN_KEY_BYTES} random bytes ({_HOW})."
+        )
         raise UsageError(msg)
     return key
 
@@ -153,11 +165,12 @@ def verify_record(record: t.Mapping[str, t.Any], key: bytes) -> None:
     The error says what failed: no signature (``reason="unsigned"``), another
     key (``"wrong_key"``), or which members were edited (``"changed"``).
     """
-    pid = record.get("id")
+    raw_id = record.get("id")
+    pid = raw_id if isinstance(raw_id, str) and len(raw_id) <= 64 else short(raw_id)  # client-made: keep messages short
     sig = record.get("signature")
     if not isinstance(sig, dict) or sig.get("alg") != ALGORITHM or not isinstance(sig.get("mac"), str):
         raise TamperedRecordError(
-            pid,
+            raw_id,
             "unsigned",
             f"Pause record {pid} has no valid signature ({ALGORITHM}), so it cannot be trusted and nothing ran. Resume "
             "with the record exactly as the interrupted run returned it (End.output, Interrupt.record), or by its id "
@@ -169,22 +182,27 @@ def verify_record(record: t.Mapping[str, t.Any], key: bytes) -> None:
         now = _member_macs(record, key)
     except (TypeError, ValueError, RecursionError):
         raise TamperedRecordError(
-            pid, "changed", f"Pause record {pid} is not plain JSON any more (or is nested too deeply), so it cannot match its signature; nothing ran. Send the record back unchanged."
+            raw_id,
+            "changed",
+            f"Pause record {pid} is not plain JSON any more (or is nested too deeply), so it cannot match its "
+            "signature; nothing ran. Send the record back unchanged.",
         ) from None
     if sig.get("key_id") != _key_id(key):
         raise TamperedRecordError(
-            pid,
+            raw_id,
             "wrong_key",
-            f"Pause record {pid} was signed with another key (key id {sig.get('key_id')!r}; this flow's key is "
+            f"Pause record {pid} was signed with another key (key id {short(sig.get('key_id'))}; this flow's key is "
             f"{_key_id(key)!r}), so nothing ran: it was made by another process or store. Give every process that "
             f"makes or resumes records the same key ({KEY_ENV}, or key= on the pause store), or share one "
             "SQLitePauseStore file.",
         )
-    signed = sig.get("members") if isinstance(sig.get("members"), dict) else {}
+    members = sig.get("members")
+    signed: dict[str, t.Any] = members if isinstance(members, dict) else {}
     changed = sorted(str(k) for k in {*signed, *now} if not _same(signed.get(k), now.get(k, "")))
-    what = f"its {', '.join(repr(m) for m in changed)} changed" if changed else "it was changed"
+    names = ", ".join(short(m) for m in changed[:8]) + (f" and {len(changed) - 8} more" if len(changed) > 8 else "")
+    what = f"its {names} changed" if changed else "it was changed"
     raise TamperedRecordError(
-        pid,
+        raw_id,
         "changed",
         f"Pause record {pid} does not match its signature: {what} after the server signed it. Nothing ran and the "
         "pause is still pending. Send the record back unchanged (only the answer is the client's to give), or resume "
