@@ -69,12 +69,12 @@ class Skip(Node):
         return "tool skipped"
 
 
-def approval_flow(store: t.Any = None) -> Flow:
+def approval_flow(store: t.Any = None, tool: Node | None = None, name: str = "ApprovalFlow") -> Flow:
     prepare, approve = Prepare(), Approve()
     prepare >> approve
-    approve - "run" >> RunTool()
+    approve - "run" >> (tool or RunTool())
     approve - "skip" >> Skip()
-    return Flow(prepare, name="ApprovalFlow", store=store)
+    return Flow(prepare, name=name, store=store)
 
 
 def pause(flow: Flow, shared: t.Any = None) -> dict[str, t.Any]:
@@ -496,11 +496,8 @@ class ToolLog(Node):
 
 
 def tool_flow(store: t.Any = None) -> Flow:
-    prepare, approve = Prepare(), Approve()
-    prepare >> approve
-    approve - "run" >> ToolLog()
-    approve - "skip" >> Skip()
-    return Flow(prepare, name="ToolFlow", store=store)
+    """The approval flow whose tool records the arguments it ran with."""
+    return approval_flow(store, ToolLog(), "ToolFlow")
 
 
 @pytest.fixture(params=["none", "memory", "sqlite"])
