@@ -10,6 +10,12 @@ Two mechanisms:
 * **Patterns** over strings: the built-in :data:`DEFAULT_PATTERNS` plus any
   the user configures (a string or a compiled :class:`re.Pattern`; the whole
   match is replaced).
+  The credential after a name like ``Authorization`` / ``api_key`` /
+  ``password`` is replaced whatever its length, scheme (``Bearer``,
+  ``Basic``, ``Token``) or quoting (``b'...'`` reprs, ``(name, value)``
+  header lists, ``%20`` in query strings); ``Bearer``/``Basic`` followed by a
+  credential is replaced even without the header name, unless the next word
+  is plain English ("the bearer of", "Bearer token required").
 * **Keys** in mappings: the value of any key named like a credential
   (``authorization``, ``api_key``, ``x-api-key``, ``password``, ``cookie``...)
   is replaced whole, whatever it looks like.
