@@ -305,13 +305,20 @@ def request_content(inputs: t.Any) -> RequestContent:
     return RequestContent(msgs, defs, prompt, history)
 
 
-def _cap_strings(value: Json, cap: int) -> Json:
+_CUTTABLE = frozenset({"content", "response", "arguments", "description", "parameters", "uri"})
+
+
+def _cap_strings(value: Json, cap: int, *, inside: bool = False) -> Json:
+    """``value`` with every string under a content key (``content``, ``response``...) cut to ``cap`` characters.
+
+    The structure -- types, roles, ids, names -- is never cut, so the result keeps its schema.
+    """
     if isinstance(value, str):
-        return value if len(value) <= cap else value[:cap] + _TRUNCATED
+        return value if not inside or len(value) <= cap else value[:cap] + _TRUNCATED
     if isinstance(value, list):
-        return [_cap_strings(v, cap) for v in value]
+        return [_cap_strings(v, cap, inside=inside) for v in value]
     if isinstance(value, dict):
-        return {k: _cap_strings(v, cap) for k, v in value.items()}
+        return {k: _cap_strings(v, cap, inside=inside or k in _CUTTABLE) for k, v in value.items()}
     return value
 
 
