@@ -49,7 +49,7 @@ def _strict(node: t.Any) -> t.Any:
     return node
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def validator(attribute: str) -> jsonschema.protocols.Validator:
     """A strict validator for the content attribute ``attribute`` (``gen_ai.input.messages``...)."""
     schema = json.loads((_DIR / SCHEMAS[attribute]).read_text())
@@ -75,7 +75,9 @@ def check(attribute: str, value: t.Any) -> t.Any:
         for i, msg in enumerate(decoded):
             for j, part in enumerate(msg["parts"]):
                 if part["type"] == "tool_call":
-                    assert part.get("id") and part["name"], f"{attribute}[{i}].parts[{j}]: a tool call needs id and name"
+                    assert part.get("id") and part["name"], (
+                        f"{attribute}[{i}].parts[{j}]: a tool call needs id and name"
+                    )
                 if part["type"] == "text":
                     assert part["content"], f"{attribute}[{i}].parts[{j}]: an empty text part says nothing"
     return decoded

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import typing as t
 
+from genai_schema import validator
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from genai_schema import validator
 from streamtap import genai_messages as genai
 
 text = st.text(max_size=40)
@@ -19,13 +19,21 @@ arguments = st.one_of(
     text,  # arguments a model got wrong: not JSON
 )
 tool_calls = st.lists(
-    st.builds(lambda i, n, a: {"id": i, "type": "function", "function": {"name": n, "arguments": a}}, call_ids, names, arguments),
+    st.builds(
+        lambda i, n, a: {"id": i, "type": "function", "function": {"name": n, "arguments": a}},
+        call_ids,
+        names,
+        arguments,
+    ),
     max_size=3,
 )
 content_parts = st.lists(
     st.one_of(
         st.builds(lambda s: {"type": "text", "text": s}, text.filter(bool)),
-        st.builds(lambda u: {"type": "image_url", "image_url": {"url": u}}, st.sampled_from(["https://x.test/a.png", "data:image/png;base64,iVBO"])),
+        st.builds(
+            lambda u: {"type": "image_url", "image_url": {"url": u}},
+            st.sampled_from(["https://x.test/a.png", "data:image/png;base64,iVBO"]),
+        ),
     ),
     min_size=1,
     max_size=3,
@@ -35,8 +43,11 @@ messages = st.lists(
     st.one_of(
         st.builds(lambda c: {"role": "system", "content": c}, text.filter(bool)),
         st.builds(lambda c: {"role": "user", "content": c}, content),
-        st.builds(lambda c, calls: {"role": "assistant", "content": c, "tool_calls": calls},
-                  st.one_of(st.none(), st.just(""), text.filter(bool)), tool_calls),  # fmt: skip
+        st.builds(
+            lambda c, calls: {"role": "assistant", "content": c, "tool_calls": calls},
+            st.one_of(st.none(), st.just(""), text.filter(bool)),
+            tool_calls,
+        ),
         st.builds(lambda i, c: {"role": "tool", "tool_call_id": i, "content": c}, call_ids, text),
     ),
     max_size=6,
@@ -58,15 +69,25 @@ def test_any_openai_conversation_is_valid_input_messages(msgs: list[dict[str, t.
     assert [m["role"] for m in out] == [m["role"] for m in msgs]
     for src, msg in zip(msgs, out):
         assert all(p["content"] for p in msg["parts"] if p["type"] == "text")
-        assert [p["id"] for p in msg["parts"] if p["type"] == "tool_call"] == [c["id"] for c in src.get("tool_calls", ())]
+        assert [p["id"] for p in msg["parts"] if p["type"] == "tool_call"] == [
+            c["id"] for c in src.get("tool_calls", ())
+        ]
         if src["role"] == "tool":
-            assert msg["parts"] == [{"type": "tool_call_response", "id": src["tool_call_id"], "response": src["content"]}]
+            assert msg["parts"] == [
+                {"type": "tool_call_response", "id": src["tool_call_id"], "response": src["content"]}
+            ]
     assert genai.input_messages(out) == out  # already in shape: kept as it is
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.one_of(st.none(), st.just(""), text), tool_calls, st.sampled_from([None, "stop", "tool_calls", "length", "content_filter"]))
-def test_any_reply_is_valid_output_messages(reply_text: str | None, calls: list[dict[str, t.Any]], reason: str | None) -> None:
+@given(
+    st.one_of(st.none(), st.just(""), text),
+    tool_calls,
+    st.sampled_from([None, "stop", "tool_calls", "length", "content_filter"]),
+)
+def test_any_reply_is_valid_output_messages(
+    reply_text: str | None, calls: list[dict[str, t.Any]], reason: str | None
+) -> None:
     """An assistant reply, with or without text and tool calls, is one valid output message with a known finish reason."""
     (out,) = genai.output_messages({"role": "assistant", "content": reply_text, "tool_calls": calls}, reason)
     _valid("gen_ai.output.messages", [out])
@@ -92,9 +113,13 @@ def test_prompt_shapes_and_call_arguments() -> None:
     """A string is one user message; {"args": [messages], "tools": [...], "history": [...]} is split up."""
     assert genai.request_content("hi").messages == [{"role": "user", "parts": [{"type": "text", "content": "hi"}]}]
     tool = {"type": "function", "function": {"name": "f", "description": "d", "parameters": {"type": "object"}}}
-    req = genai.request_content({"args": ["hi"], "tools": [tool], "history": [{"role": "assistant", "content": "earlier"}]})
+    req = genai.request_content(
+        {"args": ["hi"], "tools": [tool], "history": [{"role": "assistant", "content": "earlier"}]}
+    )
     assert [m["role"] for m in req.messages] == ["assistant", "user"]
-    assert req.tool_definitions == [{"type": "function", "name": "f", "description": "d", "parameters": {"type": "object"}}]
+    assert req.tool_definitions == [
+        {"type": "function", "name": "f", "description": "d", "parameters": {"type": "object"}}
+    ]
     assert genai.request_content({"prompt": "kw"}).messages[0]["parts"][0]["content"] == "kw"
     odd = genai.request_content({"city": "Paris"}).messages  # not a prompt: one user message with its JSON
     assert odd == [{"role": "user", "parts": [{"type": "text", "content": '{"city":"Paris"}'}]}]
@@ -107,9 +132,14 @@ def test_tools_with_to_openai_and_media_parts() -> None:
         def to_openai(self) -> dict[str, t.Any]:
             return {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
 
-    assert genai.tool_definitions([Tool()]) == [{"type": "function", "name": "lookup", "parameters": {"type": "object"}}]
+    assert genai.tool_definitions([Tool()]) == [
+        {"type": "function", "name": "lookup", "parameters": {"type": "object"}}
+    ]
     parts = genai.parts_of(
-        [{"type": "image_url", "image_url": {"url": "https://x.test/a.png"}}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAA"}}]
+        [
+            {"type": "image_url", "image_url": {"url": "https://x.test/a.png"}},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAA"}},
+        ]
     )
     assert parts == [
         {"type": "uri", "modality": "image", "uri": "https://x.test/a.png"},

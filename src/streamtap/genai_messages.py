@@ -99,7 +99,12 @@ def _media_part(p: t.Mapping[str, t.Any]) -> Part | None:
         audio = p.get("input_audio") or {}
         fmt = audio.get("format") if isinstance(audio, t.Mapping) else None
         data = audio.get("data") if isinstance(audio, t.Mapping) else None
-        return {"type": "blob", "modality": "audio", "mime_type": f"audio/{fmt}" if fmt else None, "content": data or ""}
+        return {
+            "type": "blob",
+            "modality": "audio",
+            "mime_type": f"audio/{fmt}" if fmt else None,
+            "content": data or "",
+        }
     if kind == "file":
         file = p.get("file") or {}
         if isinstance(file, t.Mapping) and file.get("file_id"):
@@ -166,7 +171,11 @@ def message(m: t.Any) -> Message:
     if isinstance(m.get("parts"), list):
         return t.cast(Message, to_jsonable(m))
     if role in ("tool", "function"):
-        part: Part = {"type": "tool_call_response", "id": m.get("tool_call_id"), "response": to_jsonable(m.get("content"))}
+        part: Part = {
+            "type": "tool_call_response",
+            "id": m.get("tool_call_id"),
+            "response": to_jsonable(m.get("content")),
+        }
         out: Message = {"role": "tool", "parts": [part]}
     else:
         parts: list[Part] = []

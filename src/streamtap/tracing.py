@@ -533,9 +533,9 @@ class TracingSubscriber(KindDispatcher):
             return
         system = _str_attr(module, "system")
         instructions = None
-        first = sent[0] if sent else None
+        first = sent[0] if sent else {}
         separate = isinstance(request.prompt, str)  # a message list carries its own system message: kept in it
-        if separate and system and isinstance(first, dict) and first.get("role") == "system" and first.get("content") == system:
+        if separate and system and isinstance(first, dict) and (first.get("role"), first.get("content")) == ("system", system):
             instructions, sent = system, sent[1:]
         resolved = genai.RequestContent(genai.input_messages(sent), request.tool_definitions, request.prompt)
         entry.span.set_attributes(self._request_attrs(resolved, instructions))

@@ -81,10 +81,10 @@ def test_http_span_is_a_child_of_the_chat_span_async(spans: InMemorySpanExporter
 # -- content in the GenAI shape, decoded from the wire ------------------------------------------
 
 streamtap_otlp = pytest.importorskip("streamtap_otlp")
-from streamtap_otlp.testing import OtlpReceiver, ReceivedSpan  # noqa: E402
+from genai_schema import check, check_all
+from streamtap_otlp.testing import OtlpReceiver, ReceivedSpan
 
-from genai_schema import check, check_all  # noqa: E402
-from streamtap.weather import weather_agent  # noqa: E402
+from streamtap.weather import weather_agent
 
 WEATHER_QUESTION = "What's the weather in Tokyo and Paris?"
 

@@ -186,7 +186,7 @@ class OtlpExport:
         self.tracing = tracing
         """The subscribed :class:`streamtap.tracing.TracingSubscriber` (``None`` when nothing is exported)."""
         self.health = health
-        """The :class:`~streamtap_otlp.health.ExportHealth`: exports counted per signal (``None`` when nothing is exported)."""
+        """The :class:`~streamtap_otlp.health.ExportHealth`: exports counted per signal (``None``: nothing exported)."""
         self.endpoint = endpoint
         """The endpoint given or found in the environment (``None``: the exporter's default)."""
         self.protocol = protocol

@@ -121,7 +121,7 @@ class ExportHealth:
             return {s: {"ok": self._ok[s], "failed": self._failed[s]} for s in self._ok}
 
     def wait_for_failures(self, signal: Signal, count: int, timeout: float) -> bool:
-        """Wait until at least ``count`` exports of ``signal`` failed; ``False`` if that took longer than ``timeout``."""
+        """Wait until at least ``count`` exports of ``signal`` failed; ``False`` if not within ``timeout`` seconds."""
         with self._cond:
             return self._cond.wait_for(lambda: self._failed[signal] >= count, timeout)
 
@@ -136,7 +136,9 @@ class ExportHealth:
             except Exception as exc:  # noqa: BLE001 - an exporter that raises is a failed export
                 error = exc
                 outcome[0] = False
-        detail = held[0] if held else (f"{type(error).__name__}: {error}" if error else "the exporter reported a failure")
+        detail = (
+            held[0] if held else (f"{type(error).__name__}: {error}" if error else "the exporter reported a failure")
+        )
         self._record(signal, outcome[0], detail)
 
     def _record(self, signal: Signal, ok: bool, detail: str) -> None:
@@ -155,7 +157,9 @@ class ExportHealth:
         elif not ok and streak == 1:
             hint = ""
             if signal == "metrics":
-                hint = " If this backend takes no metrics, set OTEL_METRICS_EXPORTER=none (or configure(metrics=False))."
+                hint = (
+                    " If this backend takes no metrics, set OTEL_METRICS_EXPORTER=none (or configure(metrics=False))."
+                )
             log.warning(
                 "OTLP %s export %s failed: %s. Runs are not affected; further failures are counted "
                 "(export.health), not logged, until an export succeeds again.%s",
