@@ -75,6 +75,14 @@ def no_otel_env(monkeypatch):
     return monkeypatch
 
 
+def point_at(env, receiver, protocol, **variables):
+    """Set the OTLP endpoint and protocol variables to ``receiver``, plus ``variables`` (name=value)."""
+    env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.grpc_endpoint if protocol == "grpc" else receiver.http_endpoint)
+    env.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+    for name, value in variables.items():
+        env.setenv(name, value)
+
+
 class Chat(ModuleBase):
     kind = "llm"
     model = "gpt-test"
@@ -87,9 +95,7 @@ class Chat(ModuleBase):
 def test_sdk_disabled_wins_over_an_endpoint(no_otel_env, protocol):
     """OTEL_SDK_DISABLED=true: nothing is set up, no request reaches the collector."""
     with OtlpReceiver() as receiver:
-        no_otel_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.grpc_endpoint if protocol == "grpc" else receiver.http_endpoint)
-        no_otel_env.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
-        no_otel_env.setenv("OTEL_SDK_DISABLED", "true")
+        point_at(no_otel_env, receiver, protocol, OTEL_SDK_DISABLED="true")
         with traces_from_env(set_global=False) as export:
             assert Chat()("x") == "ok"
         assert export is None
@@ -101,9 +107,7 @@ def test_metrics_none_against_a_backend_without_metrics(no_otel_env, protocol, c
     """OTEL_METRICS_EXPORTER=none against a backend that answers metrics UNIMPLEMENTED / 404: traces arrive,
     no metric request is made, nothing is logged."""
     with OtlpReceiver(metrics=False) as receiver:
-        no_otel_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.grpc_endpoint if protocol == "grpc" else receiver.http_endpoint)
-        no_otel_env.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
-        no_otel_env.setenv("OTEL_METRICS_EXPORTER", "none")
+        point_at(no_otel_env, receiver, protocol, OTEL_METRICS_EXPORTER="none")
         with caplog.at_level(logging.WARNING), traces_from_env(set_global=False) as export:
             assert export is not None and export.meter_provider is None
             Chat()("x")
@@ -116,9 +120,7 @@ def test_metrics_none_against_a_backend_without_metrics(no_otel_env, protocol, c
 def test_traces_none_exports_no_span(no_otel_env, protocol):
     """OTEL_TRACES_EXPORTER=none: the block runs, not one span is sent (metrics still are)."""
     with OtlpReceiver() as receiver:
-        no_otel_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.grpc_endpoint if protocol == "grpc" else receiver.http_endpoint)
-        no_otel_env.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
-        no_otel_env.setenv("OTEL_TRACES_EXPORTER", "none")
+        point_at(no_otel_env, receiver, protocol, OTEL_TRACES_EXPORTER="none")
         with traces_from_env(set_global=False):
             Chat()("x")
         receiver.wait_for_metrics("gen_ai.client.operation.duration")
