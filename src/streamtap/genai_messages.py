@@ -98,12 +98,12 @@ def _media_part(p: t.Mapping[str, t.Any]) -> Part | None:
     if kind == "input_audio":
         audio = p.get("input_audio") or {}
         fmt = audio.get("format") if isinstance(audio, t.Mapping) else None
-        data = audio.get("data") if isinstance(audio, t.Mapping) else None
+        sound = audio.get("data") if isinstance(audio, t.Mapping) else None
         return {
             "type": "blob",
             "modality": "audio",
             "mime_type": f"audio/{fmt}" if fmt else None,
-            "content": data or "",
+            "content": sound or "",
         }
     if kind == "file":
         file = p.get("file") or {}
