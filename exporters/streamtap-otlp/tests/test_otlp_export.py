@@ -597,3 +597,28 @@ def test_recovery_is_logged_and_the_next_outage_again(caplog: pytest.LogCaptureF
     where = f"OTLP traces export to {failing.http_endpoint} over http/protobuf"
     assert lines == [("WARNING", where), ("INFO", where), ("WARNING", where)]
     assert export.health.snapshot()["traces"] == {"ok": 2, "failed": 4}
+
+
+def test_raising_exporter_is_a_counted_failure(caplog: pytest.LogCaptureFixture) -> None:
+    """An exporter that raises (a bug, a broken dependency) is a FAILURE, counted and logged once, never an exception
+    in the SDK's export thread. (A raising exporter cannot be made from a real collector: this one is a stand-in.)"""
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+    from streamtap_otlp.health import ExportHealth, WatchedSpanExporter
+
+    class Broken(SpanExporter):
+        def export(self, spans: t.Any) -> SpanExportResult:
+            raise RuntimeError("encoder blew up")
+
+    health = ExportHealth(lambda signal: "to test")
+    watched = WatchedSpanExporter(Broken(), health)
+    try:
+        with caplog.at_level(logging.WARNING, logger="streamtap_otlp"):
+            results = [watched.export([]) for _ in range(3)]
+    finally:
+        health.close()
+    assert results == [SpanExportResult.FAILURE] * 3
+    assert health.snapshot()["traces"] == {"ok": 0, "failed": 3}
+    assert [r.getMessage().split(". Runs")[0] for r in caplog.records] == [
+        "OTLP traces export to test failed: RuntimeError: encoder blew up"
+    ]
