@@ -30,8 +30,11 @@ import typing as t
 from .events import to_jsonable
 
 __all__ = [
+    "ATTRIBUTES",
     "FINISH_REASONS",
     "RequestContent",
+    "agent_tool_definitions",
+    "as_sent",
     "finish_reason",
     "fit",
     "input_messages",
@@ -39,6 +42,7 @@ __all__ = [
     "output_messages",
     "parts_of",
     "request_content",
+    "shape",
     "system_instructions",
     "tool_definitions",
 ]
@@ -46,6 +50,14 @@ __all__ = [
 Json = t.Any
 Part = dict[str, Json]
 Message = dict[str, Json]
+
+ATTRIBUTES = (
+    "gen_ai.input.messages",
+    "gen_ai.output.messages",
+    "gen_ai.system_instructions",
+    "gen_ai.tool.definitions",
+)
+"""The content attributes whose values this module shapes."""
 
 FINISH_REASONS = frozenset({"stop", "length", "content_filter", "tool_call", "error"})
 """The finish reasons of an output message in the conventions."""
@@ -280,12 +292,23 @@ class RequestContent:
         prompt: the prompt as the module got it (a string, or a message list),
             for a module that builds the request messages itself.
         history: the ``history=`` messages given with the call, if any.
+        system_instructions: instructions given apart from the messages (parts).
     """
 
     messages: list[Message]
     tool_definitions: list[dict[str, Json]]
     prompt: t.Any = None
     history: t.Any = None
+    system_instructions: list[Part] = dataclasses.field(default_factory=list)
+
+    def attributes(self) -> dict[str, Json]:
+        """Content attribute -> value: the messages, and the tool definitions and instructions when there are any."""
+        out: dict[str, Json] = {"gen_ai.input.messages": self.messages}
+        if self.tool_definitions:
+            out["gen_ai.tool.definitions"] = self.tool_definitions
+        if self.system_instructions:
+            out["gen_ai.system_instructions"] = self.system_instructions
+        return out
 
 
 def request_content(inputs: t.Any) -> RequestContent:
@@ -312,6 +335,59 @@ def request_content(inputs: t.Any) -> RequestContent:
         msgs = input_messages(history) + msgs
     defs = tool_definitions(tools) if isinstance(tools, (list, tuple)) else []
     return RequestContent(msgs, defs, prompt, history)
+
+
+def as_sent(request: RequestContent, module: t.Any) -> RequestContent | None:
+    """The request ``module`` will really send for ``request``, when it can say; else ``None``.
+
+    A chat module with a public ``messages_for(prompt, history)`` (like
+    :class:`~streamtap.llm.openai.OpenAIChat`) builds the request messages
+    itself -- with its own system prompt and its kept history. For a string
+    prompt, the module's ``system`` prompt is given apart from the
+    conversation: it becomes the system instructions, not a message. A message
+    list carries its own system message, which stays in the messages.
+    """
+    messages_for = getattr(module, "messages_for", None)
+    if not callable(messages_for) or not isinstance(request.prompt, (str, list)):
+        return None
+    try:
+        sent = list(messages_for(request.prompt, request.history))
+    except Exception:  # noqa: BLE001 - a module of another shape: keep what the call arguments said
+        return None
+    system = getattr(module, "system", None)
+    first = sent[0] if sent else {}
+    instructions: list[Part] = []
+    if isinstance(request.prompt, str) and isinstance(system, str) and system and isinstance(first, t.Mapping):
+        if (first.get("role"), first.get("content")) == ("system", system):
+            instructions, sent = system_instructions(system), sent[1:]
+    return dataclasses.replace(request, messages=input_messages(sent), system_instructions=instructions)
+
+
+def agent_tool_definitions(module: t.Any) -> list[dict[str, Json]]:
+    """The tool definitions of an agent with a tool registry (``module.tools.schemas()``), else none."""
+    schemas = getattr(getattr(module, "tools", None), "schemas", None)
+    return tool_definitions(schemas()) if callable(schemas) else []
+
+
+def shape(attribute: str, value: t.Any, finish_reason: str | None = None) -> Json:
+    """``value`` for the content attribute ``attribute`` (one of :data:`ATTRIBUTES`) in the conventions' shape.
+
+    Takes what a module annotates: OpenAI-style messages, a reply, a system
+    prompt string, OpenAI tool dicts. ``finish_reason`` is for output messages.
+
+    Raises:
+        ValueError: ``attribute`` is not one of :data:`ATTRIBUTES`.
+    """
+    if attribute == "gen_ai.input.messages":
+        return input_messages(value)
+    if attribute == "gen_ai.output.messages":
+        return output_messages(value, finish_reason)
+    if attribute == "gen_ai.system_instructions":
+        return system_instructions(value)
+    if attribute == "gen_ai.tool.definitions":
+        return tool_definitions(value if isinstance(value, (list, tuple)) else [value])
+    msg = f"{attribute!r} is not a GenAI content attribute; use one of {', '.join(ATTRIBUTES)}."
+    raise ValueError(msg)
 
 
 _CUTTABLE = frozenset({"content", "response", "arguments", "description", "parameters", "uri"})

@@ -173,13 +173,9 @@ The keys ``input_messages``, ``output_messages``, ``system_instructions`` and
 ``tool_definitions`` are content: recorded (as ``gen_ai.*`` JSON) only on opt-in.
 """
 
-_CONTENT_ANNOTATIONS = {
-    "input_messages": "gen_ai.input.messages",
-    "output_messages": "gen_ai.output.messages",
-    "system_instructions": "gen_ai.system_instructions",
-    "tool_definitions": "gen_ai.tool.definitions",
-}
-_CONTENT_ATTRS = frozenset(_CONTENT_ANNOTATIONS.values()) | {
+# input_messages -> gen_ai.input.messages, ..., tool_definitions -> gen_ai.tool.definitions
+_CONTENT_ANNOTATIONS = {name.removeprefix("gen_ai.").replace(".", "_"): name for name in genai.ATTRIBUTES}
+_CONTENT_ATTRS = frozenset(genai.ATTRIBUTES) | {
     "gen_ai.tool.call.arguments",
     "gen_ai.tool.call.result",
 }
@@ -405,13 +401,8 @@ class TracingSubscriber(KindDispatcher):
         """GenAI content JSON (messages, parts, tool definitions), redacted, kept valid JSON within the limit."""
         return genai.fit(value, self.max_content_length, self._dumps)
 
-    def _request_attrs(self, request: genai.RequestContent, instructions: t.Any = None) -> dict[str, str]:
-        attrs = {"gen_ai.input.messages": self._genai(request.messages)}
-        if request.tool_definitions:
-            attrs["gen_ai.tool.definitions"] = self._genai(request.tool_definitions)
-        if instructions:
-            attrs["gen_ai.system_instructions"] = self._genai(genai.system_instructions(instructions))
-        return attrs
+    def _request_attrs(self, request: genai.RequestContent) -> dict[str, str]:
+        return {name: self._genai(value) for name, value in request.attributes().items()}
 
     # -- handlers ---------------------------------------------------------------
 
@@ -507,38 +498,18 @@ class TracingSubscriber(KindDispatcher):
         return lambda: _SpanScope(entry)
 
     def _describe_request(self, entry: _Entry, module: t.Any) -> None:
-        """Content read from the module before forward() runs: the request it will send, the tools of an agent.
-
-        A chat module with a public ``messages_for(prompt, history)`` (like
-        :class:`~streamtap.llm.openai.OpenAIChat`) says which messages it
-        sends for the prompt -- with its kept history. Its own ``system``
-        prompt, given separately from the conversation, is recorded as
-        ``gen_ai.system_instructions``. An agent's ``tools.schemas()`` are
-        its tool definitions.
-        """
-        request = entry.request
+        """Content read from the module before forward() runs: the request a chat module will send
+        (:func:`streamtap.genai_messages.as_sent`), the tools of an agent."""
+        request, entry.request = entry.request, None
         assert request is not None
-        entry.request = None
         if entry.kind == "agent":
-            schemas = getattr(getattr(module, "tools", None), "schemas", None)
-            if not request.tool_definitions and callable(schemas):
-                entry.span.set_attribute("gen_ai.tool.definitions", self._genai(genai.tool_definitions(schemas())))
+            tools = [] if request.tool_definitions else genai.agent_tool_definitions(module)
+            if tools:
+                entry.span.set_attribute("gen_ai.tool.definitions", self._genai(tools))
             return
-        messages_for = getattr(module, "messages_for", None)
-        if not callable(messages_for) or not isinstance(request.prompt, (str, list)):
-            return
-        try:
-            sent = list(messages_for(request.prompt, request.history))
-        except Exception:  # noqa: BLE001 - a module of another shape: keep what the Start event said
-            return
-        system = _str_attr(module, "system")
-        instructions = None
-        first = sent[0] if sent else {}
-        separate = isinstance(request.prompt, str)  # a message list carries its own system message: kept in it
-        if separate and system and isinstance(first, dict) and (first.get("role"), first.get("content")) == ("system", system):
-            instructions, sent = system, sent[1:]
-        resolved = genai.RequestContent(genai.input_messages(sent), request.tool_definitions, request.prompt)
-        entry.span.set_attributes(self._request_attrs(resolved, instructions))
+        sent = genai.as_sent(request, module)
+        if sent is not None:
+            entry.span.set_attributes(self._request_attrs(sent))
 
     @staticmethod
     def _describe(entry: _Entry, module: t.Any) -> None:
@@ -690,16 +661,10 @@ class TracingSubscriber(KindDispatcher):
 
     def _annotated_content(self, name: str, value: t.Any, annotations: t.Mapping[str, t.Any]) -> str:
         """A content annotation (``input_messages=``...) in the conventions' shape."""
-        if name == "gen_ai.input.messages":
-            return self._genai(genai.input_messages(value))
-        if name == "gen_ai.output.messages":
-            reasons = _coerce(annotations.get("finish_reasons"), list) or [None]
-            return self._genai(genai.output_messages(value, reasons[0]))
-        if name == "gen_ai.system_instructions":
-            return self._genai(genai.system_instructions(value))
-        if name == "gen_ai.tool.definitions":
-            return self._genai(genai.tool_definitions(value if isinstance(value, (list, tuple)) else [value]))
-        return self._content(value)
+        if name not in genai.ATTRIBUTES:
+            return self._content(value)  # tool call arguments and results: as they are
+        reasons = _coerce(annotations.get("finish_reasons"), list) or [None]
+        return self._genai(genai.shape(name, value, reasons[0]))
 
     def _output_content(self, kind: str, ev: End, attrs: t.Mapping[str, t.Any]) -> dict[str, str]:
         if kind == "tool":
