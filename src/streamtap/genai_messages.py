@@ -355,11 +355,11 @@ def as_sent(request: RequestContent, module: t.Any) -> RequestContent | None:
     except Exception:  # noqa: BLE001 - a module of another shape: keep what the call arguments said
         return None
     system = getattr(module, "system", None)
-    first = sent[0] if sent else {}
+    first = sent[0] if sent and isinstance(sent[0], t.Mapping) else {}
     instructions: list[Part] = []
-    if isinstance(request.prompt, str) and isinstance(system, str) and system and isinstance(first, t.Mapping):
-        if (first.get("role"), first.get("content")) == ("system", system):
-            instructions, sent = system_instructions(system), sent[1:]
+    separate = isinstance(request.prompt, str) and isinstance(system, str) and bool(system)
+    if separate and (first.get("role"), first.get("content")) == ("system", system):
+        instructions, sent = system_instructions(system), sent[1:]
     return dataclasses.replace(request, messages=input_messages(sent), system_instructions=instructions)
 
 
