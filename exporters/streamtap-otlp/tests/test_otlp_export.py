@@ -554,13 +554,13 @@ def test_unreachable_collector_is_logged_once_and_counted(protocol: str, fault: 
         export = streamtap_otlp.configure(
             f"http://127.0.0.1:{port}", protocol=protocol, timeout=timeout, shutdown_timeout=1.0, set_global=False
         )
-        run_time = 0.0
+        slowest = 0.0
         for batch in range(3):
             assert Agent()("x") == "It is sunny."  # not broken: a whole agent run, with its tools and model call
-            t0 = time.monotonic()
             for _ in range(200):
+                t0 = time.monotonic()
                 Lookup()("x")
-            run_time += time.monotonic() - t0
+                slowest = max(slowest, time.monotonic() - t0)
             assert export.force_flush(timeout * 6) is False
             assert export.health.wait_for_failures("traces", batch + 1, timeout=timeout * 6)
         t1 = time.monotonic()
@@ -569,8 +569,8 @@ def test_unreachable_collector_is_logged_once_and_counted(protocol: str, fault: 
     finally:
         if hole is not None:
             hole.close()
-    # 600 runs: had one of them waited for the network even once, they would take the 0.5 s export timeout
-    assert run_time < timeout, f"600 runs took {run_time:.3f} s with the collector {fault}"
+    # had one of the 600 runs waited for the network, it would have taken the 0.5 s export timeout
+    assert slowest < timeout, f"a run took {slowest:.3f} s with the collector {fault}"
     assert shutdown_time < 1.0 + 0.5, f"shutdown took {shutdown_time:.3f} s, documented bound 1.0 s"
     ours, sdk = _records(caplog)
     assert sdk == [], [r.getMessage() for r in sdk]

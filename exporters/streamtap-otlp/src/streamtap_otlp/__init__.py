@@ -239,13 +239,17 @@ class OtlpExport:
         self.tracing.unsubscribe()
 
         def close() -> None:
-            self.tracer_provider.shutdown()
-            if self.meter_provider is not None:
-                self.meter_provider.shutdown(timeout_millis=self.shutdown_timeout * 1000)
+            try:
+                self.tracer_provider.shutdown()
+                if self.meter_provider is not None:
+                    self.meter_provider.shutdown(timeout_millis=self.shutdown_timeout * 1000)
+            finally:
+                # Only once the exporters are done (an export into a hanging collector may outlive
+                # the bound): until then their retry and shutdown lines are still held back.
+                if self.health is not None:
+                    self.health.close()
 
         _bounded(close, self.shutdown_timeout)
-        if self.health is not None:
-            self.health.close()
 
     def __enter__(self) -> OtlpExport:
         return self
