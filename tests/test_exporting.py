@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import pytest
 
@@ -60,3 +61,77 @@ def test_missing_exporter_is_explained(monkeypatch, caplog):
     with caplog.at_level(logging.WARNING, logger="streamtap.exporting"), traces_from_env() as export:
         Hello()("x")
     assert export is None and "pip install streamtap-otlp" in caplog.text
+
+
+# -- the standard variables, against the real receiver -------------------------------------------
+
+PROTOCOLS = ["grpc", "http/protobuf"]
+
+
+@pytest.fixture
+def no_otel_env(monkeypatch):
+    for key in [k for k in os.environ if k.startswith("OTEL_")]:
+        monkeypatch.delenv(key)
+    return monkeypatch
+
+
+def point_at(env, receiver, protocol, **variables):
+    """Set the OTLP endpoint and protocol variables to ``receiver``, plus ``variables`` (name=value)."""
+    env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.grpc_endpoint if protocol == "grpc" else receiver.http_endpoint)
+    env.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+    for name, value in variables.items():
+        env.setenv(name, value)
+
+
+class Chat(ModuleBase):
+    kind = "llm"
+    model = "gpt-test"
+
+    def forward(self, prompt):
+        yield "ok"
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_sdk_disabled_wins_over_an_endpoint(no_otel_env, protocol):
+    """OTEL_SDK_DISABLED=true: nothing is set up, no request reaches the collector."""
+    with OtlpReceiver() as receiver:
+        point_at(no_otel_env, receiver, protocol, OTEL_SDK_DISABLED="true")
+        with traces_from_env(set_global=False) as export:
+            assert Chat()("x") == "ok"
+        assert export is None
+        assert receiver.trace_requests == [] and receiver.metric_requests == []
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_metrics_none_against_a_backend_without_metrics(no_otel_env, protocol, caplog):
+    """OTEL_METRICS_EXPORTER=none against a backend that answers metrics UNIMPLEMENTED / 404: traces arrive,
+    no metric request is made, nothing is logged."""
+    with OtlpReceiver(metrics=False) as receiver:
+        point_at(no_otel_env, receiver, protocol, OTEL_METRICS_EXPORTER="none")
+        with caplog.at_level(logging.WARNING), traces_from_env(set_global=False) as export:
+            assert export is not None and export.meter_provider is None
+            Chat()("x")
+        assert [s.name for s in receiver.wait_for_spans(1)] == ["chat gpt-test"]
+        assert receiver.refused_metric_requests == 0
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_traces_none_exports_no_span(no_otel_env, protocol):
+    """OTEL_TRACES_EXPORTER=none: the block runs, not one span is sent (metrics still are)."""
+    with OtlpReceiver() as receiver:
+        point_at(no_otel_env, receiver, protocol, OTEL_TRACES_EXPORTER="none")
+        with traces_from_env(set_global=False):
+            Chat()("x")
+        receiver.wait_for_metrics("gen_ai.client.operation.duration")
+        assert receiver.spans() == []
+
+
+def test_console_needs_no_endpoint(no_otel_env, capsys):
+    """OTEL_TRACES_EXPORTER=console alone turns export on: spans are printed to stdout."""
+    no_otel_env.setenv("OTEL_TRACES_EXPORTER", "console")
+    no_otel_env.setenv("OTEL_METRICS_EXPORTER", "none")
+    with traces_from_env(set_global=False) as export:
+        assert export is not None
+        Hello()("console")
+    assert '"name": "Hello"' in capsys.readouterr().out

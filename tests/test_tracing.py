@@ -489,6 +489,114 @@ class TestContent:
             TracingSubscriber(redact=["(unclosed"])
 
 
+class ToolTurn(ModuleBase):
+    """A chat module called the way agents call it: ``llm(messages, tools=[...])``, answering with tool calls."""
+
+    kind = "llm"
+    model = "gpt-test"
+
+    class Reply(str):
+        finish_reason = "tool_calls"
+        reasoning = "Paris needs a lookup."
+        tool_calls = ({"id": "call_7", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},)
+
+        def to_message(self) -> dict[str, t.Any]:
+            return {"role": "assistant", "content": None, "tool_calls": list(self.tool_calls)}
+
+    def forward(self, messages: list[dict[str, t.Any]], *, tools: list[t.Any]) -> str:
+        streamtap.current().annotate(finish_reasons=["tool_calls"])  # type: ignore[union-attr]
+        return self.Reply("")
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {"name": "get_weather", "description": "Current weather of a city.",
+                 "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}},
+}  # fmt: skip
+
+
+class TestGenAIContent:
+    """Content in the conventions' shape, checked against their JSON schemas (tests/genai_schemas)."""
+
+    def test_call_arguments_are_messages_and_tool_definitions(self) -> None:
+        """llm(messages, tools=[...]): the messages become gen_ai.input.messages, the tools gen_ai.tool.definitions."""
+        from genai_schema import check_all
+
+        tr = Traced(capture_content=True)
+        try:
+            ToolTurn()([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Weather in Paris?"}],
+                       tools=[WEATHER_TOOL])  # fmt: skip
+            decoded = check_all(tr.one("chat gpt-test").attributes)
+        finally:
+            tr.close()
+        assert decoded["gen_ai.input.messages"] == [
+            {"role": "system", "parts": [{"type": "text", "content": "Be brief."}]},
+            {"role": "user", "parts": [{"type": "text", "content": "Weather in Paris?"}]},
+        ]
+        assert decoded["gen_ai.tool.definitions"] == [
+            {"type": "function", "name": "get_weather", "description": "Current weather of a city.",
+             "parameters": WEATHER_TOOL["function"]["parameters"]}  # type: ignore[index]
+        ]  # fmt: skip
+
+    def test_tool_call_turn_output_is_tool_call_parts(self) -> None:
+        """A reply with tool calls and no text: reasoning and tool_call parts, no empty text part, finish_reason tool_call."""
+        from genai_schema import check
+
+        tr = Traced(capture_content=True)
+        try:
+            ToolTurn()([{"role": "user", "content": "Weather in Paris?"}], tools=[WEATHER_TOOL])
+            out = check("gen_ai.output.messages", tr.one("chat gpt-test").attributes["gen_ai.output.messages"])
+        finally:
+            tr.close()
+        assert out == [{
+            "role": "assistant",
+            "parts": [{"type": "reasoning", "content": "Paris needs a lookup."},
+                      {"type": "tool_call", "id": "call_7", "name": "get_weather", "arguments": {"city": "Paris"}}],
+            "finish_reason": "tool_call",
+        }]  # fmt: skip
+
+    def test_annotated_openai_messages_are_converted(self) -> None:
+        """A module annotating OpenAI-style input_messages / output_messages (record_content) gets the GenAI shape."""
+        from genai_schema import check_all
+
+        class Annotating(ModuleBase):
+            kind = "llm"
+            model = "m"
+
+            def forward(self, prompt: str) -> str:
+                streamtap.current().annotate(  # type: ignore[union-attr]
+                    input_messages=[{"role": "user", "content": prompt}],
+                    output_messages=[{"role": "assistant", "content": "hi"}],
+                    finish_reasons=["length"],
+                )
+                return "hi"
+
+        tr = Traced(capture_content=True)
+        try:
+            Annotating()("hello")
+            decoded = check_all(tr.one("chat m").attributes)
+        finally:
+            tr.close()
+        assert decoded["gen_ai.input.messages"] == [{"role": "user", "parts": [{"type": "text", "content": "hello"}]}]
+        assert decoded["gen_ai.output.messages"][0]["finish_reason"] == "length"
+
+    def test_long_content_is_cut_inside_and_stays_valid_json(self) -> None:
+        """Messages over max_content_length: long texts are cut, old messages dropped; the JSON stays valid."""
+        from genai_schema import check
+
+        tr = Traced(capture_content=True, max_content_length=2_000)
+        try:
+            history = [{"role": "user" if i % 2 else "assistant", "content": f"message {i} " + "x" * 500} for i in range(20)]
+            ToolTurn()(history + [{"role": "user", "content": "last question"}], tools=[WEATHER_TOOL])
+            value = tr.one("chat gpt-test").attributes["gen_ai.input.messages"]
+        finally:
+            tr.close()
+        assert len(value) <= 2_000
+        decoded = check("gen_ai.input.messages", value)
+        assert decoded[-1]["parts"] == [{"type": "text", "content": "last question"}]
+        assert "...[truncated]" in value
+
+
 # -- context, provider fallback, isolation -----------------------------------------------
 
 

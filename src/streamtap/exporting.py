@@ -12,7 +12,8 @@ module finds them by name when asked::
 
 Every example and ``streamtap demo`` start this way, so setting
 ``OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4317`` is all it takes to see
-their traces in Jaeger.
+their traces in Jaeger; ``OTEL_TRACES_EXPORTER``, ``OTEL_METRICS_EXPORTER``
+and ``OTEL_SDK_DISABLED`` are honoured.
 """
 
 from __future__ import annotations
@@ -41,27 +42,52 @@ def find_exporter(name: str) -> types.ModuleType | None:
     return None
 
 
+def _sdk_disabled() -> bool:
+    return os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+
+
+def _asked_for() -> str | None:
+    """What in the environment asks for an export (for the message when no exporter is installed), or ``None``."""
+    if _sdk_disabled():
+        return None
+    for name in ("OTEL_TRACES_EXPORTER", "OTEL_METRICS_EXPORTER"):
+        if "console" in os.environ.get(name, "").lower():
+            return f"{name}={os.environ[name]}"
+    for name in ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"):
+        if os.environ.get(name):
+            return f"{name} is set"
+    return None
+
+
 @contextlib.contextmanager
 def traces_from_env(**kwargs: t.Any) -> t.Iterator[t.Any]:
-    """Export traces over OTLP for the duration of the block when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set.
+    """Export traces and metrics for the duration of the block when the standard ``OTEL_*`` variables ask for it.
 
     Uses the ``otlp`` exporter (the ``streamtap-otlp`` distribution); its
-    ``export_from_env(**kwargs)`` reads the standard ``OTEL_*`` variables.
-    Spans are flushed when the block ends. With no endpoint set nothing is
-    set up; with an endpoint set but no exporter installed, a warning says
-    what to install.
+    ``export_from_env(**kwargs)`` reads the standard variables:
+
+    * ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``..._TRACES_ENDPOINT``) set: export over OTLP;
+    * ``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER``: ``otlp`` (default),
+      ``console`` (no endpoint needed), a list of both, or ``none``;
+    * ``OTEL_SDK_DISABLED=true``: nothing is set up, whatever else is set.
+
+    Spans are flushed when the block ends. With nothing asked for nothing is
+    set up; when an export is asked for but no exporter is installed, a
+    warning says what to install.
 
     Yields:
         The exporter's handle, or ``None``.
     """
-    if not (os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")):
+    asked = _asked_for()
+    if asked is None:
         yield None
         return
     module = find_exporter("otlp")
     if module is None:
         log.warning(
-            "OTEL_EXPORTER_OTLP_ENDPOINT is set but no OTLP exporter is installed, so no trace is exported. "
-            "Install one with: pip install streamtap-otlp (in a checkout: pip install -e exporters/streamtap-otlp)"
+            "%s but no OTLP exporter is installed, so no trace is exported. "
+            "Install one with: pip install streamtap-otlp (in a checkout: pip install -e exporters/streamtap-otlp)",
+            asked,
         )
         yield None
         return

@@ -46,7 +46,9 @@ What is recorded, pinned to the conventions of semantic-conventions
   event data -- is recorded only on opt-in: ``capture_content=True``, or the
   environment variable ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``
   set to ``true``, ``span_only`` or ``span_and_event``. Messages are written as
-  the conventions' JSON (``gen_ai.input.messages`` / ``gen_ai.output.messages``).
+  the conventions' JSON (``gen_ai.input.messages``, ``gen_ai.output.messages``,
+  ``gen_ai.system_instructions``, ``gen_ai.tool.definitions``; built by
+  :mod:`streamtap.genai_messages`).
 * **Redaction**, always on: API keys, bearer tokens, ``Authorization`` and
   similar headers and any configured pattern are replaced with ``[REDACTED]``
   in content, error messages, stack traces and annotations
@@ -79,6 +81,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from . import genai_messages as genai
 from ._receivers import IsolatedReceivers
 from ._subscriber import KindDispatcher
 from .events import End, ErrorInfo, Run, Start, to_jsonable
@@ -170,13 +173,9 @@ The keys ``input_messages``, ``output_messages``, ``system_instructions`` and
 ``tool_definitions`` are content: recorded (as ``gen_ai.*`` JSON) only on opt-in.
 """
 
-_CONTENT_ANNOTATIONS = {
-    "input_messages": "gen_ai.input.messages",
-    "output_messages": "gen_ai.output.messages",
-    "system_instructions": "gen_ai.system_instructions",
-    "tool_definitions": "gen_ai.tool.definitions",
-}
-_CONTENT_ATTRS = frozenset(_CONTENT_ANNOTATIONS.values()) | {
+# input_messages -> gen_ai.input.messages, ..., tool_definitions -> gen_ai.tool.definitions
+_CONTENT_ANNOTATIONS = {name.removeprefix("gen_ai.").replace(".", "_"): name for name in genai.ATTRIBUTES}
+_CONTENT_ATTRS = frozenset(genai.ATTRIBUTES) | {
     "gen_ai.tool.call.arguments",
     "gen_ai.tool.call.result",
 }
@@ -217,7 +216,7 @@ def _is_attr_value(value: t.Any) -> bool:
 class _Entry:
     """A live span and what the tracer keeps about its run."""
 
-    __slots__ = ("exc", "kind", "model", "pending", "provider", "span", "start_ns", "tracer")
+    __slots__ = ("exc", "kind", "model", "pending", "provider", "request", "span", "start_ns", "tracer")
 
     def __init__(self, span: trace.Span, tracer: trace.Tracer, kind: str, start_ns: int) -> None:
         self.span = span
@@ -228,6 +227,7 @@ class _Entry:
         self.pending: dict[str, list[str]] | None = None  # tool name -> requested call ids
         self.model: str | None = None
         self.provider: str | None = None
+        self.request: genai.RequestContent | None = None  # content on opt-in, refined when forward() starts
 
 
 class _SpanScope:
@@ -386,12 +386,23 @@ class TracingSubscriber(KindDispatcher):
         if isinstance(value, str):
             text = value
         else:
-            text = json.dumps(self.redact.scrub(to_jsonable(value)), ensure_ascii=False, separators=(",", ":"))
+            text = self._dumps(value)
         text = self.redact(text)
         limit = self.max_content_length
         if len(text) > limit:
             text = text[:limit] + "...[truncated]"
         return text
+
+    def _dumps(self, value: t.Any) -> str:
+        text = json.dumps(self.redact.scrub(to_jsonable(value)), ensure_ascii=False, separators=(",", ":"))
+        return self.redact(text)
+
+    def _genai(self, value: t.Any) -> str:
+        """GenAI content JSON (messages, parts, tool definitions), redacted, kept valid JSON within the limit."""
+        return genai.fit(value, self.max_content_length, self._dumps)
+
+    def _request_attrs(self, request: genai.RequestContent) -> dict[str, str]:
+        return {name: self._genai(value) for name, value in request.attributes().items()}
 
     # -- handlers ---------------------------------------------------------------
 
@@ -445,11 +456,17 @@ class TracingSubscriber(KindDispatcher):
                 call_id = self._claim_call_id(run)
                 if call_id:
                     attrs["gen_ai.tool.call.id"] = call_id
+        request = None
         if self.capture_content and ev.inputs is not None:
-            attrs.update(self._input_content(kind, ev.inputs))
+            if kind in ("llm", "agent"):
+                request = genai.request_content(ev.inputs)
+                attrs.update(self._request_attrs(request))
+            else:
+                attrs.update(self._input_content(kind, ev.inputs))
         start_ns = int(ev.started_at * 1e9) if ev.started_at else None
         span = tracer.start_span(name, context=parent_ctx, kind=span_kind, attributes=attrs, start_time=start_ns)
         entry = _Entry(span, tracer, kind, start_ns or 0)
+        entry.request = request
         self._entries[rid] = entry
         if not self._scope.connected:
             self._scope.connect()
@@ -468,8 +485,6 @@ class TracingSubscriber(KindDispatcher):
     def _input_content(self, kind: str, inputs: t.Any) -> dict[str, str]:
         if kind == "tool":
             return {"gen_ai.tool.call.arguments": self._content(inputs)}
-        if kind in ("llm", "agent"):
-            return {"gen_ai.input.messages": self._content(_input_messages(inputs))}
         return {"streamtap.input": self._content(inputs)}
 
     def _on_scope(self, module: t.Any, run: Run, context: t.Any) -> t.Any:
@@ -478,7 +493,23 @@ class TracingSubscriber(KindDispatcher):
             return None
         if entry.kind in ("llm", "tool"):
             self._describe(entry, module)
+        if entry.request is not None:
+            self._describe_request(entry, module)
         return lambda: _SpanScope(entry)
+
+    def _describe_request(self, entry: _Entry, module: t.Any) -> None:
+        """Content read from the module before forward() runs: the request a chat module will send
+        (:func:`streamtap.genai_messages.as_sent`), the tools of an agent."""
+        request, entry.request = entry.request, None
+        assert request is not None
+        if entry.kind == "agent":
+            tools = [] if request.tool_definitions else genai.agent_tool_definitions(module)
+            if tools:
+                entry.span.set_attribute("gen_ai.tool.definitions", self._genai(tools))
+            return
+        sent = genai.as_sent(request, module)
+        if sent is not None:
+            entry.span.set_attributes(self._request_attrs(sent))
 
     @staticmethod
     def _describe(entry: _Entry, module: t.Any) -> None:
@@ -564,7 +595,7 @@ class TracingSubscriber(KindDispatcher):
                 attrs.setdefault("gen_ai.request.stream", True)
             else:
                 attrs["streamtap.time_to_first_chunk"] = ttfc
-        if self.capture_content and ev.output is not None and ev.status in ("ok", "interrupted"):
+        if self.capture_content and ev.output is not None and ev.status in ("ok", "interrupted", "error"):
             attrs.update(self._output_content(kind, ev, attrs))
         error = ev.error
         if ev.status == "error":
@@ -608,16 +639,13 @@ class TracingSubscriber(KindDispatcher):
                 value = _coerce(value, tp)
                 if value is None:
                     continue
-            elif key in _CONTENT_ANNOTATIONS:
+            elif key in _CONTENT_ANNOTATIONS or key in _CONTENT_ATTRS:
                 if content:
-                    out[_CONTENT_ANNOTATIONS[key]] = self._content(value)
+                    name = _CONTENT_ANNOTATIONS.get(key, key)
+                    out[name] = self._annotated_content(name, value, annotations)
                 continue
             elif "." in key:
                 name = key
-                if name in _CONTENT_ATTRS:
-                    if content:
-                        out[name] = self._content(value)
-                    continue
                 if not _is_attr_value(value):
                     continue
             elif _is_attr_value(value):
@@ -631,14 +659,21 @@ class TracingSubscriber(KindDispatcher):
             out[name] = value
         return out
 
+    def _annotated_content(self, name: str, value: t.Any, annotations: t.Mapping[str, t.Any]) -> str:
+        """A content annotation (``input_messages=``...) in the conventions' shape."""
+        if name not in genai.ATTRIBUTES:
+            return self._content(value)  # tool call arguments and results: as they are
+        reasons = _coerce(annotations.get("finish_reasons"), list) or [None]
+        return self._genai(genai.shape(name, value, reasons[0]))
+
     def _output_content(self, kind: str, ev: End, attrs: t.Mapping[str, t.Any]) -> dict[str, str]:
         if kind == "tool":
             return {"gen_ai.tool.call.result": self._content(ev.output)}
         if kind in ("llm", "agent"):
-            if "gen_ai.output.messages" in attrs:
-                return {}
-            reasons = attrs.get("gen_ai.response.finish_reasons") or ["stop"]
-            return {"gen_ai.output.messages": self._content(_output_messages(ev.output, str(reasons[0])))}
+            # The End's output wins over an annotated output_messages: a reply carries its reasoning too.
+            reasons = attrs.get("gen_ai.response.finish_reasons") or [None]
+            reason = "error" if ev.status == "error" else reasons[0]
+            return {"gen_ai.output.messages": self._genai(genai.output_messages(ev.output, reason))}
         return {"streamtap.output": self._content(ev.output)}
 
     def _record_exception(self, entry: _Entry, err: ErrorInfo, message: str) -> None:
@@ -687,73 +722,6 @@ def _version() -> str:
     from . import __version__
 
     return __version__
-
-
-# -- message JSON (gen-ai-input-messages.json / gen-ai-output-messages.json) ----
-
-
-def _parts_of(content: t.Any) -> list[dict[str, t.Any]]:
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [{"type": "text", "content": content}]
-    if isinstance(content, list):
-        parts: list[dict[str, t.Any]] = []
-        for p in content:
-            if isinstance(p, dict) and p.get("type") == "text":
-                parts.append({"type": "text", "content": p.get("text", p.get("content", ""))})
-            elif isinstance(p, str):
-                parts.append({"type": "text", "content": p})
-            else:
-                parts.append(to_jsonable(p))
-        return parts
-    return [{"type": "text", "content": to_jsonable(content)}]
-
-
-def _message(m: t.Any) -> t.Any:
-    if not isinstance(m, t.Mapping) or "role" not in m:
-        return to_jsonable(m)
-    role = m["role"]
-    if role == "tool":
-        return {
-            "role": "tool",
-            "parts": [{"type": "tool_call_response", "id": m.get("tool_call_id"), "response": m.get("content")}],
-        }
-    parts = _parts_of(m.get("content"))
-    for call in m.get("tool_calls") or ():
-        fn = call.get("function", {}) if isinstance(call, t.Mapping) else {}
-        args = fn.get("arguments")
-        if isinstance(args, str):
-            try:
-                args = json.loads(args)
-            except ValueError:
-                pass
-        parts.append({"type": "tool_call", "id": call.get("id"), "name": fn.get("name"), "arguments": args})
-    out: dict[str, t.Any] = {"role": role, "parts": parts}
-    if m.get("name"):
-        out["name"] = m["name"]
-    return out
-
-
-def _input_messages(inputs: t.Any) -> t.Any:
-    if isinstance(inputs, str):
-        return [{"role": "user", "parts": [{"type": "text", "content": inputs}]}]
-    if isinstance(inputs, t.Mapping) and isinstance(inputs.get("messages"), list):
-        inputs = inputs["messages"]
-    if isinstance(inputs, list):
-        return [_message(m) for m in inputs]
-    return inputs
-
-
-def _output_messages(output: t.Any, finish_reason: str) -> t.Any:
-    if isinstance(output, str):
-        return [{"role": "assistant", "parts": [{"type": "text", "content": output}], "finish_reason": finish_reason}]
-    if isinstance(output, t.Mapping) and "role" in output:
-        msg = _message(output)
-        if isinstance(msg, dict):
-            msg.setdefault("finish_reason", finish_reason)
-        return [msg]
-    return output
 
 
 def instrument(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -418,3 +419,206 @@ def test_traceparent_continues_the_trace_in_another_process(fresh: OtlpReceiver)
     assert remote.trace_id == producer.trace_id
     assert remote.parent_span_id == producer.span_id
     assert (producer.resource["service.name"], remote.resource["service.name"]) == ("producer", "worker")
+
+
+# -- standard variables ------------------------------------------------------------------------
+
+SDK_LOGGERS = ("opentelemetry.exporter", "opentelemetry.sdk")
+
+
+def _records(caplog: pytest.LogCaptureFixture) -> tuple[list[logging.LogRecord], list[logging.LogRecord]]:
+    """(warnings and errors of streamtap_otlp, warnings and errors of the OpenTelemetry SDK and its exporters)."""
+    ours = [r for r in caplog.records if r.name == "streamtap_otlp" and r.levelno >= logging.WARNING]
+    sdk = [r for r in caplog.records if r.name.startswith(SDK_LOGGERS) and r.levelno >= logging.WARNING]
+    return ours, sdk
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_backend_without_metrics_is_logged_once_and_counted(
+    protocol: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A backend that takes traces but answers metrics UNIMPLEMENTED (gRPC) / 404 (HTTP), as Jaeger does:
+    every run's spans arrive, the metrics failure is one warning saying what to do, and every failure is counted."""
+    caplog.set_level(logging.INFO)
+    with OtlpReceiver(metrics=False) as backend:
+        export = streamtap_otlp.configure(endpoint_of(backend, protocol), protocol=protocol, set_global=False)
+        try:
+            for _ in range(3):  # three short runs, each flushed as a script's exit would
+                Chat()("hi")
+                assert export.force_flush(10) is False  # the metrics did not go through
+        finally:
+            export.shutdown()
+        assert len(backend.wait_for_spans(3)) == 3 and backend.refused_metric_requests >= 3
+    ours, sdk = _records(caplog)
+    assert sdk == [], [r.getMessage() for r in sdk]
+    assert len(ours) == 1, [r.getMessage() for r in ours]
+    assert "metrics" in ours[0].getMessage() and "OTEL_METRICS_EXPORTER=none" in ours[0].getMessage()
+    assert export.health.failures("metrics") == backend.refused_metric_requests
+    assert export.health.failures("traces") == 0 and export.health.successes("traces") >= 1
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_metrics_exporter_none(protocol: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """OTEL_METRICS_EXPORTER=none: spans are exported, no metric request is ever sent."""
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "none")
+    with OtlpReceiver(metrics=False) as backend:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint_of(backend, protocol))
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+        export = streamtap_otlp.export_from_env(set_global=False)
+        assert export is not None and export.meter_provider is None
+        try:
+            Chat()("hi")
+            assert export.force_flush(10) is True
+        finally:
+            export.shutdown()
+        assert [s.name for s in backend.wait_for_spans(1)] == ["chat gpt-test"]
+        assert backend.refused_metric_requests == 0 and backend.metric_requests == []
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_traces_exporter_none_keeps_metrics(fresh: OtlpReceiver, protocol: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """OTEL_TRACES_EXPORTER=none: no span leaves the process; the GenAI metrics still do."""
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint_of(fresh, protocol))
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+    export = streamtap_otlp.export_from_env(set_global=False)
+    assert export is not None
+    try:
+        Chat()("hi")
+        assert export.force_flush(10) is True
+    finally:
+        export.shutdown()
+    assert "gen_ai.client.operation.duration" in fresh.wait_for_metrics("gen_ai.client.operation.duration")
+    assert fresh.spans() == []
+
+
+def test_console_exporter_needs_no_endpoint(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """OTEL_TRACES_EXPORTER=console writes the spans to stdout, with no endpoint configured."""
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "none")
+    export = streamtap_otlp.export_from_env(set_global=False)
+    assert export is not None
+    try:
+        Lookup()("x")
+        assert export.force_flush(10) is True
+    finally:
+        export.shutdown()
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["name"] == "Lookup" and printed["attributes"]["streamtap.run.kind"] == "node"
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_sdk_disabled_sets_up_nothing(fresh: OtlpReceiver, protocol: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """OTEL_SDK_DISABLED=true: export_from_env gives None and configure() a disabled export; nothing is sent."""
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint_of(fresh, protocol))
+    assert streamtap_otlp.export_from_env(set_global=False) is None
+    export = streamtap_otlp.configure(endpoint_of(fresh, protocol), protocol=protocol, set_global=False)
+    assert not export.enabled and export.tracing is None and "disabled" in repr(export)
+    with capture_events(kinds=["start"]) as starts:
+        Chat()("hi")
+    assert len(starts) == 1
+    assert export.force_flush(1) is True
+    export.shutdown()
+    assert fresh.trace_requests == [] and fresh.metric_requests == []
+
+
+@pytest.mark.parametrize("variable", ["OTEL_TRACES_EXPORTER", "OTEL_METRICS_EXPORTER"])
+def test_unknown_exporter_name_is_explained(monkeypatch: pytest.MonkeyPatch, variable: str) -> None:
+    """An exporter this distribution does not have is refused with the variable, the value and the choices."""
+    monkeypatch.setenv(variable, "otlp,jaeger")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1")
+    with pytest.raises(streamtap.UsageError, match=rf"{variable}='otlp,jaeger' names 'jaeger'.*'otlp', 'console', 'none'"):
+        streamtap_otlp.export_from_env(set_global=False)
+
+
+# -- a collector that is down or hangs ----------------------------------------------------------
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("fault", ["down", "hanging"])
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_unreachable_collector_is_logged_once_and_counted(protocol: str, fault: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A closed port (down) or a port that accepts and never answers (hanging), gRPC and HTTP: runs are not
+    slowed or broken, the failure is one warning, every failed export is counted, shutdown keeps its bound."""
+    caplog.set_level(logging.INFO)
+    hole = _Blackhole() if fault == "hanging" else None
+    port = hole.port if hole is not None else _closed_port()
+    timeout = 0.5
+    try:
+        export = streamtap_otlp.configure(
+            f"http://127.0.0.1:{port}", protocol=protocol, timeout=timeout, shutdown_timeout=1.0, set_global=False
+        )
+        slowest = 0.0
+        for batch in range(3):
+            assert Agent()("x") == "It is sunny."  # not broken: a whole agent run, with its tools and model call
+            for _ in range(200):
+                t0 = time.monotonic()
+                Lookup()("x")
+                slowest = max(slowest, time.monotonic() - t0)
+            assert export.force_flush(timeout * 6) is False
+            assert export.health.wait_for_failures("traces", batch + 1, timeout=timeout * 6)
+        t1 = time.monotonic()
+        export.shutdown()
+        shutdown_time = time.monotonic() - t1
+    finally:
+        if hole is not None:
+            hole.close()
+    # had one of the 600 runs waited for the network, it would have taken the 0.5 s export timeout
+    assert slowest < timeout, f"a run took {slowest:.3f} s with the collector {fault}"
+    assert shutdown_time < 1.0 + 0.5, f"shutdown took {shutdown_time:.3f} s, documented bound 1.0 s"
+    ours, sdk = _records(caplog)
+    assert sdk == [], [r.getMessage() for r in sdk]
+    where = f"export to http://127.0.0.1:{port} over {protocol} failed"
+    # one line per signal for the whole outage (the agent's model call also records metrics)
+    assert sorted(r.getMessage().split(" ")[1] for r in ours) == ["metrics", "traces"], [r.getMessage() for r in ours]
+    assert all(where in r.getMessage() for r in ours)
+    assert export.health.failures("traces") >= 3 and export.health.successes("traces") == 0
+
+
+def test_recovery_is_logged_and_the_next_outage_again(caplog: pytest.LogCaptureFixture) -> None:
+    """Failures are logged once per outage: the export working again is an INFO line, a new outage one warning."""
+    caplog.set_level(logging.INFO)
+    with OtlpReceiver(grpc=False, status=503) as failing:
+        export = streamtap_otlp.configure(failing.http_endpoint, timeout=0.5, metrics=False, set_global=False)
+        try:
+            for status in (503, 503, 200, 200, 503, 503):
+                failing._status = status
+                Lookup()("x")
+                export.force_flush(5)
+        finally:
+            export.shutdown()
+    lines = [(r.levelname, r.getMessage().split(" failed")[0].split(" works")[0]) for r in caplog.records if r.name == "streamtap_otlp"]
+    where = f"OTLP traces export to {failing.http_endpoint} over http/protobuf"
+    assert lines == [("WARNING", where), ("INFO", where), ("WARNING", where)]
+    assert export.health.snapshot()["traces"] == {"ok": 2, "failed": 4}
+
+
+def test_raising_exporter_is_a_counted_failure(caplog: pytest.LogCaptureFixture) -> None:
+    """An exporter that raises (a bug, a broken dependency) is a FAILURE, counted and logged once, never an exception
+    in the SDK's export thread. (A raising exporter cannot be made from a real collector: this one is a stand-in.)"""
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+    from streamtap_otlp.health import ExportHealth, WatchedSpanExporter
+
+    class Broken(SpanExporter):
+        def export(self, spans: t.Any) -> SpanExportResult:
+            raise RuntimeError("encoder blew up")
+
+    health = ExportHealth(lambda signal: "to test")
+    watched = WatchedSpanExporter(Broken(), health)
+    try:
+        with caplog.at_level(logging.WARNING, logger="streamtap_otlp"):
+            results = [watched.export([]) for _ in range(3)]
+    finally:
+        health.close()
+    assert results == [SpanExportResult.FAILURE] * 3
+    assert health.snapshot()["traces"] == {"ok": 0, "failed": 3}
+    assert [r.getMessage().split(". Runs")[0] for r in caplog.records] == [
+        "OTLP traces export to test failed: RuntimeError: encoder blew up"
+    ]

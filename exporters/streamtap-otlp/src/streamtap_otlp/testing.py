@@ -13,6 +13,10 @@ gRPC: a ``grpcio`` server implementing ``TraceService`` and ``MetricsService``.
 HTTP: a small threaded HTTP server accepting ``POST /v1/traces`` and
 ``POST /v1/metrics`` with ``application/x-protobuf`` bodies (gzip or deflate
 encoded or not). Both listen on ``127.0.0.1`` on a free port.
+
+``OtlpReceiver(metrics=False)`` is a backend that takes traces but not
+metrics: gRPC answers ``UNIMPLEMENTED`` for the metrics service, HTTP ``404``
+for ``/v1/metrics`` (what Jaeger does).
 """
 
 from __future__ import annotations
@@ -93,9 +97,10 @@ class OtlpReceiver:
         grpc: start the gRPC server.
         http: start the HTTP server.
         status: HTTP status the HTTP server answers with (use ``503`` to test a failing collector).
+        metrics: serve the metrics endpoints; ``False`` answers them ``UNIMPLEMENTED`` (gRPC) and ``404`` (HTTP).
     """
 
-    def __init__(self, *, grpc: bool = True, http: bool = True, status: int = 200) -> None:
+    def __init__(self, *, grpc: bool = True, http: bool = True, status: int = 200, metrics: bool = True) -> None:
         self.trace_requests: list[tuple[str, t.Any]] = []
         """(protocol, ``ExportTraceServiceRequest``) in arrival order."""
         self.metric_requests: list[tuple[str, t.Any]] = []
@@ -106,6 +111,9 @@ class OtlpReceiver:
         self._want_grpc = grpc
         self._want_http = http
         self._status = status
+        self._metrics = metrics
+        self.refused_metric_requests = 0
+        """How many metric export requests were answered ``UNIMPLEMENTED`` / ``404`` (``metrics=False``)."""
         self._grpc_server: t.Any = None
         self._http_server: http_server.ThreadingHTTPServer | None = None
         self.grpc_port: int | None = None
@@ -154,6 +162,11 @@ class OtlpReceiver:
             store.append((protocol, request))
             self._cond.notify_all()
 
+    def _refused(self) -> None:
+        with self._cond:
+            self.refused_metric_requests += 1
+            self._cond.notify_all()
+
     def _start_grpc(self) -> None:
         import grpc
         from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
@@ -174,7 +187,10 @@ class OtlpReceiver:
 
         server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=4))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(), server)
-        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Metrics(), server)
+        if self._metrics:
+            metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Metrics(), server)
+        else:
+            server.add_generic_rpc_handlers([_RefuseMetrics(self)])
         self.grpc_port = server.add_insecure_port("127.0.0.1:0")
         server.start()
         self._grpc_server = server
@@ -186,8 +202,13 @@ class OtlpReceiver:
         receiver = self
         routes: dict[str, tuple[t.Any, t.Any, list[tuple[str, t.Any]]]] = {
             "/v1/traces": (trace_service_pb2.ExportTraceServiceRequest, trace_service_pb2.ExportTraceServiceResponse, receiver.trace_requests),
-            "/v1/metrics": (metrics_service_pb2.ExportMetricsServiceRequest, metrics_service_pb2.ExportMetricsServiceResponse, receiver.metric_requests),
         }
+        if self._metrics:
+            routes["/v1/metrics"] = (
+                metrics_service_pb2.ExportMetricsServiceRequest,
+                metrics_service_pb2.ExportMetricsServiceResponse,
+                receiver.metric_requests,
+            )
 
         class Handler(http_server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -197,6 +218,8 @@ class OtlpReceiver:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
                 if route is None:
+                    if self.path == "/v1/metrics":
+                        receiver._refused()
                     self._reply(404, b"")
                     return
                 receiver.http_headers.append({k.lower(): v for k, v in self.headers.items()})
@@ -293,3 +316,17 @@ class OtlpReceiver:
                     msg = f"metrics {missing} did not arrive at the OTLP receiver in {timeout} s (got {sorted(got)})"
                     raise TimeoutError(msg)
                 self._cond.wait(left)
+
+
+class _RefuseMetrics:
+    """A gRPC handler lookup that counts calls to the metrics service and answers them UNIMPLEMENTED."""
+
+    _METHOD = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
+
+    def __init__(self, receiver: OtlpReceiver) -> None:
+        self._receiver = receiver
+
+    def service(self, details: t.Any) -> t.Any:
+        if details.method == self._METHOD:
+            self._receiver._refused()
+        return None  # no handler: grpc answers UNIMPLEMENTED
