@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import pathlib
 import shutil
 import subprocess
+import threading
+import typing as t
 
 import httpx
 import pytest
 
+from streamtap import ModuleBase
 from streamtap.web import create_app
 from streamtap.web.server import BackgroundServer
 
@@ -71,14 +75,47 @@ def test_ai_sdk_sees_errors_and_keeps_partial_text():
     assert res["chunks"][-1] == {"type": "finish", "finishReason": "error"}
 
 
+class Gated(ModuleBase):
+    """Says its first word, then waits for ``gate`` before saying the rest: the run is surely going on a reconnect."""
+
+    kind = "llm"
+    blocking = False
+
+    def __init__(self, gate: threading.Event) -> None:
+        self.gate = gate
+
+    async def forward(self, text: str) -> t.AsyncIterator[str]:
+        words = text.split(" ")
+        yield words[0]
+        if not await asyncio.to_thread(self.gate.wait, 30):
+            raise TimeoutError("nobody reconnected within 30 s")
+        for word in words[1:]:
+            yield " " + word
+
+
+class OpensGate:
+    """ASGI wrapper: sets ``gate`` when a request for ``path`` arrives (the reconnect)."""
+
+    def __init__(self, app: t.Any, path: str, gate: threading.Event) -> None:
+        self.app, self.path, self.gate = app, path, gate
+
+    async def __call__(self, scope: t.Any, receive: t.Any, send: t.Any) -> None:
+        if scope["type"] == "http" and scope["path"] == self.path:
+            self.gate.set()
+        await self.app(scope, receive, send)
+
+
 def test_ai_sdk_reconnect_replays_a_running_answer_and_gets_204_after():
     words = " ".join(f"w{i}" for i in range(50))
-    with BackgroundServer(create_app(Talker(delay=0.01, reasoning=False))) as srv, httpx.Client(timeout=20) as client:
+    gate = threading.Event()
+    app = OpensGate(create_app(Gated(gate)), "/api/chat/js5/stream", gate)
+    with BackgroundServer(app) as srv, httpx.Client(timeout=20) as client:
         with client.stream("POST", srv.url + "/api/chat", json=chat_body(words, chat_id="js5")) as r:
             for line in r.iter_lines():
                 if '"text-delta"' in line:
                     break  # disconnect mid-answer
         [resumed, idle] = run_sdk(srv.url + "/api/chat", [{"kind": "reconnect", "chatId": "js5"}, {"kind": "reconnect", "chatId": "js5"}])
+    assert gate.is_set()
     assert resumed["errors"] == [] and resumed["status"] == "ok"
     assert "".join(p["text"] for p in resumed["message"]["parts"] if p["type"] == "text") == words
     assert idle["status"] == "no-stream"
