@@ -56,16 +56,20 @@ def test_ai_sdk_reasoning_and_tool_error():
         [talk] = run_sdk(srv2.url + "/api/chat", [{"kind": "send", "chatId": "js3", "text": "hello world"}])
     assert err["errors"] == []
     [tool] = [p for p in err["message"]["parts"] if p["type"] == "dynamic-tool"]
-    assert tool["state"] == "output-error" and "no weather station" in tool["errorText"]
+    assert tool["state"] == "output-error" and "get_weather" in tool["errorText"] and "LookupError" in tool["errorText"]
+    assert "no weather station" not in tool["errorText"]  # short by default: the detail is in the server log
     assert talk["errors"] == []
     [reasoning] = [p for p in talk["message"]["parts"] if p["type"] == "reasoning"]
     assert reasoning["text"] == "The user said something; I will repeat it." and reasoning["state"] == "done"
 
 
 def test_ai_sdk_sees_errors_and_keeps_partial_text():
-    with BackgroundServer(create_app(Failing())) as srv:
+    with BackgroundServer(create_app(Failing())) as srv, BackgroundServer(create_app(Failing(), error_detail="full")) as full:
         [res] = run_sdk(srv.url + "/api/chat", [{"kind": "send", "chatId": "js4", "text": "x"}])
-    assert res["errors"] == ["RuntimeError: the model went away"]  # the `error` part reaches onError
+        [detailed] = run_sdk(full.url + "/api/chat", [{"kind": "send", "chatId": "js4", "text": "x"}])
+    [short] = res["errors"]  # the `error` part reaches onError
+    assert short.startswith("The run failed (RuntimeError) in run ") and "went away" not in short
+    assert detailed["errors"] == ["RuntimeError: the model went away"]
     text = "".join(p["text"] for p in res["message"]["parts"] if p["type"] == "text")
     assert text == "partial answer"
     assert res["chunks"][-1] == {"type": "finish", "finishReason": "error"}

@@ -70,8 +70,9 @@ class ClientErrors:
         if self.detail == "full" or any(w in typ for w in _OWN_WORDS):
             return self.redact(f"{short_type}: {message}" if message else short_type)
         if kind == "tool":
-            what = f"The tool {name!r}" if name else "A tool"
-        elif kind == "llm" or short_type == "LLMError" or typ.startswith("openai."):
+            tool = f"The tool {name!r}" if name else "A tool"
+            return self.redact(f"{tool} failed ({short_type}); the details are in the server log (run {run_id}).")
+        if kind == "llm" or short_type == "LLMError" or typ.startswith("openai."):
             what = "The model call"
         else:
             what = f"The step {name!r}" if name and kind not in ("agent", "flow") else "The run"
@@ -105,14 +106,16 @@ class ClientErrors:
         run = ev.get("run") or {}
         what = f"tool {ev.get('name')!r}" if ev.get("kind") == "tool" else f"{run.get('kind')} {run.get('name')!r}"
         level = logging.ERROR if ev.get("kind") == "end" and run.get("run_id") == run.get("root_id") else logging.WARNING
+        verb = "failed"
         if ev.get("status") == "cancelled":
-            level = logging.INFO
+            level, verb = logging.INFO, "was cancelled"
         log.log(
             level,
-            "Run %s (%s, root %s) failed: %s: %s",
+            "Run %s (%s, root %s) %s: %s: %s",
             run.get("run_id"),
             what,
             run.get("root_id"),
+            verb,
             error.get("type"),
             self.redact(str(error.get("message") or "")),
         )
