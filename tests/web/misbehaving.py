@@ -18,10 +18,10 @@ INTERNAL_URL = "http://10.20.30.40:8443/internal/llm-gateway"
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: t.Any) -> None:  # noqa: A002 - the stdlib's name
+    def log_message(self, format: str, *args: t.Any) -> None:
         pass
 
-    def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("content-length") or 0))
         key = self.headers.get("authorization", "").partition(" ")[2]
         body = json.dumps(

@@ -45,7 +45,7 @@ async def test_a_401_that_echoes_the_key_reaches_neither_stream_nor_events_endpo
         assert r.status_code == 200
         assert _leaks(r.text, model.base_url) == [], r.text
         ends = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: ")]
-        root_end = [e for e in ends if e["kind"] == "end" and e["run"]["run_id"] == run_id][0]
+        root_end = next(e for e in ends if e["kind"] == "end" and e["run"]["run_id"] == run_id)
         assert root_end["status"] == "error" and run_id in root_end["error"]["message"]
         replay = await read_sse(client, "GET", f"{srv.url}/api/chat/e1/stream?run={run_id}")
         assert _leaks("\n".join(f.get("data", "") for f in replay.frames), model.base_url) == []

@@ -38,7 +38,7 @@ def sse_frames(body: bytes) -> list[dict[str, str]]:
         if line.startswith(":"):
             continue
         field, _, value = line.partition(":")
-        value = value[1:] if value.startswith(" ") else value
+        value = value.removeprefix(" ")
         frame[field] = frame[field] + "\n" + value if field in frame else value
     assert frame == {}, f"unterminated frame {frame!r}"
     return frames

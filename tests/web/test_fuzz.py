@@ -136,7 +136,7 @@ def test_fuzz_ids_and_resume_positions(app_url, chat_id, run, after, view, origi
             ("/api/chat/{chat_id}/stop", "post", f"/api/chat/{seg}/stop", {}),
             ("/api/runs/{run_id}/events", "get", f"/api/runs/{seg}/events", params),
             ("/api/runs/{run_id}/events", "get", f"/api/runs/{run_id}/events", params),
-            ("/api/chat/{chat_id}/stream", "get", f"/api/chat/fz/stream", {"run": run_id}),
+            ("/api/chat/{chat_id}/stream", "get", "/api/chat/fz/stream", {"run": run_id}),
         ):
             if not seg or seg in (".", ".."):
                 continue

@@ -86,10 +86,10 @@ def test_a_modules_own_conversation_metadata_wins(traced):
     from streamtap import ModuleBase
     from streamtap.tracing import conversation
 
-    sub, exporter = traced
+    _, exporter = traced
 
     class Tagged(ModuleBase):
-        metadata = {"conversation_id": "mine"}
+        metadata: t.ClassVar[dict[str, str]] = {"conversation_id": "mine"}
 
         def forward(self, x):
             return x

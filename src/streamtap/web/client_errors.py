@@ -24,8 +24,8 @@ from __future__ import annotations
 import logging
 import typing as t
 
-from ..redaction import Redactor
 from ..exceptions import UsageError
+from ..redaction import Redactor
 
 __all__ = ["ClientErrors", "ErrorDetail"]
 
@@ -139,7 +139,7 @@ class LoggingStore:
         """Log a failure, then store the event unchanged."""
         try:
             self.errors.log_event(event)
-        except Exception:  # noqa: BLE001 - logging must never lose an event
+        except Exception:
             log.debug("could not log a failure of run %s", run_id, exc_info=True)
         await self.store.append(run_id, event)
 

@@ -177,8 +177,7 @@ class SecurityPolicy:
             return True
         host = host.lower()
         default = ":" + _DEFAULT_PORTS[origin[0]]
-        if host.endswith(default):
-            host = host[: -len(default)]
+        host = host.removesuffix(default)
         return origin[1] == host
 
 
