@@ -13,6 +13,7 @@ import re
 import typing as t
 
 import httpx
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -151,11 +152,26 @@ async def test_edge_characters_in_the_message_and_the_deltas_finish_both_streams
     check_ui_stream(parts)
     assert parts[-1] == {"type": "finish", "finishReason": "stop"}
     text = "".join(p["delta"] for p in parts if p["type"] == "text-delta")
-    assert text == "a\ud800b\x00c\r\u2028" + "".join(EDGE)  # each delta read back as sent
+    # The module got the message as valid Unicode (no model API takes a lone surrogate); its own deltas
+    # are read back exactly as it sent them, lone surrogates included.
+    assert text == "a\ufffdb\x00c\r\u2028" + "".join(EDGE)
     run_id = parts[0]["messageMetadata"]["runId"]
     r = await client.get(f"{srv.url}/api/runs/{run_id}/events")
     assert r.status_code == 200
     events = [strict_json(f["data"]) for f in sse_frames(r.content) if "data" in f]
     assert [int(f["id"]) for f in sse_frames(r.content) if "data" in f] == [e["seq"] for e in events]
-    assert events[0]["kind"] == "start" and events[0]["inputs"] == "a\ud800b\x00c\r\u2028", events[0]
+    assert events[0]["kind"] == "start" and events[0]["inputs"] == "a\ufffdb\x00c\r\u2028", events[0]
     assert events[-1]["kind"] == "end" and events[-1]["status"] == "ok"
+
+
+async def test_a_lone_surrogate_in_the_question_reaches_the_model_as_a_replacement_character(serve, client):
+    """The real openai client cannot send a lone surrogate (UTF-8): the app hands the module valid text."""
+    pytest.importorskip("openai")
+    from streamtap.llm.server import FakeOpenAI
+    from streamtap.weather import weather_agent
+
+    raw = '{"id":"s1","messages":[{"id":"m","role":"user","parts":[{"type":"text","text":"weather in Par\\ud800is?"}]}]}'
+    with FakeOpenAI(token_delay=0) as model:
+        srv = serve(lambda: weather_agent(base_url=model.base_url, asynchronous=True))
+        res = await read_sse(client, "POST", srv.url + "/api/chat", content=raw.encode(), headers={"content-type": "application/json"})
+    assert res.done and res.parts[-1] == {"type": "finish", "finishReason": "stop"}, res.parts[-3:]

@@ -66,12 +66,23 @@ class ChatRequest:
 
 
 def message_text(msg: t.Mapping[str, t.Any]) -> str:
-    """The joined ``text`` parts of a UI message (or its legacy ``content`` string)."""
+    """The joined ``text`` parts of a UI message (or its legacy ``content`` string), as valid Unicode.
+
+    A lone surrogate (``"\\ud800"`` is valid JSON, but no model API can take it
+    in UTF-8) becomes U+FFFD; a surrogate pair written as two escapes becomes its character.
+    """
     parts = msg.get("parts")
     if isinstance(parts, list):
-        return "".join(p.get("text", "") for p in parts if isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str))
-    content = msg.get("content")
-    return content if isinstance(content, str) else ""
+        text = "".join(p.get("text", "") for p in parts if isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str))
+    else:
+        content = msg.get("content")
+        text = content if isinstance(content, str) else ""
+    if _SURROGATE.search(text) is not None:
+        text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return text
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def parse_chat_request(body: t.Any, *, max_messages: int) -> ChatRequest:
