@@ -146,3 +146,23 @@ def test_serve_and_demo_take_the_options():
     assert "allowed_origins" in params and "allowed_hosts" in params
     args = demo._parser().parse_args(["--allowed-origin", "https://a.example", "--allowed-origin", "https://b.example", "--allowed-host", "chat.lan"])
     assert args.allowed_origin == ["https://a.example", "https://b.example"] and args.allowed_host == ["chat.lan"]
+
+
+async def test_serving_options_extend_the_apps_policy(client):
+    from streamtap.web.security import allow_serving
+    from streamtap.web.server import BackgroundServer, serve
+
+    app = create_app(Counting())
+    allow_serving(app, "127.0.0.1", allowed_hosts=["chat.lan"], allowed_origins=["https://ui.example"])
+    with BackgroundServer(app) as srv:
+        r = await client.get(srv.url + "/api/chat/c/stream", headers={"host": "chat.lan"})
+        assert r.status_code == 204
+        r = await client.post(srv.url + "/api/chat/c/stop", headers={"origin": "https://ui.example"})
+        assert r.status_code == 200
+    lan = create_app(Counting(), token="t0k3n-for-lan")
+    allow_serving(lan, "192.168.1.5")
+    assert "192.168.1.5" in lan.state.security.hosts  # the bound address is a Host the server answers to
+    allow_serving(lan, "0.0.0.0")
+    assert "0.0.0.0" not in lan.state.security.hosts
+    with pytest.raises(UsageError, match="create_app"):
+        serve(lambda scope, receive, send: None, allowed_hosts=["x.lan"])  # not a streamtap app: say so, do not ignore
