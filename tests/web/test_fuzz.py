@@ -145,3 +145,14 @@ def test_fuzz_ids_and_resume_positions(app_url, chat_id, run, after, view, origi
         if after is not None and after.isascii() and after.isprintable():
             r, got = _send(c, "GET", f"{url}/api/runs/{run_id}/events", headers={"last-event-id": after})
             _check(spec, "/api/runs/{run_id}/events", "get", r, got)
+
+
+def test_unknown_paths_and_methods_get_json_errors(app_url):
+    """Found by the fuzzer: an id of '/' reaches no route, and the router's 404 was plain text."""
+    url, _, _, _ = app_url
+    with httpx.Client(timeout=10) as c:
+        for method, path, status in (("GET", "/api/chat/%2F/stream", 404), ("GET", "/nowhere", 404), ("DELETE", "/api/chat", 405), ("GET", "/static/none.js", 404)):
+            r = c.request(method, url + path)
+            assert r.status_code == status, (path, r.text)
+            assert r.headers["content-type"].startswith("application/json") and isinstance(r.json()["error"], str)
+            assert "openapi.json" in r.json()["error"] or path.startswith("/static"), r.text

@@ -30,7 +30,7 @@ def openapi_document(*, page: bool = True, token: bool = False) -> dict[str, t.A
         page: the app serves the built-in page at ``/``.
         token: the app needs a bearer token on ``/api`` (declared as a security scheme).
     """
-    guard = _errors(400, 401, 403) if token else _errors(400, 403)
+    guard = _errors(400, 401, 403, 404) if token else _errors(400, 403, 404)  # 404: a path that matches no route
     message = {
         "type": "object",
         "required": ["role"],
