@@ -6,14 +6,16 @@ import json
 import pathlib
 import shutil
 import subprocess
+import typing as t
 
 import httpx
 import pytest
 
+from streamtap import ModuleBase
 from streamtap.web import create_app
 from streamtap.web.server import BackgroundServer
 
-from .helpers import Agent, Failing, Talker, chat_body
+from .helpers import Agent, Failing, Gate, Talker, chat_body
 
 JS = pathlib.Path(__file__).resolve().parents[1] / "js"
 pytestmark = pytest.mark.skipif(
@@ -75,14 +77,42 @@ def test_ai_sdk_sees_errors_and_keeps_partial_text():
     assert res["chunks"][-1] == {"type": "finish", "finishReason": "error"}
 
 
+class _Held(ModuleBase):
+    """Streams half its words, then waits for the gate before the rest: the run is surely going when Node reconnects."""
+
+    kind = "llm"
+    blocking = False
+
+    def __init__(self, gate: Gate) -> None:
+        self.gate = gate
+
+    async def forward(self, text: str) -> t.AsyncIterator[str]:
+        words = text.split(" ")
+        for i, word in enumerate(words):
+            if i == len(words) // 2:
+                await self.gate.wait()
+            yield ("" if i == 0 else " ") + word
+
+
 def test_ai_sdk_reconnect_replays_a_running_answer_and_gets_204_after():
     words = " ".join(f"w{i}" for i in range(50))
-    with BackgroundServer(create_app(Talker(delay=0.01, reasoning=False))) as srv, httpx.Client(timeout=20) as client:
-        with client.stream("POST", srv.url + "/api/chat", json=chat_body(words, chat_id="js5")) as r:
-            for line in r.iter_lines():
-                if '"text-delta"' in line:
-                    break  # disconnect mid-answer
-        [resumed, idle] = run_sdk(srv.url + "/api/chat", [{"kind": "reconnect", "chatId": "js5"}, {"kind": "reconnect", "chatId": "js5"}])
+    gate = Gate()
+    app = create_app(_Held(gate))
+
+    async def release_on_reconnect(scope: t.Any, receive: t.Any, send: t.Any) -> None:
+        if scope["type"] == "http" and scope["path"].endswith("/stream"):
+            gate.event.set()  # the reconnect arrived: the run may finish now (it was held until then, not timed)
+        await app(scope, receive, send)
+
+    try:
+        with BackgroundServer(release_on_reconnect) as srv, httpx.Client(timeout=20) as client:
+            with client.stream("POST", srv.url + "/api/chat", json=chat_body(words, chat_id="js5")) as r:
+                for line in r.iter_lines():
+                    if '"text-delta"' in line:
+                        break  # disconnect mid-answer
+            [resumed, idle] = run_sdk(srv.url + "/api/chat", [{"kind": "reconnect", "chatId": "js5"}, {"kind": "reconnect", "chatId": "js5"}])
+    finally:
+        gate.event.set()  # never leave the held run's waiting thread behind
     assert resumed["errors"] == [] and resumed["status"] == "ok"
     assert "".join(p["text"] for p in resumed["message"]["parts"] if p["type"] == "text") == words
     assert idle["status"] == "no-stream"
