@@ -384,11 +384,10 @@ def create_app(
     async def not_routed(request: Request, exc: Exception) -> Response:
         # The router's own 404/405 answers, in the app's JSON error shape.
         status = int(getattr(exc, "status_code", 500))
-        allowed = ", ".join(p for p in ("/api/chat", "/api/chat/{id}/stream", "/api/chat/{id}/stop", "/api/runs/{run_id}/events"))
         if status == 405:
             message = f"{request.method} is not allowed on {request.url.path}; see GET /openapi.json."
         else:
-            message = f"No endpoint at {request.url.path}; the endpoints are {allowed} (see GET /openapi.json)."
+            message = f"No endpoint at {request.url.path}; the endpoints are listed at GET /openapi.json."
         return _error(status, message)
 
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: not_routed})
