@@ -38,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-reasoning", action="store_true", help="embedded server: no reasoning deltas")
     p.add_argument("--terminal", action="store_true", help="run the agent in the terminal instead of serving the page")
     p.add_argument("--question", default=None, help="--terminal: the question (default: the seed's weather question)")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME", help="also answer to this Host name (repeatable; loopback names always)")
+    p.add_argument("--allowed-origin", action="append", default=[], metavar="ORIGIN", help="let pages of this origin use the API, e.g. https://app.example.com (repeatable)")
+    p.add_argument("--error-detail", choices=("short", "full"), default="short", help="what the browser is told of failures (default short; full is still redacted)")
     p.add_argument("--exit-after", type=float, default=None, metavar="SECONDS", help="stop serving after this many seconds (smoke tests)")
     return p
 
@@ -63,7 +66,8 @@ def main(argv: t.Sequence[str] | None = None) -> int:
         return 2
     with contextlib.ExitStack() as stack:
         try:
-            stack.enter_context(traces_from_env(service_name="streamtap-demo"))
+            export = stack.enter_context(traces_from_env(service_name="streamtap-demo"))
+            args.tracing = getattr(export, "tracing", None)  # the UI stream then links each answer to its trace
         except Exception as exc:  # a bad OTLP setting must not stop the demo
             print(f"streamtap demo: traces are not exported ({exc})", file=sys.stderr)
         return _run(args)
@@ -96,13 +100,21 @@ def _web(factory: t.Callable[[], t.Any], args: argparse.Namespace, described: st
     except UsageError as exc:
         print(f"streamtap demo: {exc}", file=sys.stderr)
         return 2
-    app = create_app(factory, token=args.token, title="streamtap demo")
+    from .web.security import allow_serving
+
+    try:
+        app = create_app(factory, token=args.token, title="streamtap demo", error_detail=args.error_detail, tracing=getattr(args, "tracing", None))
+        allow_serving(app, args.host, allowed_hosts=args.allowed_host, allowed_origins=args.allowed_origin)
+    except UsageError as exc:
+        print(f"streamtap demo: {exc}", file=sys.stderr)
+        return 2
     try:
         server = BackgroundServer(app, args.host, args.port, log_level="warning")
     except OSError as exc:
         print(f"streamtap demo: cannot listen on {args.host}:{args.port} ({exc.strerror}); try --port 0", file=sys.stderr)
         return 2
-    url = server.url + "/" + (f"#token={args.token}" if args.token else "")
+    # The token is not printed (terminal scrollback, CI logs): the user knows it, having given it.
+    url = server.url + "/" + ("#token=<your token>" if args.token else "")
     print(f"streamtap demo: model at {described}", flush=True)
     print(f"streamtap demo: open {url}  (Ctrl-C to stop)", flush=True)
     if args.exit_after is None:

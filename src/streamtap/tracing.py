@@ -71,11 +71,13 @@ per-chunk cost is zero.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import threading
 import typing as t
+from contextvars import ContextVar
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
@@ -95,6 +97,7 @@ __all__ = [
     "TOKEN_BUCKETS",
     "TracingSubscriber",
     "capture_content_from_env",
+    "conversation",
     "instrument",
 ]
 
@@ -438,6 +441,9 @@ class TracingSubscriber(KindDispatcher):
         }
         if run.tags:
             attrs["streamtap.tags"] = [str(x) for x in run.tags]
+        conversation_id = run.metadata.get("conversation_id") or _conversation.get()
+        if conversation_id:
+            attrs["gen_ai.conversation.id"] = self.redact(str(conversation_id))
         if op is None:
             name = run.name
             span_kind = SpanKind.INTERNAL
@@ -744,3 +750,20 @@ def instrument(
         redact=redact,
         max_content_length=max_content_length,
     ).subscribe()
+
+
+_conversation: ContextVar[str | None] = ContextVar("streamtap_conversation_id", default=None)
+
+
+@contextlib.contextmanager
+def conversation(conversation_id: str | None) -> t.Iterator[None]:
+    """Runs started in the block -- and every run below them -- carry ``gen_ai.conversation.id``.
+
+    The web app wraps each chat request in it with the chat id. A module's own
+    ``metadata={"conversation_id": ...}`` takes precedence for its runs.
+    """
+    token = _conversation.set(conversation_id)
+    try:
+        yield
+    finally:
+        _conversation.reset(token)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import pathlib
 import shutil
 import subprocess
-import threading
 import typing as t
 
 import httpx
@@ -17,7 +15,7 @@ from streamtap import ModuleBase
 from streamtap.web import create_app
 from streamtap.web.server import BackgroundServer
 
-from .helpers import Agent, Failing, Talker, chat_body
+from .helpers import Agent, Failing, Gate, Talker, chat_body
 
 JS = pathlib.Path(__file__).resolve().parents[1] / "js"
 pytestmark = pytest.mark.skipif(
@@ -60,62 +58,61 @@ def test_ai_sdk_reasoning_and_tool_error():
         [talk] = run_sdk(srv2.url + "/api/chat", [{"kind": "send", "chatId": "js3", "text": "hello world"}])
     assert err["errors"] == []
     [tool] = [p for p in err["message"]["parts"] if p["type"] == "dynamic-tool"]
-    assert tool["state"] == "output-error" and "no weather station" in tool["errorText"]
+    assert tool["state"] == "output-error" and "get_weather" in tool["errorText"] and "LookupError" in tool["errorText"]
+    assert "no weather station" not in tool["errorText"]  # short by default: the detail is in the server log
     assert talk["errors"] == []
     [reasoning] = [p for p in talk["message"]["parts"] if p["type"] == "reasoning"]
     assert reasoning["text"] == "The user said something; I will repeat it." and reasoning["state"] == "done"
 
 
 def test_ai_sdk_sees_errors_and_keeps_partial_text():
-    with BackgroundServer(create_app(Failing())) as srv:
+    with BackgroundServer(create_app(Failing())) as srv, BackgroundServer(create_app(Failing(), error_detail="full")) as full:
         [res] = run_sdk(srv.url + "/api/chat", [{"kind": "send", "chatId": "js4", "text": "x"}])
-    assert res["errors"] == ["RuntimeError: the model went away"]  # the `error` part reaches onError
+        [detailed] = run_sdk(full.url + "/api/chat", [{"kind": "send", "chatId": "js4", "text": "x"}])
+    [short] = res["errors"]  # the `error` part reaches onError
+    assert short.startswith("The run failed (RuntimeError) in run ") and "went away" not in short
+    assert detailed["errors"] == ["RuntimeError: the model went away"]
     text = "".join(p["text"] for p in res["message"]["parts"] if p["type"] == "text")
     assert text == "partial answer"
     assert res["chunks"][-1] == {"type": "finish", "finishReason": "error"}
 
 
-class Gated(ModuleBase):
-    """Says its first word, then waits for ``gate`` before saying the rest: the run is surely going on a reconnect."""
+class _Held(ModuleBase):
+    """Streams half its words, then waits for the gate before the rest: the run is surely going when Node reconnects."""
 
     kind = "llm"
     blocking = False
 
-    def __init__(self, gate: threading.Event) -> None:
+    def __init__(self, gate: Gate) -> None:
         self.gate = gate
 
     async def forward(self, text: str) -> t.AsyncIterator[str]:
         words = text.split(" ")
-        yield words[0]
-        if not await asyncio.to_thread(self.gate.wait, 30):
-            raise TimeoutError("nobody reconnected within 30 s")
-        for word in words[1:]:
-            yield " " + word
-
-
-class OpensGate:
-    """ASGI wrapper: sets ``gate`` when a request for ``path`` arrives (the reconnect)."""
-
-    def __init__(self, app: t.Any, path: str, gate: threading.Event) -> None:
-        self.app, self.path, self.gate = app, path, gate
-
-    async def __call__(self, scope: t.Any, receive: t.Any, send: t.Any) -> None:
-        if scope["type"] == "http" and scope["path"] == self.path:
-            self.gate.set()
-        await self.app(scope, receive, send)
+        for i, word in enumerate(words):
+            if i == len(words) // 2:
+                await self.gate.wait()
+            yield ("" if i == 0 else " ") + word
 
 
 def test_ai_sdk_reconnect_replays_a_running_answer_and_gets_204_after():
     words = " ".join(f"w{i}" for i in range(50))
-    gate = threading.Event()
-    app = OpensGate(create_app(Gated(gate)), "/api/chat/js5/stream", gate)
-    with BackgroundServer(app) as srv, httpx.Client(timeout=20) as client:
-        with client.stream("POST", srv.url + "/api/chat", json=chat_body(words, chat_id="js5")) as r:
-            for line in r.iter_lines():
-                if '"text-delta"' in line:
-                    break  # disconnect mid-answer
-        [resumed, idle] = run_sdk(srv.url + "/api/chat", [{"kind": "reconnect", "chatId": "js5"}, {"kind": "reconnect", "chatId": "js5"}])
-    assert gate.is_set()
+    gate = Gate()
+    app = create_app(_Held(gate))
+
+    async def release_on_reconnect(scope: t.Any, receive: t.Any, send: t.Any) -> None:
+        if scope["type"] == "http" and scope["path"].endswith("/stream"):
+            gate.event.set()  # the reconnect arrived: the run may finish now (it was held until then, not timed)
+        await app(scope, receive, send)
+
+    try:
+        with BackgroundServer(release_on_reconnect) as srv, httpx.Client(timeout=20) as client:
+            with client.stream("POST", srv.url + "/api/chat", json=chat_body(words, chat_id="js5")) as r:
+                for line in r.iter_lines():
+                    if '"text-delta"' in line:
+                        break  # disconnect mid-answer
+            [resumed, idle] = run_sdk(srv.url + "/api/chat", [{"kind": "reconnect", "chatId": "js5"}, {"kind": "reconnect", "chatId": "js5"}])
+    finally:
+        gate.event.set()  # never leave the held run's waiting thread behind
     assert resumed["errors"] == [] and resumed["status"] == "ok"
     assert "".join(p["text"] for p in resumed["message"]["parts"] if p["type"] == "text") == words
     assert idle["status"] == "no-stream"

@@ -16,24 +16,31 @@ Endpoints (all JSON errors are ``{"error": "<what is wrong and what to do>"}``):
     Plain SSE of streamtap events (``Event.to_dict()``), ``id:`` = ``seq``;
     ``Last-Event-ID`` (or ``?after=``) resumes with no gap and no duplicate;
     ``?view=user`` keeps only user-facing events (root start/end, text, custom).
+``GET /openapi.json``
+    An OpenAPI 3.1 description of these endpoints.
 ``GET /``
     The built-in page (``/static/...`` its files).
+
+Every request first passes :class:`~streamtap.web.security.RequestGuard`
+(``Host``, token, cross-site ``Origin``, JSON content type); every error
+message sent passes :class:`~streamtap.web.client_errors.ClientErrors`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hmac
-import ipaddress
 import json
 import typing as t
 from importlib import resources
 
 from ..module import ModuleBase
+from ..redaction import Redactor
 from .chat import BadRequest, ChatRequest, parse_chat_request, valid_id
+from .client_errors import ClientErrors, ErrorDetail, LoggingStore
+from .security import RequestGuard, SecurityPolicy, is_loopback
 from .service import ChatService, InputBuilder, Resumer
 from .store import EventStore, MemoryEventStore
-from .ui_stream import UIMessageMapper, encode_part
+from .ui_stream import UIMessageMapper, encode_json, encode_part
 
 if t.TYPE_CHECKING:  # pragma: no cover
     from starlette.applications import Starlette
@@ -53,22 +60,17 @@ UI_STREAM_HEADERS = {
 _DONE = b"data: [DONE]\n\n"
 
 
-def is_loopback(host: str | None) -> bool:
-    """Whether ``host`` (an address or ``localhost``) is a loopback interface."""
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+class SpanSource(t.Protocol):
+    """What the app needs of a tracing subscriber: a run's span context (``None`` when not traced)."""
+
+    def span_context(self, run_id: str) -> t.Any:
+        """The span context of a live or recently ended run."""
 
 
-def _error(status: int, message: str) -> Response:
-    from starlette.responses import JSONResponse
-
-    return JSONResponse({"error": message}, status_code=status)
+def _trace_id(span_context: t.Any) -> str | None:
+    if span_context is None or not getattr(span_context, "is_valid", False):
+        return None
+    return format(span_context.trace_id, "032x")
 
 
 def create_app(
@@ -85,6 +87,11 @@ def create_app(
     send_timeout: float | None = 30.0,
     page: bool = True,
     title: str = "streamtap",
+    allowed_hosts: t.Iterable[str] | None = None,
+    allowed_origins: t.Iterable[str] | None = None,
+    error_detail: ErrorDetail = "short",
+    redact: t.Iterable[str | t.Any] = (),
+    tracing: SpanSource | None = None,
 ) -> Starlette:
     """Make the web app serving a module (an agent, a flow, any ``ModuleBase``) per conversation.
 
@@ -107,16 +114,32 @@ def create_app(
         send_timeout: seconds a client may stall one write before it is dropped.
         page: serve the built-in page at ``/``.
         title: the page's title.
+        allowed_hosts: ``Host`` names served besides ``localhost``,
+            ``127.0.0.1`` and ``[::1]`` (``*.example.com`` wildcards; ``*``
+            turns the DNS-rebinding check off). Others get 400.
+        allowed_origins: origins (``https://app.example.com``) whose pages may
+            send state-changing requests besides the app's own; others get 403.
+        error_detail: what clients are told of a failure: ``"short"`` (what
+            failed, the run id, what to do) or ``"full"`` (``Type: message``).
+            Both are redacted; the full detail always goes to the server log.
+        redact: extra redaction patterns for messages sent to clients (default:
+            the tracing subscriber's redactor when ``tracing`` is given, else the built-in patterns).
+        tracing: the :class:`~streamtap.tracing.TracingSubscriber` tracing the runs;
+            the UI stream's message metadata then carries each run's ``traceId``
+            (without it, only a ``traceparent`` sent with the request gives one).
 
     Returns:
-        A Starlette application; ``app.state.chat`` is its :class:`ChatService`.
+        A Starlette application; ``app.state.chat`` is its :class:`ChatService`,
+        ``app.state.security`` its :class:`~streamtap.web.security.SecurityPolicy`.
 
     Raises:
         MissingDependencyError: when the ``web`` extra is not installed.
+        UsageError: an allowed host or origin that is not one, or an unknown ``error_detail``.
     """
     try:
         from sse_starlette import EventSourceResponse, ServerSentEvent
         from starlette.applications import Starlette
+        from starlette.exceptions import HTTPException
         from starlette.responses import HTMLResponse, JSONResponse, Response
         from starlette.routing import Mount, Route
         from starlette.staticfiles import StaticFiles
@@ -125,10 +148,23 @@ def create_app(
 
         raise MissingDependencyError("streamtap.web", "web") from exc
 
+    from .. import propagation
+    from ..tracing import conversation
+    from .openapi import openapi_document
+
+    policy = SecurityPolicy(token=token, allowed_hosts=allowed_hosts, allowed_origins=allowed_origins)
+    redactor = Redactor(redact) if redact or tracing is None else getattr(tracing, "redact", None) or Redactor()
+    errors = ClientErrors(error_detail, redactor)
     service = ChatService(
-        module_or_factory, store if store is not None else MemoryEventStore(), to_input=to_input, resume=resume
+        module_or_factory,
+        LoggingStore(store if store is not None else MemoryEventStore(), errors),
+        to_input=to_input,
+        resume=resume,
     )
     store_ = service.store
+
+    def _error(status: int, message: str) -> Response:
+        return JSONResponse({"error": errors.message(message)}, status_code=status)
 
     def ping() -> ServerSentEvent:
         return ServerSentEvent(comment="keep-alive", sep="\n")
@@ -147,24 +183,34 @@ def create_app(
 
     async def ui_frames(run_id: str, mapper: UIMessageMapper, on_exit: t.Callable[[bool], None] | None) -> t.AsyncIterator[bytes]:
         complete = False
+        begun = False
+
+        def frames(parts: list[t.Any]) -> bytes:
+            # ``start`` goes out with the first event, when the run's span (its trace id) exists.
+            nonlocal begun
+            if not begun:
+                begun = True
+                parts = mapper.begin() + parts
+            return b"".join(map(encode_part, parts))
+
         try:
-            yield b": stream-open\n\n" + b"".join(map(encode_part, mapper.begin()))
+            yield b": stream-open\n\n"
             after = -1
             while True:
                 res = await store_.read(run_id, after)
                 if res is None:
-                    yield b"".join(map(encode_part, mapper.close("the run's events expired; it can no longer be replayed")))
+                    yield frames(mapper.close("the run's events expired; it can no longer be replayed"))
                     break
                 if res.events:
                     after = res.events[-1]["seq"]
-                    out = [encode_part(p) for ev in res.events for p in mapper.feed(ev)]
-                    if out:
-                        yield b"".join(out)
+                    out = [p for ev in res.events for p in mapper.feed(ev)]
+                    if out or not begun:
+                        yield frames(out)
                     if mapper.done:
                         break
                     continue
                 if res.finished:
-                    yield b"".join(map(encode_part, mapper.close()))
+                    yield frames(mapper.close())
                     break
                 await store_.wait(run_id, after, 3600.0)
             yield _DONE
@@ -173,14 +219,22 @@ def create_app(
             if on_exit is not None:
                 on_exit(complete)
 
-    def mapper_for(run: t.Any) -> UIMessageMapper:
+    def mapper_for(run: t.Any, trace_id: str | None = None) -> UIMessageMapper:
+        def metadata() -> dict[str, t.Any]:
+            out = {"runId": run.run_id, "chatId": run.chat_id}
+            traced = _trace_id(tracing.span_context(run.run_id)) if tracing is not None else None
+            if traced or trace_id:
+                out["traceId"] = traced or trace_id
+            return out
+
         return UIMessageMapper(
             run.run_id,
             message_id=run.message_id,
             verbose=run.verbose,
             stream_text=run.stream_text,
-            metadata={"runId": run.run_id, "chatId": run.chat_id},
+            metadata=metadata,
             cancel_reason=lambda: run.handle.token.reason,
+            describe_error=errors.describe,
         )
 
     # -- endpoints --------------------------------------------------------------
@@ -210,7 +264,9 @@ def create_app(
             answering = "resume" in req.body or (conv is not None and conv.pending is not None)
             if not answering and not req.last_user_text:
                 raise BadRequest(422, "The last user message has no text; put the question in a {'type': 'text', 'text': ...} part.")
-            run = await service.start(req)
+            carrier = {k: request.headers[k] for k in ("traceparent", "tracestate") if k in request.headers}
+            with propagation.continue_trace(carrier) as caller, conversation(req.chat_id):
+                run = await service.start(req)  # the run's task copies this context: its root span continues the caller's trace
         except BadRequest as exc:
             return _error(exc.status, exc.message)
 
@@ -218,13 +274,15 @@ def create_app(
             if not complete and cancel_on_disconnect:
                 run.handle.cancel("the client disconnected")
 
-        return sse(ui_frames(run.run_id, mapper_for(run), on_exit), UI_STREAM_HEADERS)
+        return sse(ui_frames(run.run_id, mapper_for(run, _trace_id(caller)), on_exit), UI_STREAM_HEADERS)
 
     async def chat_stream(request: Request) -> Response:
         chat_id = request.path_params["chat_id"]
         if not valid_id(chat_id):
             return _error(422, f"Invalid chat id {chat_id!r}.")
         wanted = request.query_params.get("run")
+        if wanted is not None and not valid_id(wanted):
+            return _error(422, f"Invalid run id {wanted!r}: 1-128 characters of letters, digits, '_', '-', '.', ':'.")
         if wanted is not None:  # a given run of this chat, finished or not, while its events are kept
             run = service.run_of(chat_id, wanted)
             if run is None or await store_.read(run.run_id, limit=0) is None:
@@ -249,6 +307,8 @@ def create_app(
 
     async def run_events(request: Request) -> Response:
         run_id = request.path_params["run_id"]
+        if not valid_id(run_id):
+            return _error(422, f"Invalid run id {run_id!r}: 1-128 characters of letters, digits, '_', '-', '.', ':'.")
         view = request.query_params.get("view", "verbose")
         if view not in ("verbose", "user"):
             return _error(422, f"view must be 'verbose' or 'user', got {view!r}.")
@@ -286,8 +346,8 @@ def create_app(
                     out = []
                     for ev in res.events:
                         if keep(ev):
-                            data = json.dumps(ev, ensure_ascii=False, separators=(",", ":"), default=str)
-                            out.append(f"id: {ev['seq']}\ndata: {data}\n\n".encode())
+                            data = encode_json(errors.event(ev, run_id))
+                            out.append(b"id: %d\ndata: %s\n\n" % (ev["seq"], data))
                     after = res.events[-1]["seq"]
                     if out:
                         yield b"".join(out)
@@ -302,7 +362,11 @@ def create_app(
         html = resources.files("streamtap.web").joinpath("static/index.html").read_text("utf-8")
         return HTMLResponse(html.replace("{{title}}", _escape(title)))
 
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(openapi_document(page=page, token=token is not None))
+
     routes = [
+        Route("/openapi.json", openapi, methods=["GET"]),
         Route("/api/chat", chat, methods=["POST"]),
         Route("/api/chat/{chat_id}/stream", chat_stream, methods=["GET"]),
         Route("/api/chat/{chat_id}/stop", chat_stop, methods=["POST"]),
@@ -317,41 +381,22 @@ def create_app(
         yield
         await service.aclose()
 
-    app = Starlette(routes=routes, lifespan=lifespan)
+    async def not_routed(request: Request, exc: Exception) -> Response:
+        # The router's own 404/405 answers, in the app's JSON error shape.
+        status = int(getattr(exc, "status_code", 500))
+        if status == 405:
+            message = f"{request.method} is not allowed on {request.url.path}; see GET /openapi.json."
+        else:
+            message = f"No endpoint at {request.url.path}; the endpoints are listed at GET /openapi.json."
+        return _error(status, message)
+
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: not_routed})
     app.state.chat = service
-    app.add_middleware(_Guard, token=token)  # type: ignore[arg-type]
+    app.state.security = policy
+    app.add_middleware(RequestGuard, policy=policy)  # type: ignore[arg-type]
     return app
 
 
 def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
-
-
-class _Guard:
-    """ASGI middleware: bearer token on ``/api`` when set; loopback clients only when not."""
-
-    def __init__(self, app: t.Any, token: str | None) -> None:
-        self.app = app
-        self.token = token.encode() if token else None
-
-    async def __call__(self, scope: t.Any, receive: t.Any, send: t.Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        problem = None
-        if self.token is None:
-            client = scope.get("client")
-            if client is not None and not is_loopback(client[0]):
-                problem = (403, "This server has no access token, so it only serves loopback clients. Start it with a token to allow others.")
-        elif scope["path"].startswith("/api"):
-            auth = dict(scope.get("headers") or []).get(b"authorization", b"")
-            scheme, _, given = auth.partition(b" ")
-            if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self.token):
-                problem = (401, "Missing or wrong bearer token: send 'Authorization: Bearer <token>'.")
-        if problem is None:
-            await self.app(scope, receive, send)
-            return
-        body = json.dumps({"error": problem[1]}).encode()
-        await send({"type": "http.response.start", "status": problem[0], "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
 

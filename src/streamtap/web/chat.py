@@ -12,7 +12,8 @@ import typing as t
 
 __all__ = ["BadRequest", "ChatRequest", "parse_chat_request"]
 
-_ID = re.compile(r"^[A-Za-z0-9_\-.:]{1,128}$")
+_ID = re.compile(r"[A-Za-z0-9_\-.:]{1,128}")  # used with fullmatch: "$" would accept a trailing newline
+_ID_RULE = "1-128 characters of letters, digits, '_', '-', '.', ':'"
 _ROLES = ("system", "user", "assistant")
 _TRIGGERS = ("submit-message", "regenerate-message")
 
@@ -27,8 +28,8 @@ class BadRequest(Exception):
 
 
 def valid_id(value: t.Any) -> bool:
-    """Whether ``value`` is an acceptable chat id (1-128 of ``A-Z a-z 0-9 _ - . :``)."""
-    return isinstance(value, str) and bool(_ID.match(value))
+    """Whether ``value`` is an acceptable id -- chat, run, message or interrupt (1-128 of ``A-Z a-z 0-9 _ - . :``)."""
+    return isinstance(value, str) and _ID.fullmatch(value) is not None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,12 +66,23 @@ class ChatRequest:
 
 
 def message_text(msg: t.Mapping[str, t.Any]) -> str:
-    """The joined ``text`` parts of a UI message (or its legacy ``content`` string)."""
+    """The joined ``text`` parts of a UI message (or its legacy ``content`` string), as valid Unicode.
+
+    A lone surrogate (``"\\ud800"`` is valid JSON, but no model API can take it
+    in UTF-8) becomes U+FFFD; a surrogate pair written as two escapes becomes its character.
+    """
     parts = msg.get("parts")
     if isinstance(parts, list):
-        return "".join(p.get("text", "") for p in parts if isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str))
-    content = msg.get("content")
-    return content if isinstance(content, str) else ""
+        text = "".join(p.get("text", "") for p in parts if isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str))
+    else:
+        content = msg.get("content")
+        text = content if isinstance(content, str) else ""
+    if _SURROGATE.search(text) is not None:
+        text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return text
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def parse_chat_request(body: t.Any, *, max_messages: int) -> ChatRequest:
@@ -83,7 +95,7 @@ def parse_chat_request(body: t.Any, *, max_messages: int) -> ChatRequest:
         raise BadRequest(422, f"The body must be a JSON object with 'id', 'messages' and 'trigger', not {type(body).__name__}.")
     chat_id = body.get("id")
     if not valid_id(chat_id):
-        raise BadRequest(422, f"'id' must be the chat id: 1-128 characters of letters, digits, '_', '-', '.', ':'; got {chat_id!r}.")
+        raise BadRequest(422, f"'id' must be the chat id: {_ID_RULE}; got {_shown(chat_id)}.")
     messages = body.get("messages")
     if not isinstance(messages, list):
         raise BadRequest(422, f"'messages' must be a list of UI messages ({{id, role, parts}}), got {type(messages).__name__}.")
@@ -96,6 +108,8 @@ def parse_chat_request(body: t.Any, *, max_messages: int) -> ChatRequest:
     for i, msg in enumerate(messages):
         if not isinstance(msg, dict):
             raise BadRequest(422, f"messages[{i}] must be an object {{id, role, parts}}, got {type(msg).__name__}.")
+        if "id" in msg and not (isinstance(msg["id"], str) and len(msg["id"]) <= 1024):
+            raise BadRequest(422, f"messages[{i}].id must be a string (at most 1024 characters) when given, got {_shown(msg['id'])}.")
         if msg.get("role") not in _ROLES:
             raise BadRequest(422, f"messages[{i}].role must be one of {list(_ROLES)}, got {msg.get('role')!r}.")
         parts = msg.get("parts")
@@ -110,6 +124,17 @@ def parse_chat_request(body: t.Any, *, max_messages: int) -> ChatRequest:
         if key in body and not isinstance(body[key], bool):
             raise BadRequest(422, f"'{key}' must be true or false when given, got {body[key]!r}.")
     message_id = body.get("messageId")
-    if message_id is not None and not isinstance(message_id, str):
-        raise BadRequest(422, f"'messageId' must be a string when given, got {type(message_id).__name__}.")
+    if message_id is not None and not valid_id(message_id):
+        raise BadRequest(422, f"'messageId' must be a message id ({_ID_RULE}) when given, got {_shown(message_id)}.")
+    answers = body.get("resume")
+    if isinstance(answers, dict) and set(answers) == {"answers"} and isinstance(answers["answers"], dict):
+        for iid in answers["answers"]:
+            if not valid_id(iid):
+                raise BadRequest(422, f"'resume.answers' keys must be interrupt ids ({_ID_RULE}), got {_shown(iid)}.")
     return ChatRequest(chat_id, messages, trigger, message_id, body)
+
+
+def _shown(value: t.Any, limit: int = 200) -> str:
+    """``repr(value)``, cut to ``limit`` characters (an error message must not echo a megabyte)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "...'"

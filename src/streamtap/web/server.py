@@ -13,7 +13,7 @@ import time
 import typing as t
 
 from ..exceptions import MissingDependencyError, UsageError
-from .app import is_loopback
+from .security import allow_serving, is_loopback
 
 __all__ = ["BackgroundServer", "check_bind", "serve"]
 
@@ -50,7 +50,16 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(app: t.Any, host: str = "127.0.0.1", port: int = 8000, *, token: str | None = None, log_level: str = "warning") -> None:
+def serve(
+    app: t.Any,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    token: str | None = None,
+    log_level: str = "warning",
+    allowed_hosts: t.Iterable[str] | None = None,
+    allowed_origins: t.Iterable[str] | None = None,
+) -> None:
     """Serve ``app`` until interrupted (Ctrl-C).
 
     Args:
@@ -59,8 +68,12 @@ def serve(app: t.Any, host: str = "127.0.0.1", port: int = 8000, *, token: str |
         port: TCP port.
         token: the access token the app was made with; required for a non-loopback ``host``.
         log_level: uvicorn's log level.
+        allowed_hosts: ``Host`` names to serve besides the loopback names and ``host`` itself
+            (added to the app's :class:`~streamtap.web.security.SecurityPolicy`).
+        allowed_origins: origins whose pages may send state-changing requests, besides the app's own.
     """
     check_bind(host, token)
+    allow_serving(app, host, allowed_hosts=allowed_hosts, allowed_origins=allowed_origins)
     server = BackgroundServer(app, host, port, log_level=log_level)
     server.run()
 

@@ -236,7 +236,7 @@ class ChatService:
             if resumed is not None:
                 conv.pending = resumed
             log.exception("Run %s: the event store could not create it", run.run_id)
-            raise BadRequest(503, f"The event store failed ({type(exc).__name__}: {exc}); try again.") from None
+            raise BadRequest(503, f"The event store failed ({type(exc).__name__}); try again. The details are in the server log.") from None
         conv.active = run
         self.runs[run.run_id] = run
         run.pump = self._spawn(self._pump(conv, run))

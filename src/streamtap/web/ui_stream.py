@@ -42,11 +42,12 @@ opens where it belongs, so parts keep their order.
 from __future__ import annotations
 
 import collections
-
+import json
+import math
 import re
 import typing as t
 
-__all__ = ["UIMessageMapper", "data_part_name", "encode_part"]
+__all__ = ["ErrorText", "UIMessageMapper", "data_part_name", "encode_json", "encode_part"]
 
 Part = t.Dict[str, t.Any]
 
@@ -58,18 +59,68 @@ def data_part_name(name: str) -> str:
     return "data-" + (_NAME_OK.sub("-", str(name)) or "event")
 
 
+def encode_json(value: t.Any) -> bytes:
+    """``value`` as compact JSON in UTF-8, safe on one SSE ``data:`` line; never fails on text.
+
+    Lone surrogates (``"\\ud800"``, valid in JSON and in a Python ``str`` but
+    not encodable as UTF-8) are written as JSON ``\\uXXXX`` escapes, so the
+    value reads back unchanged; NUL, ``\\r`` and other control characters are
+    escaped by JSON itself; U+0085, U+2028 and U+2029 (line breaks to some
+    line splitters) are escaped too. NaN and infinities, which JSON has no
+    spelling for, become ``null``. Values JSON cannot hold become their ``str()``.
+    """
+    try:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str, allow_nan=False)
+    except ValueError:  # NaN or an infinity somewhere
+        text = json.dumps(_finite(value), ensure_ascii=False, separators=(",", ":"), default=str, allow_nan=False)
+    if _LINE_SEPARATORS.search(text) is not None:
+        text = _LINE_SEPARATORS.sub(_escape_char, text)
+    # Only a surrogate cannot be encoded, and json.dumps writes one only inside a string: as \uXXXX it is
+    # exactly the JSON escape of that code point.
+    return text.encode("utf-8", "backslashreplace")
+
+
 def encode_part(part: Part) -> bytes:
-    """One SSE frame (``data: <json>`` and a blank line) for a part."""
-    import json
-
-    return b"data: " + json.dumps(part, ensure_ascii=False, separators=(",", ":"), default=str).encode() + b"\n\n"
+    """One SSE frame (``data: <json>`` and a blank line) for a part (see :func:`encode_json`)."""
+    return b"data: " + encode_json(part) + b"\n\n"
 
 
-def _error_text(error: t.Mapping[str, t.Any] | None, fallback: str) -> str:
+_LINE_SEPARATORS = re.compile("[\u0085\u2028\u2029]")
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
+def _finite(value: t.Any, depth: int = 0) -> t.Any:
+    """A copy of ``value`` with NaN and infinities replaced by ``None``."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if depth > 64:
+        return value
+    if isinstance(value, dict):
+        return {k: _finite(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v, depth + 1) for v in value]
+    return value
+
+
+ErrorText = t.Callable[..., str]
+"""``describe(error, *, run_id, kind, name) -> str``: what a client is shown for a failure.
+
+``error`` is an ``ErrorInfo.to_dict()`` (or ``None``), ``run_id`` the root
+run's id, ``kind`` and ``name`` those of the failed run (``kind="tool"`` and
+the tool's name for a failed tool call). The web app passes
+:meth:`streamtap.web.client_errors.ClientErrors.describe`.
+"""
+
+
+def _full_error(error: t.Mapping[str, t.Any] | None, *, run_id: str = "", kind: str = "", name: str = "") -> str:
+    """The default :data:`ErrorText`: ``Type: message``, redacted."""
     if not error:
-        return fallback
+        return "the run failed"
     typ, msg = error.get("type") or "Error", error.get("message") or ""
-    return f"{typ}: {msg}" if msg else str(typ)
+    return _redact(f"{typ}: {msg}" if msg else str(typ))
 
 
 class _RunInfo(t.NamedTuple):
@@ -128,11 +179,14 @@ class UIMessageMapper:
         message_id: the assistant message id sent in ``start``.
         verbose: include tool calls, reasoning and run progress (``data-run``).
         stream_text: send text as it arrives; ``False`` sends each text part whole.
-        metadata: ``messageMetadata`` of the ``start`` part (run id, trace id...).
+        metadata: ``messageMetadata`` of the ``start`` part (run id, trace id...), or a
+            function returning it, called when :meth:`begin` is.
         cancel_reason: returns why the run was cancelled, for the ``abort`` part
             (the cancelled ``End`` does not always carry it).
         max_run_parts: ``data-run`` parts sent at most (a batch of thousands of
             runs would bloat the message); the root's are always sent.
+        describe_error: what a client is shown for a failed run or tool call
+            (:data:`ErrorText`; default ``Type: message``, redacted).
     """
 
     def __init__(
@@ -142,10 +196,12 @@ class UIMessageMapper:
         message_id: str | None = None,
         verbose: bool = True,
         stream_text: bool = True,
-        metadata: t.Mapping[str, t.Any] | None = None,
+        metadata: t.Mapping[str, t.Any] | t.Callable[[], t.Mapping[str, t.Any] | None] | None = None,
         cancel_reason: t.Callable[[], str | None] | None = None,
         max_run_parts: int = 500,
+        describe_error: ErrorText | None = None,
     ) -> None:
+        self.describe_error: ErrorText = describe_error or _full_error
         self.cancel_reason = cancel_reason
         self.max_run_parts = max_run_parts
         self._reported: set[str] = set()
@@ -153,7 +209,7 @@ class UIMessageMapper:
         self.message_id = message_id
         self.verbose = verbose
         self.stream_text = stream_text
-        self.metadata = dict(metadata) if metadata else None
+        self.metadata = metadata
         self.done = False
         self._runs: dict[str, _RunInfo] = {}
         self._step_open = False
@@ -177,8 +233,9 @@ class UIMessageMapper:
         part: Part = {"type": "start"}
         if self.message_id is not None:
             part["messageId"] = self.message_id
-        if self.metadata:
-            part["messageMetadata"] = self.metadata
+        metadata = self.metadata() if callable(self.metadata) else self.metadata
+        if metadata:
+            part["messageMetadata"] = dict(metadata)
         return [part]
 
     def close(self, reason: str = "the run's event stream ended before the run did") -> list[Part]:
@@ -269,7 +326,7 @@ class UIMessageMapper:
                 "startedAt": timings.get("started_at"),
                 "duration": timings.get("duration"),
                 "ttft": timings.get("time_to_first_chunk"),
-                "error": _error_text(err, "") if err else None,
+                "error": self.describe_error(err, run_id=self.root_id, kind=info.kind, name=info.name) if err else None,
                 "usage": ev.get("usage"),
             }
             out.append({"type": "data-run", "id": rid, "data": data})
@@ -291,7 +348,8 @@ class UIMessageMapper:
         if status == "ok":
             out.append({"type": "finish", "finishReason": "stop"})
         elif status == "error":
-            out.append({"type": "error", "errorText": _error_text(ev.get("error"), "the run failed")})
+            err = ev.get("error")
+            out.append({"type": "error", "errorText": self.describe_error(err, run_id=self.root_id, kind=info.kind, name=info.name)})
             out.append({"type": "finish", "finishReason": "error"})
         elif status == "interrupted":
             record = output if isinstance(output, dict) else {"value": output}
@@ -300,7 +358,7 @@ class UIMessageMapper:
             out.append({"type": "finish", "finishReason": "other"})
         else:  # cancelled
             reason = (self.cancel_reason() if self.cancel_reason else None) or (ev.get("error") or {}).get("message") or "stopped"
-            out.append({"type": "abort", "reason": reason})
+            out.append({"type": "abort", "reason": _redact(str(reason))})
         self.done = True
         return out
 
@@ -402,7 +460,7 @@ class UIMessageMapper:
             out.append({"type": "tool-output-available", "toolCallId": call_id, "output": ev.get("result"), "dynamic": True})
             self._tools[call_id] = "done"
         elif phase == "error":
-            text = _error_text(ev.get("error"), "the tool failed")
+            text = self.describe_error(ev.get("error") or {"type": "Error"}, run_id=self.root_id, kind="tool", name=name)
             out.append({"type": "tool-output-error", "toolCallId": call_id, "errorText": text, "dynamic": True})
             self._tools[call_id] = "done"
         return out
@@ -444,9 +502,13 @@ class UIMessageMapper:
         return out
 
 
-def _parse_json(text: str) -> t.Any:
-    import json
+def _redact(text: str) -> str:
+    from ..redaction import Redactor
 
+    return Redactor()(text)
+
+
+def _parse_json(text: str) -> t.Any:
     if not text:
         return None
     try:
