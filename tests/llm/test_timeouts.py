@@ -112,3 +112,19 @@ def test_cancel_during_a_retry_back_off(misbehaving: Misbehaving) -> None:
         assert time.monotonic() - cancelled < 0.3
     assert ends(events)["llm"].status == "cancelled"
     assert len(misbehaving.requests) == 1
+
+
+def test_a_per_call_timeout_replaces_the_modules(misbehaving: Misbehaving) -> None:
+    llm = chat_for(misbehaving, "hang-first", timeout=30)
+    elapsed, error, _ = timed(lambda: llm(PROMPT, timeout=0.5))
+    assert isinstance(error, LLMError) and "within the 0.5 s timeout" in str(error)
+    assert 0.5 <= elapsed < 0.5 + SLACK
+
+
+@pytest.mark.parametrize("bad", [0, -1, float("nan"), "3", True])
+def test_a_bad_timeout_is_refused_with_its_value(misbehaving: Misbehaving, bad: object) -> None:
+    from streamtap.exceptions import UsageError
+
+    with pytest.raises(UsageError, match=re.escape(repr(bad))):
+        chat_for(misbehaving, "ok", timeout=bad)  # type: ignore[arg-type]
+    assert not misbehaving.requests

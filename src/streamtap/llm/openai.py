@@ -40,7 +40,13 @@ Configuration comes from the arguments, else ``OPENAI_BASE_URL``,
 
 Failures of the server or the network end the run with status ``error`` and
 raise :class:`~streamtap.llm.errors.LLMError` (the ``openai`` exception is its
-``__cause__``); the message says what failed and what to check. Closing the
+``__cause__``); the message says what failed and what to check, with no secret
+and no server address in it (those, redacted, are in ``LLMError.detail``). A
+stream that ends without a finish reason is incomplete (``stream_cut``), and
+what streamed before any mid-stream failure stays on the End. ``timeout`` is
+one deadline for the answer to start, retries included
+(:mod:`streamtap.llm.budget`). A run cancelled while its stream ran ends
+``cancelled``, however the stream ended. Closing the
 stream early or cancelling the run closes the HTTP stream at once, even while
 the synchronous client is blocked reading it. Before the server's first byte
 the synchronous client cannot be interrupted: the run then ends ``cancelled``
@@ -372,8 +378,13 @@ class OpenAIChat(ModuleBase):
             ``"internlm"``, or ``None``. Applied only when tools are offered.
         include_usage: ask for a usage chunk (``stream_options.include_usage``).
         record_content: put the messages and the reply on the run's attributes.
-        timeout: seconds for the HTTP request (and each read).
-        max_retries: the ``openai`` client's retries of 429/5xx/connection errors.
+        timeout: the call's time budget, in seconds: the model must start answering
+            within it, retries and the waits between them included; while the answer
+            streams, the longest silence allowed between two chunks. A per-call
+            ``timeout=`` replaces it for that call. See :mod:`streamtap.llm.budget`.
+        max_retries: retries (inside ``timeout``) of connection errors, timeouts,
+            408/409/429/5xx, honouring ``Retry-After``. The ``openai`` client's own
+            retries are off: they would multiply the budget.
         name: the run name (default ``"OpenAIChat"``).
         client_options: more keyword arguments for the ``openai`` client.
         **params: request parameters for every call (``temperature``, ``max_tokens``,
@@ -420,6 +431,7 @@ class OpenAIChat(ModuleBase):
         self.record_content = record_content
         self.timeout = timeout
         self.max_retries = max_retries
+        Budget(timeout, max_retries)  # refuse a bad timeout or max_retries now, naming the value
         self.client_options = dict(client_options or {})
         self.params = params
         self.history: list[Message] = []
