@@ -17,7 +17,12 @@ PROMPT = "alpha beta gamma delta"
 
 
 def chat_for(
-    srv: Misbehaving, fault: str, *, kind: t.Literal["sync", "async"] = "sync", headers: dict[str, str] | None = None, **options: t.Any
+    srv: Misbehaving,
+    fault: str,
+    *,
+    kind: t.Literal["sync", "async"] = "sync",
+    headers: dict[str, str] | None = None,
+    **options: t.Any,
 ) -> OpenAIChat:
     """A chat module (sync or async client) whose requests ask ``srv`` for ``fault``."""
     cls = AsyncOpenAIChat if kind == "async" else OpenAIChat

@@ -126,7 +126,7 @@ class Misbehaving:
 
     # -- life cycle ----------------------------------------------------------
 
-    def start(self) -> Misbehaving:
+    def start(self) -> t.Self:
         """Start accepting connections (in a thread); returns ``self``."""
         thread = threading.Thread(target=self._accept, name="misbehaving-accept", daemon=True)
         self._threads.append(thread)
@@ -144,7 +144,7 @@ class Misbehaving:
             thread.join(timeout=5)
         self._sock.close()
 
-    def __enter__(self) -> Misbehaving:
+    def __enter__(self) -> t.Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -242,13 +242,19 @@ class Misbehaving:
             self._status(conn, req)
             return
         if not req.body.get("stream"):
-            self._send(conn, req, _head(200, {"Content-Type": "application/json"}, json.dumps(_completion(req)).encode()))
+            self._send(
+                conn, req, _head(200, {"Content-Type": "application/json"}, json.dumps(_completion(req)).encode())
+            )
             return
         framed = fault not in ("close", "cut-close")
         extra = {"Transfer-Encoding": "chunked"} if framed else {}
-        self._send(conn, req, _head(200, {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **extra}, None))
+        self._send(
+            conn, req, _head(200, {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **extra}, None)
+        )
         delay = float(req.headers.get("x-delay", "0"))
-        write = (lambda data: self._send(conn, req, _chunk(data))) if framed else (lambda data: self._send(conn, req, data))
+        write = (
+            (lambda data: self._send(conn, req, _chunk(data))) if framed else (lambda data: self._send(conn, req, data))
+        )
         for i, event in enumerate(_events(req)):
             if delay:
                 self._idle(conn, delay)

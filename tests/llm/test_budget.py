@@ -96,7 +96,9 @@ def test_retryable_statuses() -> None:
     ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("timeout", "retries"), [(0, 1), (-2, 1), (float("inf"), 1), ("5", 1), (5, -1), (5, 1.5), (5, True)])
+@pytest.mark.parametrize(
+    ("timeout", "retries"), [(0, 1), (-2, 1), (float("inf"), 1), ("5", 1), (5, -1), (5, 1.5), (5, True)]
+)
 def test_bad_values_are_refused_by_name(timeout: object, retries: object) -> None:
     with pytest.raises(UsageError, match="timeout|max_retries"):
         Budget(timeout, retries)  # type: ignore[arg-type]

@@ -70,7 +70,12 @@ class Budget:
     __slots__ = ("_clock", "attempt_timeout", "attempts", "declined_wait", "max_retries", "started", "timeout")
 
     def __init__(self, timeout: float, max_retries: int, *, clock: t.Callable[[], float] = time.monotonic) -> None:
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0 or not math.isfinite(timeout):
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not timeout > 0
+            or not math.isfinite(timeout)
+        ):
             msg = f"timeout must be a positive number of seconds (the whole call's budget), not {timeout!r}."
             raise UsageError(msg)
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
@@ -112,7 +117,7 @@ class Budget:
         if server_wait is not None:
             delay = server_wait
         else:  # the openai client's back-off: 0.5 s, 1 s, 2 s... at most 8 s, with up to 25 % jitter
-            delay = min(_FIRST_BACKOFF * 2.0 ** (self.attempts - 1), _MAX_BACKOFF) * (1 - 0.25 * random.random())  # noqa: S311
+            delay = min(_FIRST_BACKOFF * 2.0 ** (self.attempts - 1), _MAX_BACKOFF) * (1 - 0.25 * random.random())
         if delay + self.timeout * _MIN_ATTEMPT_SHARE >= self.remaining():
             if server_wait is not None:
                 self.declined_wait = server_wait

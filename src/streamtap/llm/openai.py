@@ -581,7 +581,9 @@ class OpenAIChat(ModuleBase):
         )
         return failure.error(msg, "stream_cut")
 
-    def _create(self, ctx: RunContext, create: t.Callable[..., t.Any], kwargs: dict[str, t.Any], budget: Budget) -> t.Any:
+    def _create(
+        self, ctx: RunContext, create: t.Callable[..., t.Any], kwargs: dict[str, t.Any], budget: Budget
+    ) -> t.Any:
         """Make the request, retrying inside the budget; a cancel stops the wait at once."""
         errors = _errors()
         while True:
@@ -880,7 +882,9 @@ def _scrub_exception(exc: BaseException, redact: Redactor) -> None:
 class _Failure:
     """What is known about a failed call; makes its :class:`LLMError` (short safe message, redacted detail)."""
 
-    def __init__(self, base_url: str, model: str, budget: Budget, acc: _Accumulator | None, api_key: str | None) -> None:
+    def __init__(
+        self, base_url: str, model: str, budget: Budget, acc: _Accumulator | None, api_key: str | None
+    ) -> None:
         self.redact = _redactor(api_key)
         self.base_url = _safe_url(base_url, self.redact)
         self.model = model
