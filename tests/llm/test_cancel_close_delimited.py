@@ -14,18 +14,20 @@ import typing as t
 import pytest
 
 from streamtap.agents import AsyncFunctionCallAgent, FunctionCallAgent
+from streamtap.bus import subscribe
+from streamtap.context import current
 from streamtap.exceptions import RunCancelled
 from streamtap.testing import capture_events, check_invariants
 
 from .helpers import chat_for, ends
-from .misbehaving import Misbehaving, Request
+from .misbehaving import Misbehaving
 
-WORDS = " ".join(f"w{i}" for i in range(200))
-SLOW = {"x-delay": "0.02"}
+WORDS = " ".join(f"w{i}" for i in range(20))
+SLOW = {"x-delay": "0.3"}  # the client sits blocked in a read when the cancel comes
 
 
-def two_chunks_sent(req: Request) -> bool:
-    return req.chunks_sent >= 2
+def statuses(events: t.Any) -> dict[str, str]:
+    return {kind: end.status for kind, end in ends(events).items()}
 
 
 @pytest.mark.parametrize("fault", ["close", "ok"])
@@ -34,20 +36,22 @@ def test_sync_cancel_ends_cancelled(misbehaving: Misbehaving, fault: str, throug
     llm = chat_for(misbehaving, fault, headers=SLOW)
     module: t.Any = llm if through == "chat" else FunctionCallAgent(llm, [])
     with capture_events() as events:
-        handle = module.start(WORDS)
-        req = misbehaving.wait_for(two_chunks_sent)
+        stream = module.stream(WORDS)
+        seen = 0
+        for event in stream:
+            seen += event.kind == "chunk"
+            if seen == 2:
+                break  # the model's second chunk has reached us; the client now waits 0.3 s for the third
         cancelled = time.monotonic()
-        handle.cancel("user pressed stop")
+        stream.handle.cancel("user pressed stop")
         with pytest.raises(RunCancelled, match="user pressed stop"):
-            handle.result(timeout=5)
-    closed = misbehaving.wait_for(lambda r: r is req and r.finished_at is not None)
-    assert closed.client_closed and closed.finished_at is not None
-    assert closed.finished_at - cancelled < 0.2  # the model stream was closed at once
-    assert closed.chunks_sent < 100
+            stream.handle.result(timeout=5)
+    req = misbehaving.wait_for(lambda r: r.finished_at is not None)
+    assert req.client_closed and req.finished_at is not None
+    assert req.finished_at - cancelled < 0.2  # the model stream was closed at once
+    assert req.chunks_sent < 5
     check_invariants(events)
-    assert {kind: end.status for kind, end in ends(events).items()} == (
-        {"llm": "cancelled"} if through == "chat" else {"llm": "cancelled", "agent": "cancelled"}
-    )
+    assert statuses(events) == ({"llm": "cancelled"} if through == "chat" else {"llm": "cancelled", "agent": "cancelled"})
 
 
 @pytest.mark.parametrize("fault", ["close", "ok"])
@@ -56,28 +60,39 @@ async def test_async_cancel_ends_cancelled(misbehaving: Misbehaving, fault: str,
     llm = chat_for(misbehaving, fault, kind="async", headers=SLOW)
     module: t.Any = llm if through == "chat" else AsyncFunctionCallAgent(llm, [])
     with capture_events() as events:
-        handle = module.astart(WORDS)
-        req = await asyncio.to_thread(misbehaving.wait_for, two_chunks_sent)
+        stream = module.astream(WORDS)
+        seen = 0
+        async for event in stream:
+            seen += event.kind == "chunk"
+            if seen == 2:
+                break
         cancelled = time.monotonic()
-        handle.cancel("user pressed stop")
+        stream.handle.cancel("user pressed stop")
         with pytest.raises((RunCancelled, asyncio.CancelledError)):
-            await handle
-    closed = await asyncio.to_thread(misbehaving.wait_for, lambda r: r is req and r.finished_at is not None)
-    assert closed.client_closed and closed.finished_at is not None
-    assert closed.finished_at - cancelled < 0.2
+            await stream.handle
+    req = await asyncio.to_thread(misbehaving.wait_for, lambda r: r.finished_at is not None)
+    assert req.client_closed and req.finished_at is not None
+    assert req.finished_at - cancelled < 0.2
     check_invariants(events)
-    assert {e.status for e in ends(events).values()} == {"cancelled"}
+    assert set(statuses(events).values()) == {"cancelled"}
 
 
-def test_cancel_after_the_stream_ended_still_ends_cancelled(misbehaving: Misbehaving) -> None:
-    """However the model stream ended (here: completely), a run cancelled meanwhile ends ``cancelled``."""
+def test_cancel_at_the_last_chunk_still_ends_cancelled(misbehaving: Misbehaving) -> None:
+    """However the model stream ended after a cancel (cut, or complete), the run ends ``cancelled``.
+
+    The cancel comes from a subscriber, in the producing thread, while the last
+    content chunk is emitted: no chunk follows that could notice it.
+    """
+
+    def cancel_at_three(event: t.Any) -> None:
+        if event.delta == " three":
+            ctx = current()
+            assert ctx is not None
+            ctx.token.cancel("too late, but asked")
+
     llm = chat_for(misbehaving, "close")
-    with capture_events() as events:
-        stream = llm.stream("one two three")
-        for event in stream:
-            if event.kind == "chunk" and event.delta == " three":
-                misbehaving.wait_for(lambda r: r.finished_at is not None)  # the server has sent everything
-                stream.handle.cancel("too late, but asked")
-        with pytest.raises(RunCancelled):
-            stream.handle.result(timeout=5)
+    with capture_events() as events, subscribe(cancel_at_three, kinds=["chunk"]):
+        with pytest.raises(RunCancelled, match="too late, but asked"):
+            llm.start("one two three").result(timeout=5)
+    assert [c.delta for c in events.of("chunk")] == ["one", " two", " three"]
     assert ends(events)["llm"].status == "cancelled"
