@@ -12,29 +12,31 @@ A request picks its fault by model name (``model="fault-cut-close"``) or by the
 ``ok`` (or any other name) answers normally. The answer streams the words of
 the last user message, one content delta per word. Faults (:data:`FAULTS`):
 
-================  ===========================================================
-``ok``            a normal chunked stream: words, ``finish_reason="stop"``,
-                  usage when asked, ``[DONE]``
-``close``         the same, but close-delimited: HTTP/1.0 style, no
-                  ``Content-Length``, no chunked encoding; the server closes
-                  the connection after ``[DONE]``
-``500``           HTTP 500 with a JSON error body
-``429``           HTTP 429 with ``Retry-After`` (the ``x-retry-after`` header,
-                  default ``1``)
-``401``           HTTP 401 whose body echoes the API key (and the whole
-                  ``Authorization`` header) and names an internal URL
-``malformed``     two good chunks, then a chunk that is not JSON
-``cut-chunked``   two good chunks, then the connection closes inside the
-                  chunked body (no terminating chunk)
-``cut-close``     close-delimited; two good chunks, then the connection closes
-                  (the client sees a clean end of body)
-``no-finish``     chunked; every word, then a clean end of body with no
-                  ``finish_reason`` and no ``[DONE]``
-``hang-first``    reads the request and never sends a byte
-``hang-mid``      two good chunks, then silence
-``huge-delta``    one content delta of ``x-size`` bytes (default 4 MiB), then
-                  a normal end
-================  ===========================================================
+====================  ===========================================================
+``ok``                a normal chunked stream: words, ``finish_reason="stop"``,
+                      usage when asked, ``[DONE]``
+``close``             the same, but close-delimited: HTTP/1.0 style, no
+                      ``Content-Length``, no chunked encoding; the server closes
+                      the connection after ``[DONE]``
+``500``               HTTP 500 with a JSON error body
+``429``               HTTP 429 with ``Retry-After`` (the ``x-retry-after`` header,
+                      default ``1``)
+``401``               HTTP 401 whose body echoes the API key (and the whole
+                      ``Authorization`` header) and names an internal URL
+``malformed``         two good chunks, then a chunk that is not JSON
+``cut-chunked``       two good chunks, then the connection closes inside the
+                      chunked body (no terminating chunk)
+``cut-close``         close-delimited; two good chunks, then the connection closes
+                      (the client sees a clean end of body)
+``no-finish``         chunked; every word, then a clean end of body with no
+                      ``finish_reason`` and no ``[DONE]``
+``cut-after-finish``  chunked; the whole answer with its ``finish_reason``,
+                      then the connection closes before ``[DONE]``
+``hang-first``        reads the request and never sends a byte
+``hang-mid``          two good chunks, then silence
+``huge-delta``        one content delta of ``x-size`` bytes (default 4 MiB), then
+                      a normal end
+====================  ===========================================================
 
 More request headers: ``x-delay`` (seconds before each chunk), ``x-fault-times``
 (only the first N requests with this fault misbehave; later ones answer ``ok``,
@@ -65,6 +67,7 @@ FAULTS = (
     "cut-chunked",
     "cut-close",
     "no-finish",
+    "cut-after-finish",
     "hang-first",
     "hang-mid",
     "huge-delta",
@@ -265,6 +268,8 @@ class Misbehaving:
                 if fault == "hang-mid":
                     self._idle(conn, None)
                 return  # cut: close the connection inside the body
+            if fault == "cut-after-finish" and event.startswith(b"data: [DONE]"):
+                return  # cut: the answer is complete, only [DONE] and the chunked terminator are lost
             if fault == "no-finish" and (b'"finish_reason": "' in event or event.startswith(b"data: [DONE]")):
                 continue
             if fault == "no-finish" and b'"usage": {' in event:

@@ -39,6 +39,7 @@ ROWS = {
     "cut-chunked": Row("error", "stream_cut", "alpha beta", "answer is incomplete"),
     "cut-close": Row("error", "stream_cut", "alpha beta", "answer is incomplete"),
     "no-finish": Row("error", "stream_cut", PROMPT, "without a finish reason"),
+    "cut-after-finish": Row("ok", None, PROMPT, None),  # the model had finished: only the stream's tail was lost
     "hang-first": Row("error", "timeout", None, "did not start answering within the 0.5 s timeout"),
     "hang-mid": Row("error", "timeout", "alpha beta", "stopped sending after 2 chunks"),
     "huge-delta": Row("ok", None, "x" * HUGE, None),

@@ -20,7 +20,7 @@ from .helpers import KEY, PROMPT, chat_for
 from .misbehaving import INTERNAL_URL, Misbehaving
 
 FAULTS = {
-    "ok": False, "close": False, "huge-delta": False,
+    "ok": False, "close": False, "huge-delta": False, "cut-after-finish": False,
     "500": True, "429": True, "401": True, "malformed": True, "cut-chunked": True, "cut-close": True,
     "no-finish": True, "hang-first": True, "hang-mid": True,
 }  # fmt: skip

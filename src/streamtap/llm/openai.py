@@ -649,6 +649,8 @@ class OpenAIChat(ModuleBase):
                 except StopIteration:
                     break
                 except errors as exc:
+                    if _finished(ctx, acc):
+                        break
                     raise self._error(exc, acc, kwargs["model"], budget) from exc
                 yield from acc.feed(chunk)
             self._check_end(ctx, acc, kwargs["model"], budget)
@@ -751,6 +753,8 @@ class AsyncOpenAIChat(OpenAIChat):
                 except StopAsyncIteration:
                     break
                 except errors as exc:
+                    if _finished(ctx, acc):
+                        break
                     raise self._error(exc, acc, kwargs["model"], budget) from exc
                 await _emit(ctx, acc.feed(chunk))
             self._check_end(ctx, acc, kwargs["model"], budget)
@@ -802,6 +806,12 @@ def _feed_completion(acc: _Accumulator, completion: t.Any) -> list[Delta]:
         acc.finish_reasons.append(choice.finish_reason)
     out.extend(acc.finish())
     return out
+
+
+def _finished(ctx: RunContext, acc: _Accumulator) -> bool:
+    """Whether a stream that broke had already given its finish reason: the answer is complete, only its tail
+    (a usage chunk, ``[DONE]``) is lost, so the call succeeds."""
+    return bool(acc.finish_reasons) and not ctx.cancelled
 
 
 def _errors() -> tuple[type[BaseException], ...]:
