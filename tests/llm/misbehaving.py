@@ -38,7 +38,8 @@ the last user message, one content delta per word. Faults (:data:`FAULTS`):
                       a normal end
 ====================  ===========================================================
 
-More request headers: ``x-delay`` (seconds before each chunk), ``x-fault-times``
+More request headers: ``x-delay`` (seconds before each chunk), ``x-cut-after``
+(events sent before a mid-stream fault, default 2), ``x-fault-times``
 (only the first N requests with this fault misbehave; later ones answer ``ok``,
 for retry tests). Every request is recorded (:class:`Request`) with the times
 the server sent its first byte and finished, and whether the client closed the
@@ -255,13 +256,14 @@ class Misbehaving:
             conn, req, _head(200, {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **extra}, None)
         )
         delay = float(req.headers.get("x-delay", "0"))
+        cut_at = int(req.headers.get("x-cut-after", str(_GOOD_CHUNKS)))
         write = (
             (lambda data: self._send(conn, req, _chunk(data))) if framed else (lambda data: self._send(conn, req, data))
         )
         for i, event in enumerate(_events(req)):
             if delay:
                 self._idle(conn, delay)
-            if i == _GOOD_CHUNKS and fault in ("malformed", "cut-chunked", "cut-close", "hang-mid"):
+            if i == cut_at and fault in ("malformed", "cut-chunked", "cut-close", "hang-mid"):
                 if fault == "malformed":
                     write(b'data: {"id": "chatcmpl-broken", "choices": [{"delta": \n\n')
                     break

@@ -51,7 +51,9 @@ def test_sync_cancel_ends_cancelled(misbehaving: Misbehaving, fault: str, throug
     assert req.finished_at - cancelled < 0.2  # the model stream was closed at once
     assert req.chunks_sent < 5
     check_invariants(events)
-    assert statuses(events) == ({"llm": "cancelled"} if through == "chat" else {"llm": "cancelled", "agent": "cancelled"})
+    assert statuses(events) == (
+        {"llm": "cancelled"} if through == "chat" else {"llm": "cancelled", "agent": "cancelled"}
+    )
 
 
 @pytest.mark.parametrize("fault", ["close", "ok"])
@@ -91,8 +93,11 @@ def test_cancel_at_the_last_chunk_still_ends_cancelled(misbehaving: Misbehaving)
             ctx.token.cancel("too late, but asked")
 
     llm = chat_for(misbehaving, "close")
-    with capture_events() as events, subscribe(cancel_at_three, kinds=["chunk"]):
-        with pytest.raises(RunCancelled, match="too late, but asked"):
-            llm.start("one two three").result(timeout=5)
+    with (
+        capture_events() as events,
+        subscribe(cancel_at_three, kinds=["chunk"]),
+        pytest.raises(RunCancelled, match="too late, but asked"),
+    ):
+        llm.start("one two three").result(timeout=5)
     assert [c.delta for c in events.of("chunk")] == ["one", " two", " three"]
     assert ends(events)["llm"].status == "cancelled"

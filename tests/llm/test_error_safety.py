@@ -71,7 +71,7 @@ def test_a_401_that_echoes_the_key_keeps_it_out_of_the_error(misbehaving: Misbeh
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(key=KEYS)
 def test_no_key_of_any_shape_survives(misbehaving: Misbehaving, key: str) -> None:
-    """Keys the built-in patterns would not recognise (no ``sk-`` prefix) are still removed: the module knows its own."""
+    """Keys the built-in patterns would not recognise (no ``sk-``) are still removed: the module knows its own."""
     error, events = fail_401(misbehaving, key)
     for text in everything_said(error, events):
         assert key not in text

@@ -11,6 +11,8 @@ from __future__ import annotations
 import typing as t
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from streamtap.agents import AsyncFunctionCallAgent, FunctionCallAgent
 from streamtap.llm.errors import LLMError
@@ -126,3 +128,30 @@ async def test_async_agent_text_stream_ends(misbehaving: Misbehaving, fault: str
         except Exception as exc:  # noqa: BLE001 - checked below
             error = exc
     check_agent_row(fault, events, error, output, text)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    words=st.integers(1, 6),
+    cut=st.integers(0, 9),
+    fault=st.sampled_from(["cut-close", "cut-chunked", "malformed"]),
+)
+def test_wherever_a_stream_breaks_the_end_tells_the_truth(
+    misbehaving: Misbehaving, words: int, cut: int, fault: str
+) -> None:
+    """Cut (or corrupted) after any number of events: the run is ``ok`` exactly when the finish reason arrived,
+    and its End carries exactly the text that streamed."""
+    prompt = " ".join(f"w{i}" for i in range(words))
+    llm = chat_for(misbehaving, fault, headers={"x-cut-after": str(cut)})
+    with capture_events() as events:
+        try:
+            llm(prompt)
+        except LLMError as exc:
+            assert exc.reason == ("malformed_stream" if fault == "malformed" else "stream_cut")
+    check_invariants(events)
+    end = ends(events)["llm"]
+    streamed = "".join(c.delta for c in events.of("chunk"))
+    finished = cut > words  # events: one per word, then the finish reason, usage, [DONE]
+    assert end.status == ("ok" if finished else "error")
+    assert streamed == " ".join(prompt.split()[: min(cut, words)])
+    assert (end.output or "") == streamed

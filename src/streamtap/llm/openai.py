@@ -460,7 +460,8 @@ class OpenAIChat(ModuleBase):
             "api_key": self.api_key,
             "timeout": self.timeout,
             **self.client_options,
-            "max_retries": 0,  # the module retries inside its time budget (llm/budget.py); the client's would multiply it
+            # the module retries inside its time budget (llm/budget.py); the client's own retries would multiply it
+            "max_retries": 0,
         }
 
     @property
@@ -562,7 +563,7 @@ class OpenAIChat(ModuleBase):
         return reply
 
     def _error(self, exc: BaseException, acc: _Accumulator | None, model: str, budget: Budget) -> BaseException:
-        """The exception to raise for ``exc``: :class:`RunCancelled` if the run was cancelled, else an :class:`LLMError`.
+        """What to raise for ``exc``: :class:`RunCancelled` if the run was cancelled, else an :class:`LLMError`.
 
         ``acc`` is the stream's accumulator once the response has started (``None`` before).
         """
@@ -665,7 +666,7 @@ class OpenAIChat(ModuleBase):
         return Budget(kwargs.pop("timeout", self.timeout), self.max_retries)
 
     def _check_end(self, ctx: RunContext, acc: _Accumulator, model: str, budget: Budget) -> None:
-        """After the stream ended, however it ended: a cancelled run ends cancelled, a stream with no finish reason is cut.
+        """After the stream ended, however it ended: a cancelled run ends cancelled; no finish reason: cut.
 
         A close-delimited body (HTTP/1.0 style) closed by a cancel, a proxy or a
         crashing server looks to the client like a normal end of the body.
