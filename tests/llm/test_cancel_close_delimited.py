@@ -48,7 +48,7 @@ def test_sync_cancel_ends_cancelled(misbehaving: Misbehaving, fault: str, throug
             stream.handle.result(timeout=5)
     req = misbehaving.wait_for(lambda r: r.finished_at is not None)
     assert req.client_closed and req.finished_at is not None
-    assert req.finished_at - cancelled < 0.2  # the model stream was closed at once
+    assert req.finished_at - cancelled < 0.3  # the model stream was closed at once
     assert req.chunks_sent < 5
     check_invariants(events)
     assert statuses(events) == (
@@ -74,7 +74,7 @@ async def test_async_cancel_ends_cancelled(misbehaving: Misbehaving, fault: str,
             await stream.handle
     req = await asyncio.to_thread(misbehaving.wait_for, lambda r: r.finished_at is not None)
     assert req.client_closed and req.finished_at is not None
-    assert req.finished_at - cancelled < 0.2
+    assert req.finished_at - cancelled < 0.3
     check_invariants(events)
     assert set(statuses(events).values()) == {"cancelled"}
 

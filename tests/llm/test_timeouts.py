@@ -18,7 +18,7 @@ from streamtap.testing import capture_events
 from .helpers import PROMPT, chat_for, ends
 from .misbehaving import Misbehaving
 
-SLACK = 0.4  # seconds a loaded 2-core machine may add to a deadline
+SLACK = 0.75  # seconds a loaded 2-core machine may add to a deadline (the bugs were off by seconds)
 
 
 def timed(fn: object) -> tuple[float, BaseException | None, object]:
@@ -101,7 +101,7 @@ def test_hang_mid_stream_fails_after_timeout_of_silence(misbehaving: Misbehaving
 
 def test_cancel_during_a_retry_back_off(misbehaving: Misbehaving) -> None:
     """The wait between attempts is cancellable: a stop lands at once, not after the back-off."""
-    llm = chat_for(misbehaving, "500", timeout=30, max_retries=5)
+    llm = chat_for(misbehaving, "429", timeout=30, max_retries=5, headers={"x-retry-after": "5"})
     with capture_events() as events:
         handle = llm.start(PROMPT)
         misbehaving.wait_for(lambda r: r.finished_at is not None)
@@ -109,7 +109,7 @@ def test_cancel_during_a_retry_back_off(misbehaving: Misbehaving) -> None:
         handle.cancel("stop")
         with pytest.raises(RunCancelled):
             handle.result(timeout=5)
-        assert time.monotonic() - cancelled < 0.3
+        assert time.monotonic() - cancelled < 1.0  # not the 5 s the server asked to wait
     assert ends(events)["llm"].status == "cancelled"
     assert len(misbehaving.requests) == 1
 
