@@ -8,8 +8,6 @@ import pytest
 
 from streamtap.llm.server import FakeOpenAI
 
-from .misbehaving import Misbehaving
-
 
 @pytest.fixture(scope="module")
 def server() -> t.Iterator[FakeOpenAI]:
@@ -31,10 +29,3 @@ def make_server() -> t.Iterator[t.Callable[..., FakeOpenAI]]:
     yield make
     for srv in started:
         srv.stop()
-
-
-@pytest.fixture
-def misbehaving() -> t.Iterator[Misbehaving]:
-    """A misbehaving OpenAI-compatible server (faults by model name or ``x-fault``), stopped after the test."""
-    with Misbehaving() as srv:
-        yield srv
