@@ -171,3 +171,16 @@ def traced() -> t.Iterator[tuple[t.Any, t.Any]]:
     with TracingSubscriber(provider) as sub:
         yield sub, exporter
     provider.shutdown()
+
+
+@pytest.fixture
+def misbehaving() -> t.Iterator[t.Any]:
+    """A misbehaving OpenAI-compatible server on loopback (``tests/llm/misbehaving.py``), stopped after the test.
+
+    Each request picks its fault by model name (``"fault-cut-close"``) or the ``x-fault`` header:
+    500, 429 with Retry-After, a 401 echoing the key, malformed chunk, cuts, no finish reason, hangs, huge delta.
+    """
+    from llm.misbehaving import Misbehaving
+
+    with Misbehaving() as srv:
+        yield srv

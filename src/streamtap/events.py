@@ -320,7 +320,8 @@ class End(t.NamedTuple):
     seq: int
     status: Status
     output: t.Any = None
-    """The call's return value (``ok``), or the pause record (``interrupted``)."""
+    """The call's return value (``ok``), the pause record (``interrupted``), or what a failed call had produced
+    (``error``, when its exception carries it: the partial answer of a broken model stream)."""
     error: ErrorInfo | None = None
     usage: Usage | None = None
     timings: Timings | None = None

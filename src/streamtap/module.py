@@ -335,7 +335,8 @@ class ModuleBase:
         error = ErrorInfo.from_exception(exc) if exc is not None and status == "error" else None
         if exc is not None and status == "cancelled" and not isinstance(exc, GeneratorExit):
             error = ErrorInfo.from_exception(exc)
-        if exc is not None and status == "interrupted":
+        if exc is not None and status in ("interrupted", "error"):
+            # the pause record of an interrupt; the partial answer of a broken model stream (LLMError.partial)
             output = getattr(exc, "streamtap_output", output)
         ctx._end(status, output, error)
 

@@ -150,7 +150,8 @@ def test_faults_end_the_run_with_a_clear_error(server: FakeOpenAI, directive: st
         llm(directive)
     err = info.value
     assert err.reason == reason and isinstance(err.__cause__, cause)
-    assert server.base_url in str(err) and hint in str(err)
+    assert hint in str(err) and err.detail["base_url"] == server.base_url
+    assert server.base_url not in str(err)  # the model server's URL is internal: only in the detail
     end = end_of(events)
     assert end.status == "error" and end.error is not None and hint in end.error.message
     check_invariants(events)

@@ -40,7 +40,13 @@ Configuration comes from the arguments, else ``OPENAI_BASE_URL``,
 
 Failures of the server or the network end the run with status ``error`` and
 raise :class:`~streamtap.llm.errors.LLMError` (the ``openai`` exception is its
-``__cause__``); the message says what failed and what to check. Closing the
+``__cause__``); the message says what failed and what to check, with no secret
+and no server address in it (those, redacted, are in ``LLMError.detail``). A
+stream that ends without a finish reason is incomplete (``stream_cut``), and
+what streamed before any mid-stream failure stays on the End. ``timeout`` is
+one deadline for the answer to start, retries included
+(:mod:`streamtap.llm.budget`). A run cancelled while its stream ran ends
+``cancelled``, however the stream ended. Closing the
 stream early or cancelling the run closes the HTTP stream at once, even while
 the synchronous client is blocked reading it. Before the server's first byte
 the synchronous client cannot be interrupted: the run then ends ``cancelled``
@@ -56,6 +62,7 @@ import contextvars
 import functools
 import json
 import os
+import re
 import secrets
 import socket
 import threading
@@ -69,6 +76,8 @@ from ..context import RunContext, current
 from ..events import Usage
 from ..exceptions import MissingDependencyError, RunCancelled, UsageError
 from ..module import Delta, ModuleBase
+from ..redaction import Redactor
+from .budget import Budget, is_retryable_status, retry_after
 from .errors import LLMError
 from .markup import Markup, MarkupFilter, markers_for
 
@@ -369,8 +378,13 @@ class OpenAIChat(ModuleBase):
             ``"internlm"``, or ``None``. Applied only when tools are offered.
         include_usage: ask for a usage chunk (``stream_options.include_usage``).
         record_content: put the messages and the reply on the run's attributes.
-        timeout: seconds for the HTTP request (and each read).
-        max_retries: the ``openai`` client's retries of 429/5xx/connection errors.
+        timeout: the call's time budget, in seconds: the model must start answering
+            within it, retries and the waits between them included; while the answer
+            streams, the longest silence allowed between two chunks. A per-call
+            ``timeout=`` replaces it for that call. See :mod:`streamtap.llm.budget`.
+        max_retries: retries (inside ``timeout``) of connection errors, timeouts,
+            408/409/429/5xx, honouring ``Retry-After``. The ``openai`` client's own
+            retries are off: they would multiply the budget.
         name: the run name (default ``"OpenAIChat"``).
         client_options: more keyword arguments for the ``openai`` client.
         **params: request parameters for every call (``temperature``, ``max_tokens``,
@@ -417,6 +431,7 @@ class OpenAIChat(ModuleBase):
         self.record_content = record_content
         self.timeout = timeout
         self.max_retries = max_retries
+        Budget(timeout, max_retries)  # refuse a bad timeout or max_retries now, naming the value
         self.client_options = dict(client_options or {})
         self.params = params
         self.history: list[Message] = []
@@ -444,8 +459,9 @@ class OpenAIChat(ModuleBase):
             "base_url": self.base_url,
             "api_key": self.api_key,
             "timeout": self.timeout,
-            "max_retries": self.max_retries,
             **self.client_options,
+            # the module retries inside its time budget (llm/budget.py); the client's own retries would multiply it
+            "max_retries": 0,
         }
 
     @property
@@ -546,11 +562,53 @@ class OpenAIChat(ModuleBase):
                 self.history.append(reply.to_message())
         return reply
 
-    def _error(self, exc: BaseException, acc: _Accumulator | None, model: str) -> BaseException:
+    def _error(self, exc: BaseException, acc: _Accumulator | None, model: str, budget: Budget) -> BaseException:
+        """What to raise for ``exc``: :class:`RunCancelled` if the run was cancelled, else an :class:`LLMError`.
+
+        ``acc`` is the stream's accumulator once the response has started (``None`` before).
+        """
         ctx = current()
         if ctx is not None and ctx.cancelled:
             return RunCancelled(ctx.token.reason or "the model call was cancelled")
-        return _describe(exc, self.base_url, model, self.timeout, acc.chunks if acc else 0)
+        return _describe(exc, _Failure(self.base_url, model, budget, acc, self.api_key))
+
+    def _cut(self, acc: _Accumulator, model: str, budget: Budget) -> LLMError:
+        """The error of a stream that ended with no finish reason: the answer is incomplete."""
+        failure = _Failure(self.base_url, model, budget, acc, self.api_key)
+        msg = (
+            f"The model stream ended after {acc.chunks} chunks without a finish reason or [DONE] (model {model!r}; "
+            f"{budget.summary()}): the answer is incomplete. The server or a proxy closed the stream early; "
+            "check their logs, or retry."
+        )
+        return failure.error(msg, "stream_cut")
+
+    def _create(
+        self, ctx: RunContext, create: t.Callable[..., t.Any], kwargs: dict[str, t.Any], budget: Budget
+    ) -> t.Any:
+        """Make the request, retrying inside the budget; a cancel stops the wait at once."""
+        errors = _errors()
+        while True:
+            kwargs["timeout"] = budget.start_attempt()
+            try:
+                return _create_cancellable(ctx, create, kwargs)
+            except errors as exc:
+                delay = _retry_delay(exc, budget)
+                if delay is None or ctx.cancelled:
+                    raise self._error(exc, None, kwargs["model"], budget) from exc
+            _wait(ctx, delay)
+
+    async def _acreate(self, create: t.Callable[..., t.Any], kwargs: dict[str, t.Any], budget: Budget) -> t.Any:
+        """:meth:`_create` for the async client (cancelling the task stops the wait)."""
+        errors = _errors()
+        while True:
+            kwargs["timeout"] = budget.start_attempt()
+            try:
+                return await create(**kwargs)
+            except errors as exc:
+                delay = _retry_delay(exc, budget)
+                if delay is None:
+                    raise self._error(exc, None, kwargs["model"], budget) from exc
+            await asyncio.sleep(delay)
 
     # -- forward -------------------------------------------------------------
 
@@ -573,22 +631,16 @@ class OpenAIChat(ModuleBase):
         ctx = current()
         assert ctx is not None
         kwargs, markup = self._request(prompt, tools, history, params)
-        openai = _import_openai()
-        errors = (openai.OpenAIError, ValueError, OSError)
+        errors = _errors()
         client = self.client
+        budget = self._budget(kwargs)  # after the client is made: the budget is the model's, not the import's
         ctx.raise_if_cancelled()
         acc = _Accumulator(ctx, markup, time.perf_counter())
         if not self.streaming:
-            try:
-                completion = _create_cancellable(ctx, client.chat.completions.create, kwargs)
-            except errors as exc:
-                raise self._error(exc, acc, kwargs["model"]) from exc
+            completion = self._create(ctx, client.chat.completions.create, kwargs, budget)
             yield from _feed_completion(acc, completion)
             return self._finish(ctx, acc, prompt, history)
-        try:
-            stream = _create_cancellable(ctx, client.chat.completions.create, kwargs)
-        except errors as exc:
-            raise self._error(exc, acc, kwargs["model"]) from exc
+        stream = self._create(ctx, client.chat.completions.create, kwargs, budget)
         remove = ctx.on_cancel(lambda: _abort_response(stream.response))
         try:
             iterator = iter(stream)
@@ -598,13 +650,30 @@ class OpenAIChat(ModuleBase):
                 except StopIteration:
                     break
                 except errors as exc:
-                    raise self._error(exc, acc, kwargs["model"]) from exc
+                    if _finished(ctx, acc):
+                        break
+                    raise self._error(exc, acc, kwargs["model"], budget) from exc
                 yield from acc.feed(chunk)
+            self._check_end(ctx, acc, kwargs["model"], budget)
             yield from acc.finish()
         finally:
             remove()
             stream.close()
         return self._finish(ctx, acc, prompt, history)
+
+    def _budget(self, kwargs: dict[str, t.Any]) -> Budget:
+        """The call's time budget: ``timeout`` (or a ``timeout=`` given to this call) and ``max_retries``."""
+        return Budget(kwargs.pop("timeout", self.timeout), self.max_retries)
+
+    def _check_end(self, ctx: RunContext, acc: _Accumulator, model: str, budget: Budget) -> None:
+        """After the stream ended, however it ended: a cancelled run ends cancelled; no finish reason: cut.
+
+        A close-delimited body (HTTP/1.0 style) closed by a cancel, a proxy or a
+        crashing server looks to the client like a normal end of the body.
+        """
+        ctx.raise_if_cancelled()
+        if not acc.finish_reasons:
+            raise self._cut(acc, model, budget)
 
 
 @functools.lru_cache(maxsize=1)
@@ -667,22 +736,16 @@ class AsyncOpenAIChat(OpenAIChat):
         ctx = current()
         assert ctx is not None
         kwargs, markup = self._request(prompt, tools, history, params)
-        openai = _import_openai()
-        errors = (openai.OpenAIError, ValueError, OSError)
+        errors = _errors()
         client = await self.async_client()
+        budget = self._budget(kwargs)
         ctx.raise_if_cancelled()
         acc = _Accumulator(ctx, markup, time.perf_counter())
         if not self.streaming:
-            try:
-                completion = await client.chat.completions.create(**kwargs)
-            except errors as exc:
-                raise self._error(exc, acc, kwargs["model"]) from exc
+            completion = await self._acreate(client.chat.completions.create, kwargs, budget)
             await _emit(ctx, _feed_completion(acc, completion))
             return self._finish(ctx, acc, prompt, history)
-        try:
-            stream = await client.chat.completions.create(**kwargs)
-        except errors as exc:
-            raise self._error(exc, acc, kwargs["model"]) from exc
+        stream = await self._acreate(client.chat.completions.create, kwargs, budget)
         try:
             iterator = stream.__aiter__()
             while True:
@@ -691,8 +754,11 @@ class AsyncOpenAIChat(OpenAIChat):
                 except StopAsyncIteration:
                     break
                 except errors as exc:
-                    raise self._error(exc, acc, kwargs["model"]) from exc
+                    if _finished(ctx, acc):
+                        break
+                    raise self._error(exc, acc, kwargs["model"], budget) from exc
                 await _emit(ctx, acc.feed(chunk))
+            self._check_end(ctx, acc, kwargs["model"], budget)
             await _emit(ctx, acc.finish())
         finally:
             await stream.close()
@@ -743,68 +809,214 @@ def _feed_completion(acc: _Accumulator, completion: t.Any) -> list[Delta]:
     return out
 
 
-def _describe(exc: BaseException, base_url: str, model: str, timeout: float, chunks: int) -> LLMError:
-    """An :class:`LLMError` saying what failed and what to check."""
+def _finished(ctx: RunContext, acc: _Accumulator) -> bool:
+    """Whether a stream that broke had already given its finish reason: the answer is complete, only its tail
+    (a usage chunk, ``[DONE]``) is lost, so the call succeeds."""
+    return bool(acc.finish_reasons) and not ctx.cancelled
+
+
+def _errors() -> tuple[type[BaseException], ...]:
+    """What a model request or stream raises when the server or the network fails."""
+    return (_import_openai().OpenAIError, ValueError, OSError)
+
+
+def _retry_delay(exc: BaseException, budget: Budget) -> float | None:
+    """Seconds to wait before retrying a failed request, or ``None`` to give up (see :class:`Budget`)."""
     openai = _import_openai()
-    where = f"the model server at {base_url}"
-    where_ = f"The model server at {base_url}"
-    status = getattr(exc, "status_code", None)
-    detail = _server_message(exc)
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    should = headers.get("x-should-retry") if headers is not None else None
+    if should in ("true", "false"):  # the server's own word, as the openai client honours it
+        retryable = should == "true"
+    elif isinstance(exc, openai.APIStatusError):
+        retryable = is_retryable_status(exc.status_code)
+    else:
+        retryable = isinstance(exc, openai.APIConnectionError)  # timeouts included: the budget decides
+    return budget.retry_delay(retryable=retryable, server_wait=retry_after(headers))
+
+
+def _wait(ctx: RunContext, delay: float) -> None:
+    """Sleep ``delay`` seconds between attempts; a cancel wakes it at once (and raises :class:`RunCancelled`)."""
+    woken = threading.Event()
+    remove = ctx.on_cancel(woken.set)
+    try:
+        woken.wait(delay)
+    finally:
+        remove()
+    ctx.raise_if_cancelled()
+
+
+_URL = re.compile(r"\b(?:https?|wss?)://[^\s'\"<>)\]]+", re.IGNORECASE)
+_QUOTE_LIMIT = 240
+
+
+def _seconds(value: float) -> str:
+    """``3`` -> ``"3.0"``, ``0.25`` -> ``"0.25"``: a duration as people write it."""
+    return f"{value:.1f}" if round(value, 1) == value else f"{value:.3g}"
+
+
+def _redactor(api_key: str | None) -> Redactor:
+    """The project's redactor, plus the module's own API key (whatever its shape: a server may echo it)."""
+    own = [re.escape(api_key)] if api_key and len(api_key) >= 8 else []
+    return Redactor(own)
+
+
+def _safe_url(url: str, redact: Redactor) -> str:
+    """``url`` without user info (``user:password@``), secrets in its query redacted."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is not None or parts.password is not None:
+        host = parts.hostname or ""
+        netloc = f"[{host}]" if ":" in host else host
+        if parts.port is not None:
+            netloc += f":{parts.port}"
+        parts = parts._replace(netloc=netloc)
+    return redact(urllib.parse.urlunsplit(parts))
+
+
+def _scrub_exception(exc: BaseException, redact: Redactor) -> None:
+    """Redact the messages and bodies along an exception's chain, in place (they may echo the key)."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        cur.args = tuple(redact(a) if isinstance(a, str) else a for a in cur.args)
+        for name in ("message", "body"):
+            value = getattr(cur, name, None)
+            if isinstance(value, str | dict | list):
+                try:
+                    setattr(cur, name, redact.scrub(value))
+                except AttributeError:  # pragma: no cover - a read-only attribute: leave it
+                    pass
+        cur = cur.__cause__ or cur.__context__
+
+
+class _Failure:
+    """What is known about a failed call; makes its :class:`LLMError` (short safe message, redacted detail)."""
+
+    def __init__(
+        self, base_url: str, model: str, budget: Budget, acc: _Accumulator | None, api_key: str | None
+    ) -> None:
+        self.redact = _redactor(api_key)
+        self.base_url = _safe_url(base_url, self.redact)
+        self.model = model
+        self.budget = budget
+        self.acc = acc
+        self.chunks = acc.chunks if acc is not None else 0
+
+    def quote(self, text: str) -> str:
+        """Foreign text (a server's error, a network error) fit for the short message: redacted, no URLs, short."""
+        text = " ".join(_URL.sub("[URL]", self.redact(text)).split())
+        return text if len(text) <= _QUOTE_LIMIT else text[: _QUOTE_LIMIT - 1] + "\u2026"
+
+    def error(
+        self, message: str, reason: str, *, exc: BaseException | None = None, status_code: int | None = None
+    ) -> LLMError:
+        budget, acc = self.budget, self.acc
+        detail: dict[str, t.Any] = {
+            "attempts": budget.attempts,
+            "elapsed_s": round(budget.elapsed(), 3),
+            "timeout_s": budget.timeout,
+            "chunks": self.chunks,
+        }
+        if exc is not None:
+            _scrub_exception(exc, self.redact)
+            detail["cause"] = self.redact(f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}")
+            if status_code is not None:
+                detail["upstream"] = self.redact(_server_message(exc))
+        partial = acc.reply() if acc is not None and (acc.text or acc.calls or acc.reasoning) else None
+        return LLMError(
+            message,
+            base_url=self.base_url,
+            model=self.model,
+            status_code=status_code,
+            reason=reason,
+            partial=partial,
+            detail=detail,
+        )
+
+
+def _describe(exc: BaseException, failure: _Failure) -> LLMError:
+    """An :class:`LLMError` saying what failed and what to check -- no secret, no URL (those go to ``detail``)."""
+    openai = _import_openai()
+    model, budget, chunks = failure.model, failure.budget, failure.chunks
+    spent = budget.summary()
+    started = failure.acc is not None  # the response had started: this is a broken stream
     if isinstance(exc, openai.APITimeoutError):
-        msg = (
-            f"{where_} did not answer within {timeout} s (model {model!r}). Check that the server is up and that "
-            "base_url (OPENAI_BASE_URL) and model (OPENAI_MODEL) are right, or raise timeout=."
-        )
-        return LLMError(msg, base_url=base_url, model=model, reason="timeout")
-    if isinstance(exc, openai.APIConnectionError):
-        if chunks:
+        if started:
             msg = (
-                f"The connection to {where} was cut after {chunks} stream chunks (model {model!r}): {_root(exc)}. "
-                "Check the server's logs and any proxy between you and it; the answer is incomplete."
+                f"The model server stopped sending after {chunks} chunks: nothing arrived for "
+                f"{_seconds(budget.attempt_timeout)} s (model {model!r}; {spent}). The answer is incomplete; "
+                "check the server's logs, or raise timeout=."
             )
-            return LLMError(msg, base_url=base_url, model=model, reason="stream_cut")
+        else:
+            msg = (
+                f"The model server did not start answering within the {_seconds(budget.timeout)} s timeout "
+                f"(model {model!r}; {spent}). Check that the server is up and that base_url (OPENAI_BASE_URL) "
+                "and model (OPENAI_MODEL) are right, or raise timeout=."
+            )
+        return failure.error(msg, "timeout", exc=exc)
+    if isinstance(exc, openai.APIConnectionError):
+        if started:
+            msg = (
+                f"The connection to the model server was cut after {chunks} stream chunks (model {model!r}): "
+                f"{failure.quote(_root(exc))}. The answer is incomplete; check the server's logs and any proxy "
+                "between you and it."
+            )
+            return failure.error(msg, "stream_cut", exc=exc)
         msg = (
-            f"Could not connect to {where} ({_root(exc)}). Check that base_url (OPENAI_BASE_URL) is right "
-            "and the server is running and reachable."
+            f"Could not connect to the model server ({failure.quote(_root(exc))}; {spent}). Check that base_url "
+            "(OPENAI_BASE_URL) is right and the server is running and reachable."
         )
-        return LLMError(msg, base_url=base_url, model=model, reason="connection")
+        return failure.error(msg, "connection", exc=exc)
     if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
         reason = _status_reason(openai, exc, status)
-        msg = _STATUS_HINTS[reason].format(where_=where_, status=status, detail=detail, model=model)
-        return LLMError(msg, base_url=base_url, model=model, status_code=status, reason=reason)
+        msg = _STATUS_HINTS[reason].format(status=status, detail=failure.quote(_server_message(exc)), model=model)
+        if budget.declined_wait is not None:
+            msg += (
+                f" It asked to retry after {_seconds(budget.declined_wait)} s, past the {_seconds(budget.timeout)} s "
+                "timeout, so the call failed at once."
+            )
+        return failure.error(f"{msg} ({spent}.)", reason, exc=exc, status_code=status)
     if isinstance(exc, ValueError):  # json.JSONDecodeError and friends
         msg = (
-            f"{where_} sent a malformed stream chunk after {chunks} good ones (model {model!r}): {exc}. Check "
-            "that base_url (OPENAI_BASE_URL) points to an OpenAI-compatible API."
+            f"The model server sent a malformed stream chunk after {chunks} good ones (model {model!r}): "
+            f"{failure.quote(str(exc))}. The answer is incomplete; check that base_url (OPENAI_BASE_URL) points to "
+            "an OpenAI-compatible API."
         )
-        return LLMError(msg, base_url=base_url, model=model, reason="malformed_stream")
+        return failure.error(msg, "malformed_stream", exc=exc)
     if isinstance(exc, openai.APIError):
-        msg = f"{where_} reported an error mid-stream for model {model!r}: {exc}. Check the server's logs."
-        return LLMError(msg, base_url=base_url, model=model, reason="status")
-    msg = f"The call to {where} failed (model {model!r}): {type(exc).__name__}: {exc}. Check base_url and the network."
-    return LLMError(msg, base_url=base_url, model=model, reason="connection")
-
+        msg = (
+            f"The model server reported an error mid-stream for model {model!r}: {failure.quote(str(exc))}. "
+            "Check the server's logs."
+        )
+        return failure.error(msg, "status", exc=exc)
+    msg = (
+        f"The call to the model server failed (model {model!r}): {type(exc).__name__}: {failure.quote(str(exc))}. "
+        "Check base_url (OPENAI_BASE_URL) and the network."
+    )
+    return failure.error(msg, "connection", exc=exc)
 
 
 _STATUS_HINTS = {
     "auth": (
-        "{where_} rejected the API key (HTTP {status}: {detail}). Check api_key / OPENAI_API_KEY, and that "
+        "The model server rejected the API key (HTTP {status}: {detail}). Check api_key / OPENAI_API_KEY, and that "
         "the key belongs to this server."
     ),
     "not_found": (
-        "{where_} answered 404 for model {model!r} ({detail}). Check model / OPENAI_MODEL, and that "
+        "The model server answered 404 for model {model!r} ({detail}). Check model / OPENAI_MODEL, and that "
         "base_url ends with the API root (usually '/v1')."
     ),
     "rate_limit": (
-        "{where_} rate-limited the request for model {model!r} (HTTP 429: {detail}). Retry later, lower "
-        "the concurrency, or raise max_retries."
+        "The model server rate-limited the request for model {model!r} (HTTP 429: {detail}). Retry later, lower "
+        "the concurrency, or raise max_retries and timeout."
     ),
     "server": (
-        "{where_} failed with HTTP {status} for model {model!r} ({detail}). The server had an error: "
+        "The model server failed with HTTP {status} for model {model!r} ({detail}). The server had an error: "
         "check its logs, retry, or check that model (OPENAI_MODEL) is served there."
     ),
     "bad_request": (
-        "{where_} refused the request for model {model!r} (HTTP {status}: {detail}). Check the model name "
+        "The model server refused the request for model {model!r} (HTTP {status}: {detail}). Check the model name "
         "and the request parameters."
     ),
 }
@@ -822,6 +1034,7 @@ def _status_reason(openai: t.Any, exc: BaseException, status: int | None) -> str
     if status is not None and status >= 500:
         return "server"
     return "bad_request"
+
 
 def _server_message(exc: BaseException) -> str:
     body = getattr(exc, "body", None)
