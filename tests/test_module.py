@@ -521,3 +521,22 @@ def test_concurrent_roots_never_mix():
         assert all(e.inputs.startswith(f"root{i}") for e in events if e.kind == "start")
         check_invariants(events)
     assert len(roots) == 4
+
+
+def test_a_failures_detail_mapping_is_kept_on_the_end_for_spans_and_logs() -> None:
+    """An exception with a ``detail`` mapping (LLMError's) puts it on the End under ``error.detail.*``."""
+    from streamtap import ModuleBase
+    from streamtap.events import ERROR_DETAIL_PREFIX
+
+    class Upstream(Exception):
+        detail = {"status_code": 401, "base_url": "http://10.20.30.40/v1"}
+
+    class Failing(ModuleBase):
+        def forward(self, x: str) -> str:
+            raise Upstream("the server said no")
+
+    events = list(Failing().stream("x"))  # a stream ends with the failed End; it does not raise
+    end = events[-1]
+    assert end.kind == "end" and end.status == "error"
+    assert end.attributes[f"{ERROR_DETAIL_PREFIX}status_code"] == 401
+    assert end.attributes[f"{ERROR_DETAIL_PREFIX}base_url"] == "http://10.20.30.40/v1"

@@ -24,6 +24,7 @@ import types
 import typing as t
 
 __all__ = [
+    "ERROR_DETAIL_PREFIX",
     "Chunk",
     "Custom",
     "End",
@@ -48,6 +49,10 @@ Status = t.Literal["ok", "error", "cancelled", "interrupted"]
 
 ToolPhase = t.Literal["requested", "result", "error"]
 """Where a tool call is: asked for by a model, answered, or failed."""
+
+ERROR_DETAIL_PREFIX = "error.detail."
+"""Prefix of the ``End.attributes`` keys that hold a failure's redacted detail (an exception's ``detail`` mapping,
+such as :attr:`streamtap.llm.LLMError.detail`): spans and server logs show them; what is sent to clients leaves them out."""
 
 _EMPTY: t.Mapping[str, t.Any] = types.MappingProxyType({})
 

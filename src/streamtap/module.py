@@ -35,7 +35,7 @@ import typing as t
 
 from . import bus
 from .context import CancelToken, Executor, RunContext, _current, _Root
-from .events import ErrorInfo, Run, RunKind, Status
+from .events import ERROR_DETAIL_PREFIX, ErrorInfo, Run, RunKind, Status
 from .exceptions import RunCancelled, UsageError
 from .streams import Policy, RunHandle, RunStream, _Buffer
 
@@ -338,6 +338,10 @@ class ModuleBase:
         if exc is not None and status in ("interrupted", "error"):
             # the pause record of an interrupt; the partial answer of a broken model stream (LLMError.partial)
             output = getattr(exc, "streamtap_output", output)
+        detail = getattr(exc, "detail", None) if error is not None else None
+        if isinstance(detail, t.Mapping) and detail:
+            # an exception's redacted detail (LLMError.detail): kept for spans and server logs, not for clients
+            ctx.annotate(**{f"{ERROR_DETAIL_PREFIX}{key}": value for key, value in detail.items()})
         ctx._end(status, output, error)
 
     def _running(self, call: _Call) -> _Running:

@@ -451,8 +451,11 @@ def test_backend_without_metrics_is_logged_once_and_counted(
         assert len(backend.wait_for_spans(3)) == 3 and backend.refused_metric_requests >= 3
     ours, sdk = _records(caplog)
     assert sdk == [], [r.getMessage() for r in sdk]
-    assert len(ours) == 1, [r.getMessage() for r in ours]
-    assert "metrics" in ours[0].getMessage() and "OTEL_METRICS_EXPORTER=none" in ours[0].getMessage()
+    # One warning for the metrics outage. (Under heavy load another test's exporter, still shutting down, may
+    # log a line of its own to the same logger: only this backend's metrics warnings count here.)
+    mine = [r for r in ours if endpoint_of(backend, protocol).split("//")[-1] in r.getMessage() and r.getMessage().startswith("OTLP metrics")]
+    assert len(mine) == 1, ([r.getMessage() for r in ours], export.health.snapshot())
+    assert "OTEL_METRICS_EXPORTER=none" in mine[0].getMessage()
     assert export.health.failures("metrics") == backend.refused_metric_requests
     assert export.health.failures("traces") == 0 and export.health.successes("traces") >= 1
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import typing as t
 
+from ..events import ERROR_DETAIL_PREFIX
 from ..exceptions import UsageError
 from ..redaction import Redactor
 
@@ -86,6 +87,9 @@ class ClientErrors:
         error = ev.get("error")
         if not error:
             return ev
+        attributes = ev.get("attributes")
+        if isinstance(attributes, t.Mapping) and any(str(k).startswith(ERROR_DETAIL_PREFIX) for k in attributes):
+            ev = {**ev, "attributes": {k: v for k, v in attributes.items() if not str(k).startswith(ERROR_DETAIL_PREFIX)}}
         run = ev.get("run") or {}
         if ev.get("kind") == "tool":
             kind, name = "tool", str(ev.get("name") or "")
@@ -109,15 +113,21 @@ class ClientErrors:
         verb = "failed"
         if ev.get("status") == "cancelled":
             level, verb = logging.INFO, "was cancelled"
+        attributes = ev.get("attributes")
+        detail = ""
+        if isinstance(attributes, t.Mapping):
+            facts = [f"{k[len(ERROR_DETAIL_PREFIX):]}={v}" for k, v in attributes.items() if str(k).startswith(ERROR_DETAIL_PREFIX)]
+            detail = f" [{', '.join(facts)}]" if facts else ""
         log.log(
             level,
-            "Run %s (%s, root %s) %s: %s: %s",
+            "Run %s (%s, root %s) %s: %s: %s%s",
             run.get("run_id"),
             what,
             run.get("root_id"),
             verb,
             error.get("type"),
             self.redact(str(error.get("message") or "")),
+            self.redact(detail),
         )
 
 
