@@ -189,7 +189,11 @@ class FunctionCallAgent(ModuleBase):
 
     def _parallel(self, ctx: RunContext, jobs: list[tuple[int, t.Any, t.Any]]) -> dict[int, str]:
         cancelled: concurrent.futures.Future[None] = concurrent.futures.Future()
-        remove = ctx.on_cancel(lambda: cancelled.done() or cancelled.set_result(None))
+        def on_cancel() -> None:
+            if not cancelled.done():
+                cancelled.set_result(None)
+
+        remove = ctx.on_cancel(on_cancel)
         pool = Executor(max_workers=min(self.max_workers, len(jobs)), thread_name_prefix="streamtap-tool")
         try:
             futures = {pool.submit(self._execute, ctx, c, found, args): i for i, c, (found, args) in jobs}

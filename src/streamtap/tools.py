@@ -132,7 +132,7 @@ def _is_optional(tp: t.Any) -> tuple[bool, t.Any]:
     if origin is t.Union or origin is types.UnionType:
         args = [a for a in t.get_args(tp) if a is not type(None)]
         if len(args) < len(t.get_args(tp)):
-            inner = args[0] if len(args) == 1 else t.Union[tuple(args)]  # type: ignore[valid-type]
+            inner = args[0] if len(args) == 1 else t.Union[tuple(args)]
             return True, inner
     return False, tp
 
@@ -201,7 +201,7 @@ def _schema_of(tp: t.Any) -> dict[str, t.Any]:
                 required.append(f.name)
         return {"type": "object", "properties": props, "required": required, "additionalProperties": False}
     if isinstance(tp, type) and hasattr(tp, "model_json_schema") and hasattr(tp, "model_validate"):
-        return t.cast(dict, tp.model_json_schema())
+        return t.cast("dict[str, t.Any]", tp.model_json_schema())
     if isinstance(tp, type) and t.is_typeddict(tp):
         hints = t.get_type_hints(tp)
         return {
@@ -337,6 +337,8 @@ class FunctionTool(ModuleBase):
 
     kind = "tool"
 
+    name: str
+
     def __init__(self, fn: t.Callable[..., t.Any], name: str | None = None, description: str | None = None) -> None:
         if not callable(fn):
             msg = f"@tool needs a function, not {fn!r}."
@@ -447,7 +449,7 @@ class FunctionTool(ModuleBase):
 class AsyncFunctionTool(FunctionTool):
     """A tool made from an ``async def`` function; ``await tool.acall(...)`` or ``tool(...)``."""
 
-    async def forward(self, *args: t.Any, **kwargs: t.Any) -> t.Any:  # type: ignore[override]
+    async def forward(self, *args: t.Any, **kwargs: t.Any) -> t.Any:
         """Await the function."""
         return await self.fn(*args, **kwargs)
 

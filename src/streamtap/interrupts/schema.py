@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import re
 import typing as t
 
@@ -128,12 +129,13 @@ def _validate(v: t.Any, s: dict[str, t.Any], at: str, out: list[str]) -> None:  
         if "pattern" in s and not re.search(s["pattern"], v):
             out.append(f"{at} should match {s['pattern']!r}")
     if isinstance(v, (int, float)) and not isinstance(v, bool):
-        for key, ok, word in (
-            ("minimum", lambda a, b: a >= b, ">="),
-            ("maximum", lambda a, b: a <= b, "<="),
-            ("exclusiveMinimum", lambda a, b: a > b, ">"),
-            ("exclusiveMaximum", lambda a, b: a < b, "<"),
-        ):
+        bounds: tuple[tuple[str, t.Callable[[float, float], bool], str], ...] = (
+            ("minimum", operator.ge, ">="),
+            ("maximum", operator.le, "<="),
+            ("exclusiveMinimum", operator.gt, ">"),
+            ("exclusiveMaximum", operator.lt, "<"),
+        )
+        for key, ok, word in bounds:
             if key in s and not ok(v, s[key]):
                 out.append(f"{at} should be {word} {s[key]}, got {v}")
     if isinstance(v, list):

@@ -112,7 +112,7 @@ class MemoryPauseStore(_Transitions):
         with self._lock:
             if pause_id not in self._records:
                 raise _unknown(pause_id)
-            return json.loads(json.dumps(self._records[pause_id][1]))
+            return t.cast("dict[str, t.Any]", json.loads(json.dumps(self._records[pause_id][1])))
 
     def status(self, pause_id: str) -> str:
         """``pending``, ``claimed`` or ``resumed``."""

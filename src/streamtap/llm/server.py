@@ -179,7 +179,7 @@ class RequestRecord:
     def messages(self) -> list[dict[str, t.Any]]:
         """The chat messages of the request (empty for other requests)."""
         if isinstance(self.body, dict) and isinstance(self.body.get("messages"), list):
-            return self.body["messages"]
+            return t.cast("list[dict[str, t.Any]]", self.body["messages"])
         return []
 
 

@@ -163,11 +163,11 @@ class LoggingStore:
 
     async def wait(self, run_id: str, after: int, timeout: float) -> bool:
         """See :meth:`EventStore.wait`."""
-        return await self.store.wait(run_id, after, timeout)
+        return bool(await self.store.wait(run_id, after, timeout))
 
     async def expire(self, now: float | None = None) -> int:
         """See :meth:`EventStore.expire`."""
-        return await self.store.expire(now)
+        return int(await self.store.expire(now))
 
     def __getattr__(self, name: str) -> t.Any:
         return getattr(self.store, name)
