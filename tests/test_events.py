@@ -40,7 +40,7 @@ class TestShape:
         assert set(End(RUN, 2, "ok").to_dict()) == {
             "kind", "seq", "run", "status", "output", "error", "usage", "timings", "attributes"
         }
-        assert set(RUN.to_dict()) == {"run_id", "name", "kind", "parent_id", "root_id", "tags", "metadata"}
+        assert set(RUN.to_dict()) == {"run_id", "name", "kind", "parent_id", "root_id", "tags", "metadata", "path"}
         assert set(Tool(RUN, 1, "c", "n", "error", error=ErrorInfo("E", "m")).to_dict()["error"]) == {"type", "message"}
 
 

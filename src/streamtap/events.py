@@ -116,6 +116,11 @@ class Run(t.NamedTuple):
     """Tags of this run and every run above it (inherited, as LangChain does)."""
     metadata: t.Mapping[str, t.Any] = _EMPTY
     """Free-form metadata given to the module (read-only mapping)."""
+    path: tuple[str, ...] = ()
+    """The names of the runs from the root down to this one, this run's own name last:
+    ``("plan_act", "Plan", "OpenAIChat")``. Label a chunk with the node it came from
+    (``ev.run.path[1]``) or keep a subtree (``stream.filter(under="Plan")``) without
+    rebuilding the tree from ``Start`` events. Empty only for a hand-made ``Run``."""
 
     def to_dict(self) -> dict[str, t.Any]:
         """Return the run as a JSON-safe dict."""
@@ -127,6 +132,7 @@ class Run(t.NamedTuple):
             "root_id": self.root_id,
             "tags": list(self.tags),
             "metadata": to_jsonable(self.metadata),
+            "path": list(self.path),
         }
 
 

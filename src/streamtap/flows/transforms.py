@@ -1,0 +1,134 @@
+"""Stream transforms in a :class:`~streamtap.flows.Sequential`: a step that reads the previous step's live stream.
+
+A run of steps ``head, t1, t2, ...`` where every ``t`` is a transform (see
+:mod:`streamtap.steps`) runs as one *segment*: ``head`` starts streaming,
+``t1`` reads its stream while it is produced, ``t2`` reads ``t1``'s, and so
+on; the segment's output is the last transform's output. Every step is
+still a child run of the sequence, so all of them stream with their
+identity.
+
+What a transform reads from its upstream: the ``delta`` of each chunk of
+the upstream's own run on the ``text`` or ``data`` channel, in order. An
+upstream that streams nothing of its own (a step that returns, or a flow
+whose children do the talking) gives its output as one item when it ends.
+An upstream that fails raises its exception inside the transform's loop;
+a transform that stops reading early (``break``) cancels its upstream.
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+from ..events import Chunk, End
+from ..module import Configured, ModuleBase
+from ..steps import transform_input
+from ..streams import RunStream
+
+__all__ = ["Live", "run_segment", "run_segment_async", "segment_end"]
+
+_CHANNELS = ("text", "data")
+
+
+def segment_end(steps: t.Sequence[t.Any], at: int) -> int:
+    """The index after the last transform that follows ``steps[at]`` (``at + 1`` when none does)."""
+    end = at + 1
+    while end < len(steps) and transform_input(steps[end]) is not None:
+        end += 1
+    return end
+
+
+class Live:
+    """The live stream of one upstream step, as a transform iterates it (sync or async).
+
+    Iterating it yields the upstream run's own ``text`` / ``data`` deltas as
+    they arrive (its output once, at its end, when it streamed nothing).
+    """
+
+    __slots__ = ("_done", "_sent", "name", "stream")
+
+    def __init__(self, stream: RunStream, name: str) -> None:
+        self.stream = stream
+        self.name = name
+        """The upstream step's run name."""
+        self._sent = False
+        self._done = False
+
+    def _item(self, ev: t.Any) -> tuple[bool, t.Any]:
+        """``(True, value)`` when ``ev`` gives the transform a value."""
+        rid = self.stream.handle.run_id
+        if ev.__class__ is Chunk:
+            if ev.run.run_id == rid and ev.channel in _CHANNELS:
+                self._sent = True
+                return True, ev.delta
+        elif ev.__class__ is End and ev.run.run_id == rid:
+            self._done = True
+            if ev.status == "ok" and not self._sent and ev.output is not None:
+                return True, ev.output
+        return False, None
+
+    def __iter__(self) -> t.Iterator[t.Any]:
+        try:
+            for ev in self.stream:
+                ok, value = self._item(ev)
+                if ok:
+                    yield value
+            self.stream.handle.result()  # the upstream's failure is raised here, in the transform's loop
+        finally:
+            self.stream.close()
+
+    async def _aiter(self) -> t.AsyncIterator[t.Any]:
+        try:
+            async for ev in self.stream:
+                ok, value = self._item(ev)
+                if ok:
+                    yield value
+            await self.stream.handle
+        finally:
+            self.stream.close()
+
+    def __aiter__(self) -> t.AsyncIterator[t.Any]:
+        return self._aiter()
+
+    def __repr__(self) -> str:
+        return f"<live stream of {self.name}>"
+
+
+def _feed(step: t.Any, live: Live) -> t.Any:
+    """What a transform is called with: the live stream, iterated the way it declared (sync or async)."""
+    return iter(live) if transform_input(step) == "sync" else live.__aiter__()
+
+
+def _name(step: ModuleBase | Configured) -> str:
+    return step._run_name()
+
+
+def run_segment(steps: t.Sequence[t.Any], value: t.Any) -> t.Any:
+    """Run ``head, *transforms`` on ``value`` (sync), each transform reading the previous one live."""
+    head, *transforms = steps
+    live = Live(head.stream(value), _name(head))
+    opened = [live]
+    try:
+        for step in transforms[:-1]:
+            live = Live(step.stream(_feed(step, live)), _name(step))
+            opened.append(live)
+        last = transforms[-1]
+        return last(_feed(last, live))
+    finally:
+        for each in opened:
+            each.stream.close()
+
+
+async def run_segment_async(steps: t.Sequence[t.Any], value: t.Any) -> t.Any:
+    """Async :func:`run_segment`: streams are tasks of the running loop (sync steps in the SDK's threads)."""
+    head, *transforms = steps
+    live = Live(head.astream(value), _name(head))
+    opened = [live]
+    try:
+        for step in transforms[:-1]:
+            live = Live(step.astream(_feed(step, live)), _name(step))
+            opened.append(live)
+        last = transforms[-1]
+        return await last.acall(_feed(last, live))
+    finally:
+        for each in opened:
+            each.stream.close()
