@@ -388,7 +388,7 @@ class ModuleBase:
         cls._forward_returns = _returns_value(cls.forward)
         init = cls.__dict__.get("__init__")
         if init is not None and not getattr(init, "_streamtap_options", False):
-            cls.__init__ = _strip_options(init)  # type: ignore[misc]
+            setattr(cls, "__init__", _strip_options(init))  # noqa: B010 - mypy refuses assigning a method
 
     def with_options(
         self,

@@ -57,7 +57,7 @@ def _first_parameter_stream(fn: t.Callable[..., t.Any]) -> TransformInput | None
     try:
         hints = t.get_type_hints(fn)
         annotation = hints.get(first.name, first.annotation)
-    except Exception:  # an annotation that does not resolve: read it as written
+    except (NameError, TypeError, AttributeError):  # an annotation that does not resolve: read it as written
         annotation = first.annotation
     if isinstance(annotation, str):
         head = annotation.split("[", 1)[0].rsplit(".", 1)[-1]
@@ -156,7 +156,7 @@ class _AgenStep(FunctionStep):
 
 def _step_class(fn: t.Callable[..., t.Any]) -> type[FunctionStep]:
     # A function or a functools.partial of one is probed itself; any other callable object by its __call__.
-    probe = fn if inspect.isroutine(fn) or hasattr(fn, "func") else getattr(type(fn), "__call__", fn)
+    probe = fn if inspect.isroutine(fn) or hasattr(fn, "func") else type(fn).__call__
     if inspect.isasyncgenfunction(probe):
         return _AgenStep
     if inspect.iscoroutinefunction(probe):
@@ -221,10 +221,6 @@ def step(
         return _step_class(f)(f, name=name, kind=kind, tags=tags, metadata=metadata, transform=transform)
 
     return make(fn) if fn is not None else make
-
-
-Step = t.Union[ModuleBase, Configured]
-"""What a flow runs: a module, or a module seen through ``with_options``."""
 
 
 def as_step(obj: t.Any, owner: str) -> ModuleBase | Configured:

@@ -17,6 +17,7 @@ a transform that stops reading early (``break``) cancels its upstream.
 
 from __future__ import annotations
 
+import contextlib
 import typing as t
 
 from ..events import Chunk, End
@@ -115,7 +116,10 @@ def run_segment(steps: t.Sequence[t.Any], value: t.Any) -> t.Any:
         return last(_feed(last, live))
     finally:
         for each in opened:
-            each.stream.close()
+            each.stream.close()  # cancels an upstream still running (the transform stopped reading)
+        for each in opened:
+            with contextlib.suppress(BaseException):  # its End comes before the sequence's own
+                each.stream.handle.result()
 
 
 async def run_segment_async(steps: t.Sequence[t.Any], value: t.Any) -> t.Any:
@@ -132,3 +136,6 @@ async def run_segment_async(steps: t.Sequence[t.Any], value: t.Any) -> t.Any:
     finally:
         for each in opened:
             each.stream.close()
+        for each in opened:
+            with contextlib.suppress(BaseException):
+                await each.stream.handle
