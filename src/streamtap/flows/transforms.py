@@ -13,13 +13,20 @@ upstream that streams nothing of its own (a step that returns, or a flow
 whose children do the talking) gives its output as one item when it ends.
 An upstream that fails raises its exception inside the transform's loop;
 a transform that stops reading early (``break``) cancels its upstream.
+
+Each upstream's runs carry the metadata ``{"streamtap.piped_into": <the
+transform's name>}`` (:data:`~streamtap.answer.PIPED_KEY`): what it streams is
+the transform's input, so ``stream.text()`` and the web page leave it out of
+the answer and show the transform's output instead.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import typing as t
 
+from ..answer import PIPED_KEY
 from ..events import Chunk, End
 from ..module import Configured, ModuleBase
 from ..steps import transform_input
@@ -103,9 +110,15 @@ def _name(step: ModuleBase | Configured) -> str:
     return step._run_name()
 
 
+def _piped(steps: t.Sequence[t.Any]) -> list[t.Any]:
+    """Every step but the last, marked as feeding the next one (for the answer rule); the last as is."""
+    out = [s.with_options(metadata={PIPED_KEY: _name(nxt)}) for s, nxt in itertools.pairwise(steps)]
+    return [*out, steps[-1]]
+
+
 def run_segment(steps: t.Sequence[t.Any], value: t.Any) -> t.Any:
     """Run ``head, *transforms`` on ``value`` (sync), each transform reading the previous one live."""
-    head, *transforms = steps
+    head, *transforms = _piped(steps)
     live = Live(head.stream(value), _name(head))
     opened = [live]
     try:
@@ -124,7 +137,7 @@ def run_segment(steps: t.Sequence[t.Any], value: t.Any) -> t.Any:
 
 async def run_segment_async(steps: t.Sequence[t.Any], value: t.Any) -> t.Any:
     """Async :func:`run_segment`: streams are tasks of the running loop (sync steps in the SDK's threads)."""
-    head, *transforms = steps
+    head, *transforms = _piped(steps)
     live = Live(head.astream(value), _name(head))
     opened = [live]
     try:
