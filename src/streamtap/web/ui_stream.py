@@ -231,7 +231,10 @@ class UIMessageMapper:
             return self._tool(ev) if self.verbose else []
         if kind == "custom":
             out = self._ensure_step()
-            out.append({"type": data_part_name(ev["name"]), "data": ev.get("data")})
+            part: Part = {"type": data_part_name(ev["name"]), "data": ev.get("data")}
+            if ev["name"] == "progress":
+                part["id"] = run["run_id"]  # one bar per run: the next progress part of that run replaces it
+            out.append(part)
             return out
         return []
 
