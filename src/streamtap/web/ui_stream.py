@@ -232,8 +232,9 @@ class UIMessageMapper:
         if kind == "custom":
             out = self._ensure_step()
             part: Part = {"type": data_part_name(ev["name"]), "data": ev.get("data")}
-            if ev["name"] == "progress":
-                part["id"] = run["run_id"]  # one bar per run: the next progress part of that run replaces it
+            data = ev.get("data")
+            if ev["name"] == "progress" and isinstance(data, t.Mapping) and "done" in data:
+                part["id"] = run["run_id"]  # a bar (done/total): one per run, the next part of that run replaces it
             out.append(part)
             return out
         return []
