@@ -86,6 +86,10 @@ class _Node(t.NamedTuple):
     """A tool, a stream transform's input, or inside one: its text is not the answer."""
 
 
+_HIDDEN: tuple[_Echo, ...] = (_Echo(),)
+"""Marks a run whose text is not the answer (compared by identity; never iterated)."""
+
+
 class AnswerText:
     """The answer rule for one root run's events (see the module docstring), fed in ``seq`` order.
 
@@ -98,15 +102,15 @@ class AnswerText:
         root_id: the root run; its text always counts. ``None``: the first run seen.
     """
 
-    __slots__ = ("_echo", "_last_char", "_last_run", "_nodes", "_relays", "root_id", "shown")
+    __slots__ = ("_chains", "_echo", "_last_char", "_last_run", "_nodes", "root_id", "shown")
 
     def __init__(self, root_id: str | None = None) -> None:
         self.root_id = root_id
         self.shown = False
         """Whether any text of the answer was shown yet."""
         self._nodes: dict[str, _Node] = {}
-        self._relays: set[str] = set()
-        self._echo: dict[str, _Echo] = {}
+        self._echo: dict[str, _Echo] = {}  # relay (a run whose descendants spoke) -> the text it may repeat
+        self._chains: dict[str, tuple[_Echo, ...]] = {}  # speaking run -> its ancestors' echoes (or _HIDDEN)
         self._last_run: str | None = None
         self._last_char = ""
 
@@ -120,22 +124,36 @@ class AnswerText:
         )
         self._nodes[run_id] = _Node(parent_id, hidden)
 
-    def shows(self, run_id: str, parent_id: str | None, kind: str, delta: str, metadata: t.Mapping[str, t.Any] | None = None) -> bool:
-        """Whether this ``text`` delta of ``run_id`` is part of the answer (and remember that it was shown)."""
+    def _chain(self, run_id: str, parent_id: str | None, kind: str, metadata: t.Mapping[str, t.Any] | None) -> tuple[_Echo, ...]:
         node = self._nodes.get(run_id)
         if node is None:  # fed from the middle of a run: derive what we can
             self.started(run_id, parent_id, kind, metadata)
             node = self._nodes[run_id]
         if node.hidden:
+            chain = _HIDDEN
+        else:
+            echoes = []
+            parent = node.parent_id
+            while parent is not None:  # every ancestor may repeat this run's text later
+                echoes.append(self._echo.setdefault(parent, _Echo()))
+                above = self._nodes.get(parent)
+                parent = above.parent_id if above is not None else None
+            chain = tuple(echoes)
+        self._chains[run_id] = chain
+        return chain
+
+    def shows(self, run_id: str, parent_id: str | None, kind: str, delta: str, metadata: t.Mapping[str, t.Any] | None = None) -> bool:
+        """Whether this ``text`` delta of ``run_id`` is part of the answer (and remember that it was shown)."""
+        chain = self._chains.get(run_id)
+        if chain is None:
+            chain = self._chain(run_id, parent_id, kind, metadata)
+        if chain is _HIDDEN:
             return False
-        if run_id in self._relays and self._echo[run_id].consume(delta):
+        echo = self._echo.get(run_id)
+        if echo is not None and echo.consume(delta):
             return False  # a parent repeating what its child already showed
-        parent = node.parent_id
-        while parent is not None:  # every ancestor may repeat this text later
-            self._relays.add(parent)
-            self._echo.setdefault(parent, _Echo()).add(delta)
-            above = self._nodes.get(parent)
-            parent = above.parent_id if above is not None else None
+        for each in chain:
+            each.add(delta)
         if delta:
             self.shown = True
         return True
@@ -147,16 +165,18 @@ class AnswerText:
         if cls is Chunk:
             ev = t.cast(Chunk, event)
             delta = ev.delta
-            if ev.channel != "text" or not isinstance(delta, str):
+            if ev.channel != "text" or delta.__class__ is not str or not delta:
+                if delta == "" and ev.channel == "text":
+                    self.shows(run.run_id, run.parent_id, run.kind, delta, run.metadata)
                 return None
-            if not self.shows(run.run_id, run.parent_id, run.kind, delta, run.metadata):
+            rid = run.run_id
+            if not self.shows(rid, run.parent_id, run.kind, delta, run.metadata):
                 return None
-            if not delta:
-                return None
-            out = delta
-            if self._last_run is not None and self._last_run != run.run_id and self._last_char != "\n" and delta[0] != "\n":
+            if rid == self._last_run or self._last_run is None or self._last_char == "\n" or delta[0] == "\n":
+                out = delta
+            else:
                 out = TURN_SEPARATOR + delta
-            self._last_run = run.run_id
+            self._last_run = rid
             self._last_char = delta[-1]
             return out
         if cls is Start:

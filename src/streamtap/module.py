@@ -370,7 +370,8 @@ class ModuleBase:
             UsageError: a name that is not a non-empty string, tags that are not
                 strings, metadata that is not a mapping with string keys.
         """
-        self._set_options(name=name, tags=tags, metadata=metadata)
+        if name is not None or tags is not None or metadata is not None:
+            self._set_options(name=name, tags=tags, metadata=metadata)
 
     def _set_options(self, name: t.Any = None, tags: t.Any = None, metadata: t.Any = None) -> None:
         owner = type(self).__qualname__

@@ -472,6 +472,21 @@ class _AnswerView(StreamView):
     def _map(self, event: Event) -> t.Any:
         return self._pending
 
+    def __iter__(self) -> t.Iterator[t.Any]:
+        # The hot path of .text(): one call per event, straight from the source.
+        src = self._source()
+        parent = self._parent
+        plain = parent is src  # stream.text(): nothing else to accept
+        answer = self._rule.answer
+        while True:
+            ev = src._next_event()
+            if ev is None:
+                return
+            if plain or parent._accept(ev):
+                out = answer(ev)
+                if out is not None:
+                    yield out
+
 
 class RunStream(_Iterable):
     """The events of one call's run tree, in ``seq`` order; iterate it sync or async.
