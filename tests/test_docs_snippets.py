@@ -13,7 +13,7 @@ import pytest
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 PAGES = [DOCS / "guide" / "composing.md", *sorted((DOCS / "migrating").glob("*.md"))]
-_BLOCK = re.compile(r"^```python\n(.*?)^```$", re.S | re.M)
+_BLOCK = re.compile(r"^```python\n(.*?)^```$", re.DOTALL | re.MULTILINE)
 
 
 def blocks(page: Path) -> list[str]:

@@ -27,7 +27,7 @@ from .transforms import run_segment, run_segment_async, segment_end
 __all__ = ["AsyncParallel", "AsyncSequential", "Parallel", "Sequential"]
 
 
-Step = t.Union[ModuleBase, Configured]
+Step: t.TypeAlias = "ModuleBase | Configured"
 
 
 def _timeout(step: Step) -> float | None:
