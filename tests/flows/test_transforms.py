@@ -120,3 +120,18 @@ def test_a_transform_that_stops_early_cancels_its_upstream(srv: FakeOpenAI) -> N
 def test_parser_alone_reads_an_iterable_of_text() -> None:
     """JsonOutputParser()(pieces) is a transform outside flows too."""
     assert JsonOutputParser()(iter(['{"a": [1', ", 2]}"])) == {"a": [1, 2]}
+
+
+def test_a_transforms_input_reads_as_its_upstream() -> None:
+    """The transform run's Start shows which step's live stream it reads (not a bare generator)."""
+
+    def words(text: str) -> Iterator[str]:
+        yield from text.split()
+
+    def count(pieces: Iterator[str]) -> int:
+        return sum(1 for _ in pieces)
+
+    events = list(Sequential(words, count).stream("a b c"))
+    start = next(e for e in events if e.kind == "start" and e.run.name == "count")
+    assert start.to_dict()["inputs"] == "<live stream of words>"
+    assert events[-1].output == 3

@@ -101,9 +101,42 @@ class Live:
         return f"<live stream of {self.name}>"
 
 
+class _Feed:
+    """The iterator a transform gets: its upstream's live values, with a readable repr (the run's ``inputs``)."""
+
+    __slots__ = ("_it", "name")
+
+    def __init__(self, it: t.Any, name: str) -> None:
+        self._it = it
+        self.name = name
+
+    def __iter__(self) -> _Feed:
+        return self
+
+    def __next__(self) -> t.Any:
+        return next(self._it)
+
+    def __aiter__(self) -> _Feed:
+        return self
+
+    async def __anext__(self) -> t.Any:
+        return await self._it.__anext__()
+
+    def close(self) -> None:
+        """Stop reading: the upstream is cancelled if it still runs."""
+        self._it.close()
+
+    async def aclose(self) -> None:
+        """Async :meth:`close`."""
+        await self._it.aclose()
+
+    def __repr__(self) -> str:
+        return f"<live stream of {self.name}>"
+
+
 def _feed(step: t.Any, live: Live) -> t.Any:
     """What a transform is called with: the live stream, iterated the way it declared (sync or async)."""
-    return iter(live) if transform_input(step) == "sync" else live.__aiter__()
+    return _Feed(iter(live) if transform_input(step) == "sync" else live.__aiter__(), live.name)
 
 
 def _name(step: ModuleBase | Configured) -> str:
