@@ -1,10 +1,12 @@
-"""A batch node summarising many documents with a model, reporting progress with ``streamtap.emit``.
+"""A batch node summarising many documents with a model, with the progress events batch nodes send.
 
 ``SummariseAll`` is a :class:`~streamtap.flows.ParallelBatchNode`: ``prep``
 returns the documents, ``exec`` summarises one (a model call on the embedded
 OpenAI-compatible server, so this runs offline), up to four at a time, and
-``post`` stores the summaries. Each finished item emits a ``progress`` event;
-the loop below prints them from the same event stream as everything else.
+``post`` stores the summaries. The node itself sends ``progress`` events
+(``{"done": n, "total": 24}``) as items finish -- nothing to write for it;
+the loop below prints them from the same event stream as everything else
+(the terminal view of ``streamtap-console`` and the web page draw them as bars).
 
 Run: python examples/batch_flow.py
 """
@@ -12,11 +14,8 @@ Run: python examples/batch_flow.py
 from __future__ import annotations
 
 import contextlib
-import itertools
-import threading
 import typing as t
 
-import streamtap
 from streamtap.exporting import traces_from_env
 from streamtap.flows import Flow, Node, ParallelBatchNode
 from streamtap.llm.openai import OpenAIChat
@@ -37,19 +36,12 @@ class SummariseAll(ParallelBatchNode):
     def __init__(self, llm: OpenAIChat) -> None:
         super().__init__()
         self.llm = llm
-        self._done = itertools.count(1)
-        self._lock = threading.Lock()
 
     def prep(self, shared: dict[str, t.Any]) -> list[str]:
-        self.total = len(shared["documents"])
         return shared["documents"]
 
     def exec(self, document: str) -> str:
-        summary = str(self.llm(f"Summarise in one line: {document}"))
-        with self._lock:
-            done = next(self._done)
-        streamtap.emit("progress", {"done": done, "total": self.total, "document": document.split(":")[0]})
-        return summary
+        return str(self.llm(f"Summarise in one line: {document}"))
 
     def post(self, shared: dict[str, t.Any], documents: t.Any, summaries: list[str]) -> None:
         shared["summaries"] = summaries
@@ -73,9 +65,10 @@ def main() -> int:
         shared: dict[str, t.Any] = {}
         stream = Flow(load, name="Summaries").stream(shared)
         for ev in stream.filter(kinds="custom", names="SummariseAll"):
-            p = ev.data
-            bar = "#" * (20 * p["done"] // p["total"])
-            print(f"[{bar:<20}] {p['done']:>2}/{p['total']}  {p['document']}")
+            if ev.name == "progress":
+                p = ev.data
+                bar = "#" * (20 * p["done"] // p["total"])
+                print(f"[{bar:<20}] {p['done']:>2}/{p['total']}")
         print(stream.handle.result())
         assert len(shared["summaries"]) == len(DOCUMENTS)
         assert all(s.startswith("You said: Summarise in one line: Document") for s in shared["summaries"])

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import os
 import typing as t
+from collections.abc import Iterator
 
-from streamtap import ModuleBase
 from streamtap.exporting import traces_from_env
+from streamtap.flows import Sequential
 from streamtap.llm.openai import OpenAIChat
 from streamtap.llm.server import model_endpoint
 from streamtap.parsers import JsonOutputParser
@@ -30,38 +31,33 @@ PROMPT = (
 )
 
 
-class ExtractContent(ModuleBase):
-    """Stream the growing ``content`` of the parser's partial objects as plain text deltas."""
-
-    def __init__(self, parser: JsonOutputParser) -> None:
-        self.parser = parser
-
-    def forward(self, prompt: str) -> t.Iterator[str]:
-        shown = 0
-        for partial in self.parser.stream(prompt).filter(kinds="chunk", channels="data", names=self.parser.name):
-            content = partial.delta.get("content", "") if isinstance(partial.delta, dict) else ""
-            if len(content) > shown:
-                yield content[shown:]
-                shown = len(content)
+def extract_content(partials: Iterator[t.Any]) -> Iterator[str]:
+    """A stream transform (its first parameter is an Iterator): only the new text of ``content``."""
+    shown = 0
+    for partial in partials:
+        content = partial.get("content", "") if isinstance(partial, dict) else ""
+        if len(content) > shown:
+            yield content[shown:]
+            shown = len(content)
 
 
 def main() -> None:
     with traces_from_env(), model_endpoint(token_delay=0.005) as base_url:
         model = os.environ.get("OPENAI_MODEL") or ("fake-gpt" if base_url.startswith("http://127.0.0.1") else None)
         llm = OpenAIChat(model, base_url=base_url, response_format={"type": "json_object"})
-        parser = JsonOutputParser(llm, name="story_parser")
 
-        # 1. The partial objects, as the seed prints them (the first few and the last).
-        partials = [e.delta for e in parser.stream(PROMPT).filter(kinds="chunk", channels="data")]
+        # 1. model | JsonOutputParser(): the partial objects, as the seed prints them (the first few and the last).
+        chain = Sequential(llm, JsonOutputParser(name="story_parser"))
+        partials = [e.delta for e in chain.stream(PROMPT).filter(names="story_parser", channels="data", kinds="chunk")]
         for obj in partials[:6]:
             print(obj)
         print("......")
         print(partials[-1])
 
-        # 2. Only the new text of `content`, from a generator step over the parser.
-        extract = ExtractContent(parser)
-        for event in extract.stream(PROMPT).filter(kinds="chunk", names="ExtractContent"):
-            print(event.delta, end="|", flush=True)
+        # 2. model | JsonOutputParser() | extract_content: streams end to end, each step reading the one before live.
+        chain = Sequential(llm, JsonOutputParser(name="story_parser"), extract_content)
+        for piece in chain.stream(PROMPT).filter(names="extract_content", kinds="chunk"):
+            print(piece.delta, end="|", flush=True)
         print()
 
 

@@ -87,17 +87,11 @@ def main() -> int:
         llm = OpenAIChat(model="fake-gpt", base_url=server.base_url, api_key="offline")
         shared: dict[str, t.Any] = {"step": 0, "observations": []}
         stream = build(llm).stream(shared)
-        runs: dict[str, t.Any] = {}  # run id -> Run, to find the node a chunk comes from
         current = None
         for ev in stream:
-            if ev.kind == "start":
-                runs[ev.run.run_id] = ev.run
             if ev.kind == "chunk" and ev.channel == "text":
-                # the model's chunks belong to the llm run, a child of the Plan node's run
-                run = ev.run
-                while run.kind != "node":
-                    run = runs[run.parent_id]
-                owner = run.name
+                # run.path names every run from the root: ("PlanActAgent", "Plan", "OpenAIChat")
+                owner = ev.run.path[1]
                 if owner != current:
                     print(f"\n[{owner}] ", end="")
                     current = owner

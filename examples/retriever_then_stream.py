@@ -20,6 +20,7 @@ import typing as t
 
 from streamtap import ModuleBase
 from streamtap.exporting import traces_from_env
+from streamtap.flows import Sequential
 from streamtap.llm.openai import OpenAIChat
 from streamtap.llm.server import model_endpoint
 
@@ -33,52 +34,39 @@ Question: {question}
 class ToyRetriever(ModuleBase):
     """Find documents sharing words with the question (a stand-in for a vector store). Not streaming."""
 
-    name = "Docs"
-    kind = "module"
-    tags = ("retriever",)
-
     def __init__(self, texts: t.Sequence[str], k: int = 2) -> None:
         self.texts = list(texts)
         self.k = k
 
-    def forward(self, question: str) -> list[str]:
+    def forward(self, question: str) -> dict[str, t.Any]:
         words = set(question.lower().replace("?", "").split())
         ranked = sorted(self.texts, key=lambda text: -len(words & set(text.lower().split())))
-        return ranked[: self.k]
+        return {"context": ranked[: self.k], "question": question}
 
 
-class RetrievalChain(ModuleBase):
-    """Retrieve, build the prompt, stream the model's answer."""
-
-    kind = "flow"
-
-    def __init__(self, retriever: ToyRetriever, llm: OpenAIChat) -> None:
-        self.retriever = retriever
-        self.llm = llm
-
-    def forward(self, question: str) -> str:
-        docs = self.retriever(question)
-        prompt = TEMPLATE.format(context="\n".join(docs), question=question)
-        return str(self.llm(prompt))  # its text chunks stream by themselves
+def prompt(inputs: dict[str, t.Any]) -> str:
+    """Fill the template (a plain function step: a run named ``prompt``)."""
+    return TEMPLATE.format(context="\n".join(inputs["context"]), question=inputs["question"])
 
 
 def main() -> None:
     with traces_from_env(), model_endpoint(token_delay=0.01) as base_url:
         model = os.environ.get("OPENAI_MODEL") or ("fake-gpt" if base_url.startswith("http://127.0.0.1") else None)
-        retriever = ToyRetriever(["harrison worked at kensho", "harrison likes spicy food", "bears like honey"])
-        chain = RetrievalChain(retriever, OpenAIChat(model, base_url=base_url))
+        # name= and tags= on the constructor, as the seed's retriever.with_config(run_name="Docs").
+        retriever = ToyRetriever(["harrison worked at kensho", "harrison likes spicy food", "bears like honey"], name="Docs", tags=["retriever"])
+        chain = Sequential(retriever, prompt, OpenAIChat(model, base_url=base_url), name="retrieval_chain")
 
         # The retriever alone: "streaming" it gives one final result, as in the seed.
-        print([e.output for e in retriever.stream("where did harrison work?") if e.kind == "end"])
+        print([e.output["context"] for e in retriever.stream("where did harrison work?") if e.kind == "end"])
 
         stream = chain.stream("Where did harrison work? Write 3 made up sentences about this place.")
         for event in stream:
             if event.kind == "end" and event.run.name == "Docs":
-                print(f"[Docs] {event.output}")
+                print(f"[Docs] {event.output['context']}")
             elif event.kind == "chunk" and event.channel == "text":
                 print(event.delta, end="|", flush=True)
         print()
-        print(f"ret: {stream.handle.result()!r}")
+        print(f"ret: {str(stream.handle.result())!r}")
 
 
 if __name__ == "__main__":

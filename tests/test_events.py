@@ -40,7 +40,7 @@ class TestShape:
         assert set(End(RUN, 2, "ok").to_dict()) == {
             "kind", "seq", "run", "status", "output", "error", "usage", "timings", "attributes"
         }
-        assert set(RUN.to_dict()) == {"run_id", "name", "kind", "parent_id", "root_id", "tags", "metadata"}
+        assert set(RUN.to_dict()) == {"run_id", "name", "kind", "parent_id", "root_id", "tags", "metadata", "path"}
         assert set(Tool(RUN, 1, "c", "n", "error", error=ErrorInfo("E", "m")).to_dict()["error"]) == {"type", "message"}
 
 
@@ -91,3 +91,24 @@ class TestJsonable:
         a: list = []
         a.append(a)
         json.dumps(to_jsonable(a))
+
+
+class TestAddingChunks:
+    """Chunk + Chunk: joins text deltas of one stream (LangChain's additive chunks), nothing else."""
+
+    def test_text_chunks_add_up_to_the_text_so_far(self) -> None:
+        """chunks[0] + chunks[1] + chunks[2] is one chunk with the joined text and the last seq."""
+        parts = [Chunk(RUN, i, d) for i, d in enumerate(["The", " sky", " is"])]
+        total = parts[0] + parts[1] + parts[2]
+        assert (total.delta, total.seq, total.run, total.channel) == ("The sky is", 2, RUN, "text")
+        assert len(total) == len(parts[0])  # not tuple concatenation
+
+    def test_chunks_of_different_streams_do_not_add(self) -> None:
+        """Another run or channel: ValueError saying to filter first."""
+        with pytest.raises(ValueError, match="Filter by run and channel first"):
+            Chunk(RUN, 0, "a") + Chunk(RUN, 1, "b", "reasoning")
+
+    def test_data_chunks_do_not_add(self) -> None:
+        """Partial objects are whole values: adding them is refused with what to do instead."""
+        with pytest.raises(TypeError, match="keep the last one"):
+            Chunk(RUN, 0, {"a": 1}, "data") + Chunk(RUN, 1, {"a": 12}, "data")

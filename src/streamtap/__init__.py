@@ -14,6 +14,7 @@ from .context import Executor, RunContext, current, emit, propagate, wrap
 from .events import Chunk, Custom, End, Event, Run, Start, Tool
 from .exceptions import RunCancelled, StreamtapError, UsageError
 from .module import Delta, ModuleBase
+from .steps import step
 from .streams import RunHandle, RunStream
 
 __version__ = "0.1.0"
@@ -39,6 +40,7 @@ __all__ = [
     "current",
     "emit",
     "propagate",
+    "step",
     "subscribe",
     "unsubscribe",
     "wrap",

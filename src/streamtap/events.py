@@ -116,6 +116,11 @@ class Run(t.NamedTuple):
     """Tags of this run and every run above it (inherited, as LangChain does)."""
     metadata: t.Mapping[str, t.Any] = _EMPTY
     """Free-form metadata given to the module (read-only mapping)."""
+    path: tuple[str, ...] = ()
+    """The names of the runs from the root down to this one, this run's own name last:
+    ``("plan_act", "Plan", "OpenAIChat")``. Label a chunk with the node it came from
+    (``ev.run.path[1]``) or keep a subtree (``stream.filter(under="Plan")``) without
+    rebuilding the tree from ``Start`` events. Empty only for a hand-made ``Run``."""
 
     def to_dict(self) -> dict[str, t.Any]:
         """Return the run as a JSON-safe dict."""
@@ -127,6 +132,7 @@ class Run(t.NamedTuple):
             "root_id": self.root_id,
             "tags": list(self.tags),
             "metadata": to_jsonable(self.metadata),
+            "path": list(self.path),
         }
 
 
@@ -223,8 +229,16 @@ class Chunk(t.NamedTuple):
     ``channel`` says who it is for: ``text`` is user-facing, ``reasoning`` is
     the model's thinking, ``tool_args`` is a fragment of a tool call's
     arguments (with ``call_id``). Any other channel name is allowed for custom
-    streams. Empty deltas are legal. Chunks of the same run, channel and call
-    add up: ``a + b`` joins their deltas, as LangChain's message chunks do.
+    streams. Empty deltas are legal.
+
+    **Adding chunks.** ``a + b`` is *not* tuple concatenation (a chunk is a
+    named tuple, but ``+`` is redefined): it joins two *string* deltas of the
+    same run, channel and call into one chunk, as LangChain's
+    ``AIMessageChunk`` does -- ``chunks[0] + chunks[1] + chunks[2]`` is the
+    text so far, with the ``seq`` of the last one. Chunks of different runs,
+    channels or calls raise ``ValueError``; non-string deltas (the ``data``
+    channel's partial objects, where each one is already the whole value so
+    far) raise ``TypeError``: keep the last one instead.
     """
 
     run: Run
@@ -247,6 +261,13 @@ class Chunk(t.NamedTuple):
                 f"and run {other.run.run_id!r} channel {other.channel!r}. Filter by run and channel first."
             )
             raise ValueError(msg)
+        if not (isinstance(self.delta, str) and isinstance(other.delta, str)):
+            msg = (
+                f"Chunk + Chunk joins text deltas, but these are {type(self.delta).__name__} and "
+                f"{type(other.delta).__name__} (channel {self.channel!r}). A data chunk's delta is the whole value "
+                "so far (a partial object): keep the last one rather than adding them."
+            )
+            raise TypeError(msg)
         return Chunk(self.run, other.seq, self.delta + other.delta, self.channel, self.call_id)
 
     def to_dict(self) -> dict[str, t.Any]:

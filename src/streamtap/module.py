@@ -39,7 +39,7 @@ from .events import ERROR_DETAIL_PREFIX, ErrorInfo, Run, RunKind, Status
 from .exceptions import RunCancelled, UsageError
 from .streams import Policy, RunHandle, RunStream, _Buffer
 
-__all__ = ["Delta", "ModuleBase", "default_executor", "new_id"]
+__all__ = ["Configured", "Delta", "ModuleBase", "default_executor", "new_id"]
 
 _chunk_receivers = bus.signals["chunk"].receivers
 _registry = bus.registry
@@ -193,14 +193,81 @@ def _shape_of(fn: t.Callable[..., t.Any]) -> int:
     return _Shape.SYNC
 
 
+_OPTION_KEYS = ("name", "tags", "metadata")
+
+
+class _Options(t.NamedTuple):
+    """What :meth:`ModuleBase.with_options` sets for one call site (``None``: the module's own)."""
+
+    name: str | None
+    tags: tuple[str, ...]
+    metadata: t.Mapping[str, t.Any] | None
+
+
+def _check_name(owner: str, name: t.Any) -> str:
+    if not isinstance(name, str) or not name:
+        msg = f"{owner}: name= must be a non-empty string (the run name), got {name!r}."
+        raise UsageError(msg)
+    return name
+
+
+def _check_tags(owner: str, tags: t.Any) -> tuple[str, ...]:
+    if isinstance(tags, str):
+        return (tags,)  # one tag
+    try:
+        items = tuple(tags)
+    except TypeError:
+        items = None
+    if items is None or not all(isinstance(x, str) and x for x in items):
+        msg = f"{owner}: tags= must be a string or an iterable of non-empty strings, such as tags=['retrieval'], got {tags!r}."
+        raise UsageError(msg)
+    return tuple(dict.fromkeys(items))  # no duplicates, order kept
+
+
+def _check_metadata(owner: str, metadata: t.Any) -> t.Mapping[str, t.Any]:
+    if not isinstance(metadata, t.Mapping) or not all(isinstance(k, str) for k in metadata):
+        msg = f"{owner}: metadata= must be a mapping with string keys, such as metadata={{'user': 'u1'}}, got {metadata!r}."
+        raise UsageError(msg)
+    return types.MappingProxyType(dict(metadata))
+
+
+def _strip_options(init: t.Callable[..., None]) -> t.Callable[..., None]:
+    """Wrap a subclass ``__init__`` so that ``name=``, ``tags=``, ``metadata=`` work whatever it accepts.
+
+    The options it does not name in its signature are taken out before it runs; every option given is
+    applied after it returns (so it wins over an ``__init__`` that sets ``self.name`` itself).
+    Construction only: the call path is untouched.
+    """
+    try:
+        params = inspect.signature(init).parameters
+    except (TypeError, ValueError):  # pragma: no cover - a C or exotic __init__
+        return init
+    strip = tuple(k for k in _OPTION_KEYS if k not in params or params[k].kind is inspect.Parameter.VAR_KEYWORD)
+
+    @functools.wraps(init)
+    def __init__(self: ModuleBase, *args: t.Any, **kwargs: t.Any) -> None:
+        if not kwargs or not ("name" in kwargs or "tags" in kwargs or "metadata" in kwargs):
+            init(self, *args, **kwargs)
+            return
+        given = {k: kwargs[k] for k in _OPTION_KEYS if k in kwargs}
+        for k in strip:
+            kwargs.pop(k, None)
+        init(self, *args, **kwargs)
+        ModuleBase._set_options(self, **given)
+
+    __init__._streamtap_options = True  # type: ignore[attr-defined]
+    return __init__
+
+
 class _Call(t.NamedTuple):
-    """One call of a module: its arguments, and how it was started (stream buffer, cancel token, run id)."""
+    """One call of a module: its arguments, and how it was started (stream buffer, cancel token, run id, options)."""
 
     args: tuple[t.Any, ...]
     kwargs: dict[str, t.Any]
     sink: _Buffer | None = None
     token: CancelToken | None = None
     run_id: str | None = None
+    options: _Options | None = None
 
 
 class _Running:
@@ -244,8 +311,12 @@ class _Running:
 class ModuleBase:
     """Base class of every module: an LLM call, a tool, an agent, a flow, a node, anything.
 
-    Subclasses implement :meth:`forward` only. Class attributes (overridable
-    per instance) describe the runs:
+    Subclasses implement :meth:`forward` only. Every module, a subclass of
+    your own included (with or without an ``__init__``, calling
+    ``super().__init__()`` or not), takes the keyword arguments ``name=``,
+    ``tags=`` and ``metadata=``: ``Echo(name="E2", tags=["demo"])``.
+    :meth:`with_options` sets them for one call site instead. Class
+    attributes (overridable per instance) describe the runs:
 
     Attributes:
         name: the run name (default: the class name).
@@ -280,10 +351,77 @@ class ModuleBase:
     _forward_shape: int = _Shape.SYNC
     _forward_returns: bool = True
 
+    def __init__(
+        self,
+        *,
+        name: str | None = None,
+        tags: str | t.Iterable[str] | None = None,
+        metadata: t.Mapping[str, t.Any] | None = None,
+    ) -> None:
+        """Set the run name, tags and metadata of this module's runs (each optional).
+
+        Args:
+            name: the run name (default: the class's ``name``, else the class name).
+            tags: tags of every run of this module, inherited by the runs it calls
+                (a string is one tag); they add to the class's ``tags``.
+            metadata: free-form metadata of its runs; merged over the class's ``metadata``.
+
+        Raises:
+            UsageError: a name that is not a non-empty string, tags that are not
+                strings, metadata that is not a mapping with string keys.
+        """
+        if name is not None or tags is not None or metadata is not None:
+            self._set_options(name=name, tags=tags, metadata=metadata)
+
+    def _set_options(self, name: t.Any = None, tags: t.Any = None, metadata: t.Any = None) -> None:
+        owner = type(self).__qualname__
+        if name is not None:
+            self.name = _check_name(owner, name)
+        if tags is not None:
+            own = type(self).tags
+            self.tags = tuple(dict.fromkeys((*own, *_check_tags(owner, tags))))
+        if metadata is not None:
+            self.metadata = types.MappingProxyType({**type(self).metadata, **_check_metadata(owner, metadata)})
+
     def __init_subclass__(cls, **kwargs: t.Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._forward_shape = _shape_of(cls.forward)
         cls._forward_returns = _returns_value(cls.forward)
+        init = cls.__dict__.get("__init__")
+        if init is not None and not getattr(init, "_streamtap_options", False):
+            setattr(cls, "__init__", _strip_options(init))  # noqa: B010 - mypy refuses assigning a method
+
+    def with_options(
+        self,
+        *,
+        name: str | None = None,
+        tags: str | t.Iterable[str] | None = None,
+        metadata: t.Mapping[str, t.Any] | None = None,
+    ) -> Configured:
+        """This module with another run name, more tags or more metadata, for one call site.
+
+        Nothing is copied and the module is not changed: the view calls it
+        with these options (LangChain's ``with_config(run_name=..., tags=...)``)::
+
+            summarise = llm.with_options(name="summarise", tags=["final"])
+            Sequential(retrieve, summarise)
+
+        ``name`` replaces the run name, ``tags`` add to the module's tags,
+        ``metadata`` is merged over the module's metadata.
+
+        Raises:
+            UsageError: as for the constructor's options.
+        """
+        return Configured(self, self._merge_options(None, name, tags, metadata))
+
+    def _merge_options(self, base: _Options | None, name: t.Any, tags: t.Any, metadata: t.Any) -> _Options:
+        owner = f"{self._run_name()}.with_options()"
+        new_name = _check_name(owner, name) if name is not None else (base.name if base else None)
+        old_tags = base.tags if base else self.tags
+        new_tags = tuple(dict.fromkeys((*old_tags, *_check_tags(owner, tags)))) if tags is not None else old_tags
+        old_meta = base.metadata if base and base.metadata is not None else self.metadata
+        new_meta = types.MappingProxyType({**old_meta, **_check_metadata(owner, metadata)}) if metadata is not None else (base.metadata if base else None)
+        return _Options(new_name, new_tags, new_meta)
 
     def forward(self, *args: t.Any, **kwargs: t.Any) -> t.Any:
         """Do the module's work. Override this; never call it directly (call the module)."""
@@ -296,12 +434,19 @@ class ModuleBase:
         return self.name or type(self).__name__
 
     def _open(self, call: _Call) -> tuple[RunContext, list[t.Callable[[], t.ContextManager[t.Any]]]]:
-        args, kwargs, sink, token, run_id = call
+        args, kwargs, sink, token, run_id, options = call
         parent = _current.get()
         rid = run_id or new_id()
-        tags = self.tags
+        if options is None:
+            name = self.name or type(self).__name__
+            tags = self.tags
+            meta = self.metadata
+        else:
+            name = options.name or self.name or type(self).__name__
+            tags = options.tags
+            meta = self.metadata if options.metadata is None else options.metadata
         if parent is None:
-            run = _tuple_new(Run, (rid, self.name or type(self).__name__, self.kind, None, rid, tags, self.metadata))
+            run = _tuple_new(Run, (rid, name, self.kind, None, rid, tags, meta, (name,)))
             root = _Root() if sink is not None else None  # else made on first use
             sinks: tuple[t.Any, ...] = (sink,) if sink is not None else ()
             tok = token  # None: made on first use; until then nobody can cancel this call
@@ -311,9 +456,7 @@ class ModuleBase:
                 tags = prun.tags + tuple(x for x in tags if x not in prun.tags)
             else:
                 tags = prun.tags
-            run = _tuple_new(
-                Run, (rid, self.name or type(self).__name__, self.kind, prun.run_id, prun.root_id, tags, self.metadata)
-            )
+            run = _tuple_new(Run, (rid, name, self.kind, prun.run_id, prun.root_id, tags, meta, prun.path + (name,)))
             root = parent._root or parent._root_state()
             sinks = parent.sinks + (sink,) if sink is not None else parent.sinks
             tok = token or parent.token
@@ -357,8 +500,8 @@ class ModuleBase:
         running in this thread; inside a loop, use ``await module.acall(...)``.
         """
         if self._forward_shape in (_Shape.CORO, _Shape.AGEN):
-            return self._call_async_from_sync(_tuple_new(_Call, (args, kwargs, None, None, None)))
-        return self._run_sync(_tuple_new(_Call, (args, kwargs, None, None, None)))
+            return self._call_async_from_sync(_tuple_new(_Call, (args, kwargs, None, None, None, None)))
+        return self._run_sync(_tuple_new(_Call, (args, kwargs, None, None, None, None)))
 
     def _call_async_from_sync(self, call: _Call) -> t.Any:
         try:
@@ -570,16 +713,104 @@ class ModuleBase:
         return f"<{type(self).__qualname__} {self._run_name()!r} kind={self.kind}>"
 
 
+class Configured:
+    """A module seen through :meth:`ModuleBase.with_options`: the same module, other run options.
+
+    Call it like the module (``view(x)``, ``await view.acall(x)``,
+    ``view.stream(x)``...) and put it wherever a module goes (flows'
+    steps and branches). Its runs carry the options; the module itself is
+    neither copied nor changed, so other call sites keep their own.
+    """
+
+    __slots__ = ("module", "options")
+
+    def __init__(self, module: ModuleBase, options: _Options) -> None:
+        self.module = module
+        """The module being called."""
+        self.options = options
+        """The options the view's runs get."""
+
+    @property
+    def name(self) -> str:
+        """The run name of the view's runs."""
+        return self.options.name or self.module._run_name()
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        """The tags of the view's runs."""
+        return self.options.tags
+
+    @property
+    def metadata(self) -> t.Mapping[str, t.Any]:
+        """The metadata of the view's runs."""
+        meta = self.options.metadata
+        return self.module.metadata if meta is None else meta
+
+    @property
+    def kind(self) -> RunKind:
+        """The module's run kind."""
+        return self.module.kind
+
+    def _run_name(self) -> str:
+        return self.name
+
+    def with_options(
+        self,
+        *,
+        name: str | None = None,
+        tags: str | t.Iterable[str] | None = None,
+        metadata: t.Mapping[str, t.Any] | None = None,
+    ) -> Configured:
+        """These options, then the given ones on top (see :meth:`ModuleBase.with_options`)."""
+        return Configured(self.module, self.module._merge_options(self.options, name, tags, metadata))
+
+    def __call__(self, *args: t.Any, **kwargs: t.Any) -> t.Any:
+        """Call the module with these options (see :meth:`ModuleBase.__call__`)."""
+        module = self.module
+        call = _Call(args, kwargs, None, None, None, self.options)
+        if module._forward_shape in (_Shape.CORO, _Shape.AGEN):
+            return module._call_async_from_sync(call)
+        return module._run_sync(call)
+
+    async def acall(self, *args: t.Any, **kwargs: t.Any) -> t.Any:
+        """See :meth:`ModuleBase.acall`."""
+        return await self.module._run_async(_Call(args, kwargs, None, None, None, self.options))
+
+    def buffered(self, maxsize: int = 1024, policy: Policy = "block") -> Buffered:
+        """See :meth:`ModuleBase.buffered`."""
+        return Buffered(self.module, maxsize, policy, self.options)
+
+    def stream(self, *args: t.Any, **kwargs: t.Any) -> RunStream:
+        """See :meth:`ModuleBase.stream`."""
+        return self.buffered().stream(*args, **kwargs)
+
+    def astream(self, *args: t.Any, **kwargs: t.Any) -> RunStream:
+        """See :meth:`ModuleBase.astream`."""
+        return self.buffered().astream(*args, **kwargs)
+
+    def start(self, *args: t.Any, **kwargs: t.Any) -> RunHandle:
+        """See :meth:`ModuleBase.start`."""
+        return self.buffered().start(*args, **kwargs)
+
+    def astart(self, *args: t.Any, **kwargs: t.Any) -> RunHandle:
+        """See :meth:`ModuleBase.astart`."""
+        return self.buffered().astart(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<{type(self.module).__qualname__} {self.name!r} kind={self.kind} tags={list(self.tags)}>"
+
+
 class Buffered:
     """A module with a chosen stream buffer; made by :meth:`ModuleBase.buffered`."""
 
-    __slots__ = ("maxsize", "module", "policy")
+    __slots__ = ("maxsize", "module", "options", "policy")
 
-    def __init__(self, module: ModuleBase, maxsize: int, policy: Policy) -> None:
+    def __init__(self, module: ModuleBase, maxsize: int, policy: Policy, options: _Options | None = None) -> None:
         _Buffer(maxsize, policy)  # validate now, with a clear error
         self.module = module
         self.maxsize = maxsize
         self.policy = policy
+        self.options = options
 
     def _prepare(self) -> tuple[_Buffer, RunHandle, CancelToken, t.Callable[[], None]]:
         parent = _current.get()
@@ -605,10 +836,11 @@ class Buffered:
         module = self.module
         target = module._call_async_from_sync if module._forward_shape in (_Shape.CORO, _Shape.AGEN) else module._run_sync
         run_id = handle.run_id  # the work must not hold the handle, or a dropped stream could never be collected
+        options = self.options
 
         def work() -> t.Any:
             try:
-                return target(_Call(args, kwargs, buf, token, run_id))
+                return target(_Call(args, kwargs, buf, token, run_id, options))
             finally:
                 finish()
 
@@ -633,10 +865,11 @@ class Buffered:
 
         run_id = handle.run_id
         module = self.module
+        options = self.options
 
         async def work() -> t.Any:
             try:
-                return await module._run_async(_Call(args, kwargs, buf, token, run_id))
+                return await module._run_async(_Call(args, kwargs, buf, token, run_id, options))
             finally:
                 finish()
 

@@ -1,10 +1,14 @@
 """A streaming JSON parser: text chunks in, successively more complete objects out.
 
-The LangChain seed's ``model | JsonOutputParser()``::
+The LangChain seed's ``model | JsonOutputParser()`` is a sequence in which the
+parser is a *stream transform*: it reads the model's text while it streams::
 
-    parser = JsonOutputParser(llm)
-    for obj in parser.stream("Tell the story as JSON with one key, `content`").filter(channels=["data"]):
-        print(obj.delta)       # {} -> {'content': ''} -> {'content': 'Once'} -> ...
+    chain = Sequential(llm, JsonOutputParser())
+    for ev in chain.stream("Tell the story as JSON with one key, `content`").filter(channels="data"):
+        print(ev.delta)       # {} -> {'content': ''} -> {'content': 'Once'} -> ...
+
+Called alone, ``JsonOutputParser()(pieces)`` parses an iterable of text pieces
+(or text chunks, or one string); ``JsonOutputParser(llm)`` still wraps a model.
 
 :class:`PartialJSON` does the work and can be used alone. It scans each new
 piece once (tracking open objects, arrays and strings), closes what is open,
@@ -164,11 +168,16 @@ def _pieces(source: t.Any) -> t.Iterator[str]:
 class JsonOutputParser(ModuleBase):
     """Parse streamed JSON text into successively more complete objects (the ``data`` channel).
 
+    Without an upstream it is a stream transform (``transform == "sync"``):
+    in a :class:`~streamtap.flows.Sequential` it reads the previous step's
+    text as it streams, and the partial objects it yields stream on to the
+    next step (see :mod:`streamtap.flows.transforms`).
+
     Args:
         upstream: a module whose text to parse (e.g. an LLM); then the call's
             argument goes to it. Without one, the call's argument is the text:
             a string, or an iterable of strings or text chunks.
-        name: the run name.
+        name, tags, metadata: as for every module.
 
     The output is the final object. Each new partial object is yielded once
     (repeats are skipped), so a consumer sees ``{}``, ``{'content': ''}``,
@@ -179,12 +188,16 @@ class JsonOutputParser(ModuleBase):
     kind = "module"
 
     def __init__(self, upstream: ModuleBase | None = None, *, name: str | None = None) -> None:
+        super().__init__(name=name)
         self.upstream = upstream
-        if name:
-            self.name = name
 
-    def forward(self, source: t.Any, **kwargs: t.Any) -> t.Generator[t.Any, None, t.Any]:
-        """Parse ``source`` (or the upstream's text for it); yield partial objects; return the last."""
+    @property
+    def transform(self) -> t.Literal["sync"] | None:
+        """``"sync"``: a stream transform reading a sync iterator of text (``None`` when it wraps an upstream)."""
+        return "sync" if self.upstream is None else None
+
+    def forward(self, source: t.Iterable[str] | str | t.Any, **kwargs: t.Any) -> t.Generator[t.Any, None, t.Any]:
+        """Parse ``source`` (text pieces as they come, or the upstream's text for it); yield partial objects; return the last."""
         parser = PartialJSON()
         last: t.Any = _MISSING
         stream = None

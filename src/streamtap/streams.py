@@ -31,6 +31,7 @@ import concurrent.futures
 import threading
 import typing as t
 
+from .answer import AnswerText
 from .context import CancelToken
 from .events import Chunk, Event
 from .exceptions import RunCancelled, StreamOverflowError, UsageError
@@ -335,6 +336,7 @@ class _Iterable:
         tags: t.Iterable[str] | str | None = None,
         run_kinds: t.Iterable[str] | str | None = None,
         exclude_names: t.Iterable[str] | str | None = None,
+        under: str | tuple[str, ...] | None = None,
     ) -> StreamView:
         """Only the events that match every given criterion.
 
@@ -346,15 +348,31 @@ class _Iterable:
             tags: the run has at least one of these tags (tags are inherited).
             run_kinds: kinds of the runs (``llm``, ``tool``, ``agent``, ``flow``, ``node``, ``module``).
             exclude_names: runs with these names are left out.
+            under: the subtree of a run: a name (``under="Plan"``: the runs named
+                ``Plan`` and every run inside them, at any depth) or a path from
+                the root (``under=("plan_act", "Plan")``: :attr:`Run.path
+                <streamtap.events.Run.path>` starts with it).
+
+        Raises:
+            UsageError: ``under`` is neither a non-empty string nor a tuple of strings.
         """
 
         def _set(v: t.Iterable[str] | str | None) -> frozenset[str] | None:
             return None if v is None else frozenset([v] if isinstance(v, str) else v)
 
         k, c, n, tg, rk, xn = map(_set, (kinds, channels, names, tags, run_kinds, exclude_names))
+        if under is not None and not (
+            (isinstance(under, str) and under) or (isinstance(under, tuple) and under and all(isinstance(x, str) for x in under))
+        ):
+            msg = f"filter(under={under!r}): give a run name (under='Plan') or a path from the root (under=('flow', 'Plan'))."
+            raise UsageError(msg)
+        prefix = under if isinstance(under, tuple) else None
+        depth = len(prefix) if prefix is not None else 0
 
         def accept(ev: Event) -> bool:
             run = ev.run
+            if under is not None and (run.path[:depth] != prefix if prefix is not None else under not in run.path):
+                return False
             return (
                 (k is None or ev.kind in k)
                 and (c is None or ev.__class__ is not Chunk or ev.channel in c)  # type: ignore[union-attr]
@@ -367,8 +385,16 @@ class _Iterable:
         return StreamView(self, accept, None)
 
     def text(self) -> StreamView:
-        """Only the user-facing text: the ``delta`` strings of ``text`` chunks."""
-        return StreamView(self, _is_text, _delta)
+        """The answer a user sees, as text pieces: the same rule as the web page (:mod:`streamtap.answer`).
+
+        Text of tools and of the runs inside them is left out, as is a
+        stream transform's input; a parent repeating its child's text is
+        shown once; turns of different runs are separated by a blank line
+        (``"\n\n"``); a root that returns a string without streaming gives
+        it as one piece. Every ``text`` chunk of the tree, with nothing left
+        out, is ``filter(kinds="chunk", channels="text")``.
+        """
+        return _AnswerView(self)
 
     def __iter__(self) -> t.Iterator[t.Any]:
         src = self._source()
@@ -392,14 +418,6 @@ class _Iterable:
 
     def __aiter__(self) -> t.AsyncIterator[t.Any]:
         return self._aiter()
-
-
-def _is_text(ev: Event) -> bool:
-    return ev.__class__ is Chunk and ev.channel == "text"  # type: ignore[union-attr]
-
-
-def _delta(ev: Event) -> t.Any:
-    return ev.delta  # type: ignore[union-attr]
 
 
 class StreamView(_Iterable):
@@ -429,6 +447,45 @@ class StreamView(_Iterable):
     def _map(self, event: Event) -> t.Any:
         value = self._parent._map(event)
         return value if self._map_fn is None else self._map_fn(event)
+
+
+def _always(ev: Event) -> bool:
+    return True
+
+
+class _AnswerView(StreamView):
+    """:meth:`_Iterable.text`: maps events to the answer's pieces with :class:`~streamtap.answer.AnswerText`."""
+
+    __slots__ = ("_pending", "_rule")
+
+    def __init__(self, parent: _Iterable) -> None:
+        super().__init__(parent, _always, None)
+        self._rule = AnswerText(parent._source().handle.run_id)
+        self._pending: str | None = None
+
+    def _accept(self, event: Event) -> bool:
+        if not self._parent._accept(event):
+            return False
+        self._pending = self._rule.answer(event)
+        return self._pending is not None
+
+    def _map(self, event: Event) -> t.Any:
+        return self._pending
+
+    def __iter__(self) -> t.Iterator[t.Any]:
+        # The hot path of .text(): one call per event, straight from the source.
+        src = self._source()
+        parent = self._parent
+        plain = parent is src  # stream.text(): nothing else to accept
+        answer = self._rule.answer
+        while True:
+            ev = src._next_event()
+            if ev is None:
+                return
+            if plain or parent._accept(ev):
+                out = answer(ev)
+                if out is not None:
+                    yield out
 
 
 class RunStream(_Iterable):

@@ -71,8 +71,10 @@ def test_composition_mistakes_are_errors() -> None:
         Sequential()
     with pytest.raises(UsageError, match="either positionally .* or by name"):
         Parallel(Upper(), b=Upper())
-    with pytest.raises(UsageError, match="flows run modules"):
-        Sequential(Upper(), len)  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="a step is a module .* or a plain function"):
+        Sequential(Upper(), 42)  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match=r"got the class Upper; pass an instance \(Upper\(\)\)"):
+        Sequential(Upper)
 
 
 def test_a_failing_branch_fails_the_parallel_after_all_branches_end() -> None:

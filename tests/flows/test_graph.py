@@ -94,7 +94,10 @@ def test_the_shared_store_is_the_callers_dict() -> None:
 
 
 def test_text_view_shows_only_user_facing_text_of_all_nodes() -> None:
-    assert "".join(plan_act_flow().stream({"round": 0}).text()) == "plan 0: lookplan 1: lookplan 2: look"
+    # Each node run is a turn of its own: the answer separates them (streamtap.answer), the raw text does not.
+    assert "".join(plan_act_flow().stream({"round": 0}).text()) == "plan 0: look\n\nplan 1: look\n\nplan 2: look"
+    raw = plan_act_flow().stream({"round": 0}).filter(kinds="chunk", channels="text")
+    assert "".join(e.delta for e in raw) == "plan 0: lookplan 1: lookplan 2: look"
 
 
 def test_node_returning_unwired_action_is_a_clear_error() -> None:

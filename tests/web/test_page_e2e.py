@@ -206,3 +206,42 @@ def test_answer_an_interrupt(browser):
         page.wait_for_function(f"() => ({ASSISTANT_TEXT})().includes('Booked!')", timeout=10000)
         assert "Answered: approved" in page.locator(".interrupt").inner_text()
         ctx.close()
+
+
+def test_a_batch_node_shows_a_progress_bar(browser):
+    """A BatchNode's own progress events draw one bar on the page that fills as items finish."""
+    import threading
+
+    from streamtap.flows import BatchNode, Flow
+
+    halfway, go = threading.Event(), threading.Event()
+
+    class Summarise(BatchNode):
+        def prep(self, shared):
+            return list(range(10))
+
+        def exec(self, item):
+            if item == 5:  # five done: hold here until the page has shown it
+                halfway.set()
+                go.wait(20)
+            return item
+
+        def post(self, shared, items, results):
+            shared["n"] = len(results)
+
+    app = create_app(lambda: Flow(Summarise(), name="Batch"), to_input=lambda r: {})
+    with BackgroundServer(app) as srv:
+        ctx = browser.new_context(viewport={"width": 900, "height": 700})
+        page = ctx.new_page()
+        try:
+            page.goto(srv.url + "/")
+            ask(page, "go")
+            assert halfway.wait(15)
+            page.wait_for_function("() => { const p = document.querySelector('.msg.assistant .progress progress'); return p && p.value === 5 && p.max === 10; }", timeout=10000)
+            assert page.locator(".msg.assistant .progress").count() == 1
+            go.set()
+            page.wait_for_function("() => { const p = document.querySelector('.msg.assistant .progress progress'); return p && p.value === 10; }", timeout=10000)
+            assert "10/10" in page.locator(".msg.assistant .progress").inner_text()
+        finally:
+            go.set()
+            ctx.close()

@@ -198,3 +198,33 @@ def test_entry_point_registered() -> None:
     """Discoverable in the streamtap.exporters entry-point group."""
     eps = {ep.name: ep for ep in importlib.metadata.entry_points(group="streamtap.exporters")}
     assert eps["console"].load() is streamtap_console and streamtap_console.LiveView is LiveView
+
+
+def test_progress_bar_of_a_batch_node_without_any_emit() -> None:
+    """A BatchNode's own progress events draw its bar: nothing hand-written in the node."""
+    from streamtap.flows import BatchNode, Flow
+
+    console, _ = terminal()
+    gate = threading.Event()
+    go = threading.Event()
+
+    class Summarise(BatchNode):
+        def prep(self, shared: t.Any) -> list[int]:
+            return list(range(8))
+
+        def exec(self, item: int) -> int:
+            if item == 4:  # four done: hold the batch here while the view is drawn
+                gate.set()
+                go.wait(10)
+            return item
+
+    view = LiveView(console, summary=False)
+    with view:
+        handle = Flow(Summarise()).start({})
+        assert gate.wait(10)
+        snap = Console(file=io.StringIO(), force_terminal=True, width=100)
+        snap.print(view.render())
+        go.set()
+        handle.result(10)
+    text = plain(snap.file.getvalue())  # type: ignore[attr-defined]
+    assert "Summarise" in text and "4/8" in text and "━" in text

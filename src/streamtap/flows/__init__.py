@@ -17,7 +17,7 @@ iterative: long loops and big batches run with a flat stack. A node can
 from __future__ import annotations
 
 from ..interrupts import Interrupt, Resume, interrupt
-from ._base import BaseNode, FlowTimeout
+from ._base import BaseNode, FlowTimeout, FunctionNode, function_node
 from ._container import Container
 from .compose import AsyncParallel, AsyncSequential, Parallel, Sequential
 from .graph import AsyncFlow, Flow
@@ -35,11 +35,13 @@ __all__ = [
     "Container",
     "Flow",
     "FlowTimeout",
+    "FunctionNode",
     "Interrupt",
     "Node",
     "Parallel",
     "ParallelBatchNode",
     "Resume",
     "Sequential",
+    "function_node",
     "interrupt",
 ]

@@ -8,7 +8,7 @@ import contextvars
 import typing as t
 
 from ..exceptions import RunCancelled, StreamtapError, UsageError
-from ..module import ModuleBase
+from ..module import Configured, ModuleBase
 
 __all__ = ["BaseNode", "FlowTimeout"]
 
@@ -63,7 +63,7 @@ class _Transition:
         self.source = source
         self.action = action
 
-    def __rshift__(self, target: BaseNode) -> BaseNode:
+    def __rshift__(self, target: BaseNode | t.Callable[..., t.Any]) -> BaseNode:
         return self.source.next(target, self.action)
 
     def __repr__(self) -> str:
@@ -89,13 +89,16 @@ class BaseNode(ModuleBase):
         except KeyError:
             return self.__dict__.setdefault("_successors", {})  # type: ignore[no-any-return]
 
-    def next(self, node: BaseNode, action: str = DEFAULT) -> BaseNode:
+    def next(self, node: BaseNode | t.Callable[..., t.Any], action: str = DEFAULT) -> BaseNode:
         """Go to ``node`` after this one when ``post`` returns ``action``; returns ``node`` (for chaining).
+
+        ``node`` may be a plain function: it becomes a :func:`function_node`.
 
         Raises:
             UsageError: ``node`` is not a flow node, ``action`` is not a non-empty
                 string, or this node already goes elsewhere on ``action``.
         """
+        node = as_node(node)
         if not isinstance(node, BaseNode):
             what = "a node class (instantiate it: Node())" if isinstance(node, type) else f"{node!r}"
             msg = f"{self._run_name()} >> {what}: a flow can only go to a node or a flow (a BaseNode instance)."
@@ -113,7 +116,7 @@ class BaseNode(ModuleBase):
         self.successors[action] = node
         return node
 
-    def __rshift__(self, other: BaseNode) -> BaseNode:
+    def __rshift__(self, other: BaseNode | t.Callable[..., t.Any]) -> BaseNode:
         return self.next(other)
 
     def __sub__(self, action: str) -> _Transition:
@@ -123,11 +126,90 @@ class BaseNode(ModuleBase):
         return _Transition(self, action)
 
 
-def _timeout_reason(node: ModuleBase, timeout: float) -> str:
+class FunctionNode(BaseNode):
+    """A plain function as a graph node: called with the shared store; a ``str`` it returns is the action.
+
+    Made by :func:`function_node` (and by ``a >> fn`` / ``Flow(fn)``). The
+    run is named after the function. A generator function streams what it
+    yields; the value of its ``return`` is the action. Any other return
+    value (or ``None``) is the node's output and the action is ``"default"``.
+    """
+
+    fn: t.Callable[..., t.Any]
+
+    def __init__(self, fn: t.Callable[..., t.Any], *, name: str | None = None, timeout: float | None = None) -> None:
+        super().__init__(name=name or getattr(fn, "__name__", None) or type(fn).__name__)
+        self.fn = fn
+        self.__wrapped__ = fn
+        if timeout is not None:
+            self.timeout = timeout
+
+
+def _set_action(result: t.Any, slot: _Slot | None) -> None:
+    if slot is not None and isinstance(result, str):
+        slot.action = result
+
+
+class _SyncFunctionNode(FunctionNode):
+    def forward(self, shared: t.Any) -> t.Any:
+        """Call the function on the shared store."""
+        slot = take_slot()
+        result = self.fn(shared)
+        _set_action(result, slot)
+        return result
+
+
+class _GenFunctionNode(FunctionNode):
+    def forward(self, shared: t.Any) -> t.Generator[t.Any, None, t.Any]:
+        """Run the generator function on the shared store; what it yields streams."""
+        slot = take_slot()
+        result = yield from self.fn(shared)
+        _set_action(result, slot)
+        return result
+
+
+class _AsyncFunctionNode(FunctionNode):
+    async def forward(self, shared: t.Any) -> t.Any:
+        """Await the function on the shared store."""
+        slot = take_slot()
+        result = await self.fn(shared)
+        _set_action(result, slot)
+        return result
+
+
+def function_node(fn: t.Callable[..., t.Any], *, name: str | None = None, timeout: float | None = None) -> FunctionNode:
+    """A graph node that calls ``fn(shared)``; see :class:`FunctionNode`.
+
+    Raises:
+        UsageError: ``fn`` is an async generator function (use an :class:`~streamtap.flows.AsyncNode`).
+    """
+    import inspect
+
+    if inspect.isasyncgenfunction(fn):
+        msg = f"{getattr(fn, '__name__', fn)!r} is an async generator function; as a graph node, write an AsyncNode whose exec_async streams."
+        raise UsageError(msg)
+    cls: type[FunctionNode]
+    if inspect.iscoroutinefunction(fn):
+        cls = _AsyncFunctionNode
+    elif inspect.isgeneratorfunction(fn):
+        cls = _GenFunctionNode
+    else:
+        cls = _SyncFunctionNode
+    return cls(fn, name=name, timeout=timeout)
+
+
+def as_node(obj: t.Any) -> t.Any:
+    """``obj`` as a graph node: nodes as they are, plain functions as :func:`function_node` (anything else unchanged)."""
+    if isinstance(obj, (BaseNode, ModuleBase, type)) or not callable(obj):
+        return obj
+    return function_node(obj)
+
+
+def _timeout_reason(node: ModuleBase | Configured, timeout: float) -> str:
     return f"{node._run_name()} timed out after {timeout} s"
 
 
-def call_sync(node: ModuleBase, arg: t.Any, timeout: float | None) -> t.Any:
+def call_sync(node: ModuleBase | Configured, arg: t.Any, timeout: float | None) -> t.Any:
     """Run ``node(arg)`` as a child run, cancelling it after ``timeout`` seconds."""
     if timeout is None:
         return node(arg)
@@ -145,7 +227,7 @@ def call_sync(node: ModuleBase, arg: t.Any, timeout: float | None) -> t.Any:
             raise FlowTimeout(f"{reason}; it was cancelled.") from None
 
 
-async def call_async(node: ModuleBase, arg: t.Any, timeout: float | None) -> t.Any:
+async def call_async(node: ModuleBase | Configured, arg: t.Any, timeout: float | None) -> t.Any:
     """Await ``node.acall(arg)`` as a child run, cancelling it after ``timeout`` seconds."""
     if timeout is None:
         return await node.acall(arg)

@@ -275,10 +275,12 @@ class _RaisingTimeouts:
 
 def check_member(owner: Container, node: t.Any, sync: bool) -> None:
     """Refuse members a container cannot run (with what to do instead)."""
-    from ..module import ModuleBase
+    from ..module import Configured, ModuleBase
 
+    if isinstance(node, Configured):
+        node = node.module
     if not isinstance(node, ModuleBase):
-        msg = f"{owner._run_name()} got {node!r}; flows run modules (ModuleBase instances: nodes, flows, LLMs, tools)."
+        msg = f"{owner._run_name()} got {node!r}; flows run modules (ModuleBase instances: nodes, flows, LLMs, tools) or plain functions."
         raise UsageError(msg)
     fwd = type(node).forward
     if sync and isinstance(node, BaseNode) and (inspect.iscoroutinefunction(fwd) or inspect.isasyncgenfunction(fwd)):

@@ -18,14 +18,19 @@ from ..exceptions import UsageError
 from ..interrupts._frames import answered, carried_entries, handing
 from ..interrupts.errors import StalePauseError
 from ..interrupts.records import Interrupt, snapshot
-from ..module import ModuleBase
+from ..module import Configured, ModuleBase
+from ..steps import as_step
 from ._base import BaseNode, call_async, call_sync
 from ._container import Call, Container, check_member
+from .transforms import run_segment, run_segment_async, segment_end
 
 __all__ = ["AsyncParallel", "AsyncSequential", "Parallel", "Sequential"]
 
 
-def _timeout(step: ModuleBase) -> float | None:
+Step: t.TypeAlias = "ModuleBase | Configured"
+
+
+def _timeout(step: Step) -> float | None:
     # Only nodes and flows carry a flow timeout (an LLM module's ``timeout`` is its HTTP timeout).
     return step.timeout if isinstance(step, BaseNode) else None
 
@@ -33,25 +38,35 @@ def _timeout(step: ModuleBase) -> float | None:
 class Sequential(Container):
     """Run modules one after another, each on the previous one's output.
 
+    A step may be a plain function (it becomes a run named after it, see
+    :mod:`streamtap.steps`). A *stream transform* step -- a function whose
+    first parameter is annotated ``Iterator[...]`` / ``AsyncIterator[...]``,
+    or a :class:`~streamtap.parsers.JsonOutputParser` -- gets the previous
+    step's live stream instead of its output, so
+    ``Sequential(llm, JsonOutputParser(), extract)`` streams end to end
+    (see :mod:`streamtap.flows.transforms`).
+
     Args:
-        *steps: the modules (at least one).
+        *steps: the modules or functions (at least one).
         name, store, version, timeout: as for :class:`~streamtap.flows.Flow`.
+        tags, metadata: as for every module.
     """
 
     _frame_kind = "sequence"
     _sync = True
 
-    def __init__(self, *steps: ModuleBase, name: str | None = None, store: t.Any = None, version: str | None = None, timeout: float | None = None) -> None:
+    def __init__(self, *steps: Step | t.Callable[..., t.Any], name: str | None = None, store: t.Any = None, version: str | None = None, timeout: float | None = None) -> None:
         if not steps:
             msg = f"{type(self).__name__}() needs at least one step."
             raise UsageError(msg)
-        self.steps = list(steps)
+        owner = name or type(self).__name__
+        self.steps: list[Step] = [as_step(s, owner) for s in steps]
         for step in self.steps:
             check_member(self, step, self._sync)
         self._configure(name, store, version, timeout)
 
     def _structure(self) -> t.Any:
-        return [[type(s).__qualname__, s._run_name(), s.flow_version() if isinstance(s, Container) else None] for s in self.steps]
+        return [[_qualname(s), s._run_name(), s.flow_version() if isinstance(s, Container) else None] for s in self.steps]
 
     def _start(self, call: Call) -> tuple[int, t.Any, t.Any]:
         frame = call.frame
@@ -75,8 +90,12 @@ class Sequential(Container):
             pipe = _Pipe(self, call)
             call.arm()
             while pipe.at < len(self.steps):
-                with pipe.step() as step:
-                    pipe.value = call_sync(step, pipe.value, _timeout(step))
+                end = segment_end(self.steps, pipe.at)
+                with pipe.step(end) as step:
+                    if end == pipe.at + 1:
+                        pipe.value = call_sync(step, pipe.value, _timeout(step))
+                    else:
+                        pipe.value = run_segment(self.steps[pipe.at : end], pipe.value)
             return pipe.value
 
 
@@ -92,8 +111,12 @@ class AsyncSequential(Sequential):
             pipe = _Pipe(self, call)
             call.arm_async()
             while pipe.at < len(self.steps):
-                with pipe.step() as step:
-                    pipe.value = await call_async(step, pipe.value, _timeout(step))
+                end = segment_end(self.steps, pipe.at)
+                with pipe.step(end) as step:
+                    if end == pipe.at + 1:
+                        pipe.value = await call_async(step, pipe.value, _timeout(step))
+                    else:
+                        pipe.value = await run_segment_async(self.steps[pipe.at : end], pipe.value)
             return pipe.value
 
 
@@ -108,15 +131,15 @@ class _Pipe:
         self.at, self.value, self._child = owner._start(call)
 
     @contextlib.contextmanager
-    def step(self) -> t.Iterator[ModuleBase]:
-        """Run the current step inside the ``with`` block (it yields the step; set ``value``), then go on."""
+    def step(self, end: int | None = None) -> t.Iterator[Step]:
+        """Run the current step (up to ``end``: a segment of transforms) in the ``with`` block, then go on."""
         try:
             with handing(self._child):
                 yield self.owner.steps[self.at]
         except Interrupt as exc:
             raise self.owner._paused(self.call, exc, self.at, self.value) from None
         self._child = None
-        self.at += 1
+        self.at = end if end is not None else self.at + 1
 
 
 class _Branches:
@@ -134,7 +157,7 @@ class _Branches:
         self.outputs: dict[str, t.Any] = {}
         self.failure: BaseException | None = None
 
-    def to_run(self) -> list[tuple[str, ModuleBase, t.Any]]:
+    def to_run(self) -> list[tuple[str, Step, t.Any]]:
         todo = []
         for key, step in self.owner.branches.items():
             if key in self.done:
@@ -195,12 +218,12 @@ class Parallel(Container):
 
     def __init__(
         self,
-        *steps: ModuleBase,
+        *steps: Step | t.Callable[..., t.Any],
         name: str | None = None,
         store: t.Any = None,
         version: str | None = None,
         timeout: float | None = None,
-        **named: ModuleBase,
+        **named: Step | t.Callable[..., t.Any],
     ) -> None:
         if steps and named:
             msg = "Give Parallel branches either positionally (a list out) or by name (a dict out), not both."
@@ -209,13 +232,15 @@ class Parallel(Container):
             msg = f"{type(self).__name__}() needs at least one branch."
             raise UsageError(msg)
         self.named = bool(named)
-        self.branches: dict[str, ModuleBase] = dict(named) if named else {str(i): s for i, s in enumerate(steps)}
+        owner = name or type(self).__name__
+        given = dict(named) if named else {str(i): s for i, s in enumerate(steps)}
+        self.branches: dict[str, Step] = {k: as_step(s, owner) for k, s in given.items()}
         for step in self.branches.values():
             check_member(self, step, self._sync)
         self._configure(name, store, version, timeout)
 
     def _structure(self) -> t.Any:
-        return [[k, type(s).__qualname__, s._run_name(), s.flow_version() if isinstance(s, Container) else None] for k, s in self.branches.items()]
+        return [[k, _qualname(s), s._run_name(), s.flow_version() if isinstance(s, Container) else None] for k, s in self.branches.items()]
 
     def forward(self, x: t.Any) -> t.Any:
         """Run every branch on ``x`` in threads; wait for all."""
@@ -271,3 +296,8 @@ class AsyncParallel(Parallel):
                     await asyncio.gather(*pending, return_exceptions=True)
                 raise
             return br.finish()
+
+
+def _qualname(step: Step) -> str:
+    """The class of a step (of the module behind a view), for the flow's version hash."""
+    return type(step.module if isinstance(step, Configured) else step).__qualname__

@@ -16,7 +16,7 @@ from ..exceptions import UsageError
 from ..interrupts._frames import handing
 from ..interrupts.errors import StalePauseError
 from ..interrupts.records import Interrupt
-from ._base import DEFAULT, BaseNode, _Slot, _slot, call_async, call_sync, take_slot
+from ._base import DEFAULT, BaseNode, _Slot, _slot, as_node, call_async, call_sync, take_slot
 from ._container import Call, Container, check_member
 
 __all__ = ["AsyncFlow", "Flow"]
@@ -26,7 +26,8 @@ class Flow(Container):
     """A graph of nodes run from ``start``, following the actions their ``post`` returns.
 
     Args:
-        start: the first node (any :class:`~streamtap.flows.BaseNode`, flows included).
+        start: the first node (any :class:`~streamtap.flows.BaseNode`, flows included, or a plain
+            function: see :class:`~streamtap.flows.FunctionNode`).
         name: the run name (default: the class name).
         store: a pause store (see :class:`~streamtap.flows.Container`).
         version: the flow's version in pause records (default: a hash of its wiring).
@@ -52,14 +53,14 @@ class Flow(Container):
 
     def __init__(
         self,
-        start: BaseNode | None = None,
+        start: BaseNode | t.Callable[..., t.Any] | None = None,
         *,
         name: str | None = None,
         store: t.Any = None,
         version: str | None = None,
         timeout: float | None = None,
     ) -> None:
-        self.start_node = start
+        self.start_node = as_node(start)
         self._configure(name, store, version, timeout)
 
     # -- structure ----------------------------------------------------------

@@ -16,6 +16,7 @@ import threading
 import time
 import types
 import typing as t
+from collections.abc import Sized
 
 from ..context import Executor, current
 from ..exceptions import RunCancelled, UsageError
@@ -285,6 +286,49 @@ async def _aemit(item: t.Any) -> None:
 # -- batches ---------------------------------------------------------------------
 
 
+class _Progress:
+    """A batch's ``progress`` events: ``{"done": n, "total": N}`` on the node's run, throttled.
+
+    One at the start (``done`` 0), then as items finish: every item up to
+    100 items, every 1 % beyond (about 100 events whatever the size), and
+    the last count at the end. ``total`` is ``None`` while it is unknown
+    (``prep`` returned an iterator); then the steps grow tenfold (every item
+    up to 10, every 10th up to 100, ...) and the last event gives ``total``
+    as the count. The terminal view and the web page draw them as progress bars.
+    """
+
+    __slots__ = ("ctx", "done", "next_at", "sent", "total")
+
+    def __init__(self, items: t.Any) -> None:
+        self.ctx = current()
+        self.total: int | None = len(items) if isinstance(items, Sized) else None
+        self.done = 0
+        self.sent = -1
+        self.next_at = 0
+        self._send(self.total)
+
+    def _send(self, total: int | None) -> None:
+        if self.ctx is not None:
+            self.ctx.emit("progress", {"done": self.done, "total": total})
+        self.sent = self.done
+        if self.total is not None:
+            step = 1 if self.total <= 100 else self.total // 100
+        else:
+            step = 10 ** (len(str(max(1, self.done))) - 1)
+        self.next_at = self.done + step
+
+    def advance(self) -> None:
+        """One more item finished (run, or carried over from before a resume)."""
+        self.done += 1
+        if self.done >= self.next_at:
+            self._send(self.total)
+
+    def finish(self) -> None:
+        """The batch is over: send the last count if it was not sent yet (``total`` known by now)."""
+        if self.sent != self.done or self.total is None:
+            self._send(self.done if self.total is None else self.total)
+
+
 class _Batch:
     """The bookkeeping of one batch run: results, interrupted items, and what a resume brings back."""
 
@@ -343,12 +387,14 @@ class BatchNode(Node):
         batch = _Batch(self._run_name())
         ctx = current()
         p = self.prep(shared)
+        progress = _Progress(p or ())
         for i, item in enumerate(p or ()):
             if ctx is not None and ctx.token.cancelled:
                 ctx.raise_if_cancelled()
             what, value = batch.plan(i)
             if what != "run":
                 batch.results.append(value)
+                progress.advance()
                 continue
             try:
                 with node_scope(batch.item_name(i), value):
@@ -357,6 +403,8 @@ class BatchNode(Node):
                 batch.interrupted(i, exc)
                 r = None
             batch.results.append(r)
+            progress.advance()
+        progress.finish()
         results = batch.finish()
         action = self.post(shared, p, results)
         _finish(self, action, slot)
@@ -395,17 +443,20 @@ class ParallelBatchNode(Node):
                         return stop.value
 
         window: dict[concurrent.futures.Future[t.Any], int] = {}
+        progress = _Progress(p or ())
         with Executor(max_workers=self.max_workers, thread_name_prefix="streamtap-batch") as pool:
             try:
                 for i, item in enumerate(p or ()):
                     what, value = batch.plan(i)
                     batch.results.append(value)
                     if what != "run":
+                        progress.advance()
                         continue
                     window[pool.submit(work, i, item, value)] = i
                     if len(window) >= self.max_workers:
-                        self._collect(batch, window, concurrent.futures.FIRST_COMPLETED)
-                self._collect(batch, window, concurrent.futures.ALL_COMPLETED)
+                        self._collect(batch, window, concurrent.futures.FIRST_COMPLETED, progress)
+                self._collect(batch, window, concurrent.futures.ALL_COMPLETED, progress)
+                progress.finish()
             except BaseException:
                 failed.set()
                 for fut in window:
@@ -417,7 +468,7 @@ class ParallelBatchNode(Node):
         return results
 
     @staticmethod
-    def _collect(batch: _Batch, window: dict[concurrent.futures.Future[t.Any], int], when: str) -> None:
+    def _collect(batch: _Batch, window: dict[concurrent.futures.Future[t.Any], int], when: str, progress: _Progress) -> None:
         done, _ = concurrent.futures.wait(window, return_when=when)
         for fut in done:
             i = window.pop(fut)
@@ -425,6 +476,7 @@ class ParallelBatchNode(Node):
                 batch.results[i] = fut.result()
             except Interrupt as exc:
                 batch.interrupted(i, exc)
+            progress.advance()
 
 
 class AsyncBatchNode(AsyncNode):
@@ -440,6 +492,7 @@ class AsyncBatchNode(AsyncNode):
         items = enumerate(p or ())
         n = max(1, int(self.concurrency))
         ctx = current()
+        progress = _Progress(p or ())
 
         async def worker() -> None:
             for i, item in items:  # shared iterator: each item is taken by one worker
@@ -447,12 +500,14 @@ class AsyncBatchNode(AsyncNode):
                 batch.results.append(None)
                 if what != "run":
                     batch.results[i] = value
+                    progress.advance()
                     continue
                 try:
                     with node_scope(batch.item_name(i), value):
                         batch.results[i] = await self._exec_retrying(item)
                 except Interrupt as exc:
                     batch.interrupted(i, exc)
+                progress.advance()
 
         if n == 1:
             await worker()
@@ -467,6 +522,7 @@ class AsyncBatchNode(AsyncNode):
                 raise
         if ctx is not None:
             ctx.raise_if_cancelled()
+        progress.finish()
         results = batch.finish()
         action = await self.post_async(shared, p, results)
         _finish(self, action, slot)

@@ -59,7 +59,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import difflib
 import functools
+import inspect
 import json
 import os
 import re
@@ -169,6 +171,42 @@ def _import_openai() -> t.Any:
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise MissingDependencyError("OpenAIChat (the openai client)", "openai") from exc
     return openai
+
+
+_MANAGED_PARAMS = frozenset({"self", "messages", "model", "stream", "tools", "timeout"})
+"""Request parameters the module sets itself (or takes under its own argument)."""
+
+
+@functools.lru_cache(maxsize=1)
+def _request_params() -> frozenset[str] | None:
+    """The keyword arguments of the installed client's ``chat.completions.create``, or ``None`` without openai."""
+    try:
+        from openai.resources.chat.completions import Completions
+    except ImportError:  # pragma: no cover - depends on the environment
+        return None
+    return frozenset(inspect.signature(Completions.create).parameters) - _MANAGED_PARAMS
+
+
+def _check_params(owner: str, params: t.Mapping[str, t.Any]) -> None:
+    """Refuse constructor keywords that are neither the module's own nor request parameters of the client."""
+    known = _request_params()
+    if known is None or not params:
+        return
+    unknown = [k for k in params if k not in known]
+    if not unknown:
+        return
+    own = [p for p in inspect.signature(OpenAIChat.__init__).parameters if p not in ("self", "params")]
+    own += ["tags", "metadata"]
+    hints = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, [*own, *known], n=1)
+        hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    msg = (
+        f"{owner}() got unknown keyword argument{'s' if len(unknown) > 1 else ''} {', '.join(hints)}. "
+        f"It takes {', '.join(own)}, and the request parameters of chat.completions.create: "
+        f"{', '.join(sorted(known - {'metadata'}))}."
+    )
+    raise UsageError(msg)
 
 
 def _tool_schema(tool: t.Any) -> dict[str, t.Any]:
@@ -387,8 +425,13 @@ class OpenAIChat(ModuleBase):
             retries are off: they would multiply the budget.
         name: the run name (default ``"OpenAIChat"``).
         client_options: more keyword arguments for the ``openai`` client.
+        tags, metadata: the runs' tags and metadata (as every module takes them).
+            OpenAI's own request ``metadata`` goes per call (``llm(x, metadata={...})``)
+            or in ``extra_body``.
         **params: request parameters for every call (``temperature``, ``max_tokens``,
-            ``extra_headers``, ``extra_body``...).
+            ``extra_headers``, ``extra_body``...): those of the installed client's
+            ``chat.completions.create``. Any other keyword is refused here, with the
+            accepted ones, rather than failing on the first request.
 
     Example::
 
@@ -433,6 +476,7 @@ class OpenAIChat(ModuleBase):
         self.max_retries = max_retries
         Budget(timeout, max_retries)  # refuse a bad timeout or max_retries now, naming the value
         self.client_options = dict(client_options or {})
+        _check_params(type(self).__name__, params)
         self.params = params
         self.history: list[Message] = []
         self._history_lock = threading.Lock()

@@ -21,15 +21,13 @@ parts itself, so the protocol's ordering rules hold on every path:
   and questions (``interrupts``: id, node, payload, schema -- never the
   flow's saved state), then ``finish``; a cancelled run ends with ``abort``.
 
-What is user-facing text: ``text`` chunks of every run except tools and the
-runs inside tools (a tool's own model calls are its business; the chat
-models already keep tool-call markup out of their ``text``). The innermost
-speaker wins: once a run's text was shown, the text of the runs above it
-(an agent or a node relaying what its model streams) is not sent again, so
-nothing is shown twice whether or not a module re-yields its children's
-text. When a run ends
-``ok`` with a string output and no text was shown at all (a module that
-returns rather than streams), the output is sent as the text.
+What is user-facing text is decided by :class:`streamtap.answer.AnswerText`,
+the rule ``stream.text()`` uses too: ``text`` chunks of every run except
+tools, the runs inside tools and the input of a stream transform; the
+innermost speaker wins (a parent relaying its child's text is not sent
+again); a new run's text opens a new text part (the turn boundary). When
+the root ends ``ok`` with a string output and no text was shown at all (a
+module that returns rather than streams), the output is sent as the text.
 
 Tool calls are sent as ``dynamic`` tools (the browser does not know a Python
 backend's tools statically). ``verbose=False`` leaves out tool, reasoning and
@@ -41,11 +39,12 @@ opens where it belongs, so parts keep their order.
 
 from __future__ import annotations
 
-import collections
 import json
 import math
 import re
 import typing as t
+
+from ..answer import AnswerText
 
 __all__ = ["ErrorText", "UIMessageMapper", "data_part_name", "encode_json", "encode_part"]
 
@@ -130,40 +129,6 @@ class _RunInfo(t.NamedTuple):
     under_tool: bool
 
 
-class _Echo:
-    """The text a run's descendants showed, which the run may repeat (a relay) and must then not show twice.
-
-    Pieces are kept as a queue, so repeated matching costs no quadratic copying.
-    """
-
-    __slots__ = ("pieces",)
-
-    def __init__(self) -> None:
-        self.pieces: collections.deque[str] = collections.deque()
-
-    def add(self, text: str) -> None:
-        if text:
-            self.pieces.append(text)
-
-    def consume(self, delta: str) -> bool:
-        """Whether ``delta`` is the next text already shown (then it is used up)."""
-        if not delta:
-            return True
-        pieces = self.pieces
-        joined, n = "", 0
-        while len(joined) < len(delta) and n < len(pieces):
-            joined += pieces[n]
-            n += 1
-        if not joined.startswith(delta):
-            pieces.clear()  # the run says something of its own: show it, and from now on compare afresh
-            return False
-        for _ in range(n):
-            pieces.popleft()
-        if len(joined) > len(delta):
-            pieces.appendleft(joined[len(delta):])
-        return True
-
-
 class UIMessageMapper:
     """Map the events of one root run to UI message stream parts.
 
@@ -222,9 +187,7 @@ class UIMessageMapper:
         self._tool_args: dict[str, str] = {}
         self._aliases: dict[str, str] = {}
         self._shown_text = False
-        self._texting: set[str] = set()  # runs whose text was shown
-        self._relays: set[str] = set()  # runs above those: their text may repeat their children's
-        self._echo: dict[str, _Echo] = {}  # relay -> its descendants' text it has not repeated yet
+        self._answer = AnswerText(root_id)  # which text is the answer: the rule stream.text() uses too
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -268,7 +231,11 @@ class UIMessageMapper:
             return self._tool(ev) if self.verbose else []
         if kind == "custom":
             out = self._ensure_step()
-            out.append({"type": data_part_name(ev["name"]), "data": ev.get("data")})
+            part: Part = {"type": data_part_name(ev["name"]), "data": ev.get("data")}
+            data = ev.get("data")
+            if ev["name"] == "progress" and isinstance(data, t.Mapping) and "done" in data:
+                part["id"] = run["run_id"]  # a bar (done/total): one per run, the next part of that run replaces it
+            out.append(part)
             return out
         return []
 
@@ -289,6 +256,7 @@ class UIMessageMapper:
         rid = run["run_id"]
         self._runs.pop(rid, None)
         info = self._info(run)
+        self._answer.started(rid, info.parent_id, info.kind, run.get("metadata"))
         out: list[Part] = []
         if info.kind == "llm":
             if not self._active_llm:
@@ -373,25 +341,16 @@ class UIMessageMapper:
         self._reported.add(rid)
         return True
 
-    def _visible_text(self, info: _RunInfo, rid: str) -> bool:
-        return rid == self.root_id or not (info.under_tool or info.kind == "tool")
-
     def _chunk(self, ev: t.Mapping[str, t.Any], run: t.Mapping[str, t.Any]) -> list[Part]:
         channel = ev.get("channel", "text")
         delta = ev.get("delta")
         rid = run["run_id"]
         if channel == "text":
-            if not isinstance(delta, str) or not self._visible_text(self._info(run), rid):
+            if not isinstance(delta, str):
                 return []
-            if rid in self._relays and self._echo[rid].consume(delta):
-                return []  # a parent repeating what its child already showed
-            self._texting.add(rid)
-            parent = self._runs[rid].parent_id
-            while parent is not None:  # every ancestor may repeat this text later
-                self._relays.add(parent)
-                self._echo.setdefault(parent, _Echo()).add(delta)
-                info = self._runs.get(parent)
-                parent = info.parent_id if info is not None else None
+            info = self._info(run)
+            if not self._answer.shows(rid, info.parent_id, info.kind, delta, run.get("metadata")):
+                return []
             return self._delta(rid, "text", delta)
         if not self.verbose:
             return []

@@ -222,7 +222,10 @@
           html.push(`<div class="verbose-only note">step <b>${esc(d.name)}</b> <span class="badge ${esc(d.status)}">${esc(d.status)}${d.duration != null ? " " + fmt(d.duration) : ""}</span></div>`);
         }
       } else if (p.type === "data-interrupt") html.push(renderInterrupt(m, p));
-      else if (p.type.startsWith("data-")) {
+      else if (p.type === "data-progress" && p.data && typeof p.data.done === "number") {
+        const d = p.data, total = typeof d.total === "number" && d.total > 0 ? d.total : null;
+        html.push(`<div class="progress"><progress${total ? ` max="${total}" value="${Math.min(d.done, total)}"` : ""}></progress> ${esc(String(d.done))}${total ? "/" + esc(String(total)) : ""}</div>`);
+      } else if (p.type.startsWith("data-")) {
         html.push(details("d:" + m.id + (p.id || m.parts.indexOf(p)), "data verbose-only", esc(p.type.slice(5)), `<pre>${json(p.data)}</pre>`, false));
       }
     }
