@@ -54,10 +54,15 @@ __all__ = [
     "Recorder",
     "Recording",
     "RecordingError",
+    "as_events",
     "event_from_dict",
+    "is_event",
     "process_startup",
     "read_recording",
 ]
+
+if t.TYPE_CHECKING:
+    from typing_extensions import Self
 
 SCHEMA = "streamtap.recording"
 """The ``schema`` of a recording's header line."""
@@ -128,7 +133,7 @@ class Recorder:
             self._write(line)
             self.events += 1
 
-    def subscribe(self) -> Recorder:
+    def subscribe(self) -> Self:
         """Start recording every run; returns ``self``."""
         if self._subscription is None:
             self._subscription = subscribe(self)
@@ -144,7 +149,7 @@ class Recorder:
                 self._file.close()
                 self._file = None
 
-    def __enter__(self) -> Recorder:
+    def __enter__(self) -> Self:
         return self.subscribe()
 
     def __exit__(self, *exc_info: object) -> None:
@@ -187,6 +192,16 @@ def _error(d: t.Mapping[str, t.Any] | None) -> ErrorInfo | None:
     return ErrorInfo(str(d.get("type", "")), str(d.get("message", ""))) if d else None
 
 
+def is_event(value: object) -> bool:
+    """Whether ``value`` is a typed streamtap event (not a wire dict)."""
+    return isinstance(value, (Start, Chunk, Tool, Custom, End))
+
+
+def as_events(items: t.Iterable[Event | t.Mapping[str, t.Any]]) -> list[Event]:
+    """Typed events from typed events or wire dicts (as a recording holds them)."""
+    return [x if isinstance(x, (Start, Chunk, Tool, Custom, End)) else event_from_dict(x) for x in items]
+
+
 def event_from_dict(data: t.Mapping[str, t.Any]) -> Event:
     """The typed event of a wire dict (``Event.to_dict()``); extra keys such as ``recorded_at`` are ignored.
 
@@ -198,20 +213,20 @@ def event_from_dict(data: t.Mapping[str, t.Any]) -> Event:
         run = _run(data["run"])
         seq = int(data["seq"])
         if kind == "start":
-            return Start(run, seq, data.get("inputs"), float(data.get("started_at") or 0.0))
+            return Start._make((run, seq, data.get("inputs"), float(data.get("started_at") or 0.0)))
         if kind == "chunk":
-            return Chunk(run, seq, data.get("delta"), str(data.get("channel", "text")), data.get("call_id"))
+            return Chunk._make((run, seq, data.get("delta"), str(data.get("channel", "text")), data.get("call_id")))
         if kind == "tool":
-            return Tool(
+            return Tool._make((
                 run, seq, str(data["call_id"]), str(data["name"]), data["phase"],
                 data.get("arguments"), data.get("result"), _error(data.get("error")),
-            )  # fmt: skip
+            ))  # fmt: skip
         if kind == "custom":
-            return Custom(run, seq, str(data["name"]), data.get("data"))
+            return Custom._make((run, seq, str(data["name"]), data.get("data")))
         if kind == "end":
             usage = data.get("usage")
             timings = data.get("timings")
-            return End(
+            return End._make((
                 run,
                 seq,
                 data["status"],
@@ -220,7 +235,7 @@ def event_from_dict(data: t.Mapping[str, t.Any]) -> Event:
                 Usage(**usage) if usage else None,
                 Timings(**timings) if timings else None,
                 types.MappingProxyType(dict(data.get("attributes") or {})),
-            )
+            ))
     except (KeyError, TypeError, ValueError) as exc:
         raise RecordingError(f"Not a streamtap event: {exc!r} in {_short(data)}.") from None
     raise RecordingError(f"Unknown event kind {kind!r} in {_short(data)}; expected start, chunk, tool, custom or end.")

@@ -36,22 +36,23 @@ from .recording import RECORD_ENV, Recording, RecordingError, event_from_dict, r
 __all__ = ["ReplayPublisher", "record_main", "replay_main", "replay_to_tracing"]
 
 _SITECUSTOMIZE = '''\
-"""Written by `streamtap record`: record this process's streamtap runs, then run any other sitecustomize."""
+"""Written by `streamtap record`: record this process's streamtap runs, then run the environment's own sitecustomize."""
+import importlib.machinery as _machinery
+import importlib.util as _util
+import os as _os
 import sys as _sys
 
-_here = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
 try:
     import streamtap.recording as _recording
 
     _recording.process_startup()
 except Exception as _exc:  # the program runs anyway; say why nothing is recorded
     print(f"streamtap record: cannot record this process: {_exc}", file=_sys.stderr)
-_sys.path[:] = [p for p in _sys.path if p != _here]
-_sys.modules.pop("sitecustomize", None)
-try:
-    import sitecustomize  # noqa: F401  (the environment's own, if any)
-except ImportError:
-    pass
+_here = _os.path.dirname(_os.path.abspath(__file__))
+_spec = _machinery.PathFinder.find_spec("sitecustomize", [p for p in _sys.path if _os.path.abspath(p or ".") != _here])
+if _spec is not None and _spec.loader is not None:
+    _module = _util.module_from_spec(_spec)
+    _spec.loader.exec_module(_module)
 '''
 
 

@@ -29,7 +29,7 @@ import typing as t
 
 from .bus import subscribe
 from .events import End, Event, Start, to_jsonable
-from .recording import event_from_dict, read_recording
+from .recording import as_events, read_recording
 
 __all__ = ["Divergence", "EventLog", "capture_events", "check_invariants", "first_divergence", "replay"]
 
@@ -150,8 +150,8 @@ def replay(path: str | os.PathLike[str], root_id: str | None = None) -> EventLog
 class Divergence(t.NamedTuple):
     """Where a new run first departs from a recorded one (:func:`first_divergence`)."""
 
-    index: int
-    """Position in the recorded events of the first event that differs (``len(expected)`` for extra new events)."""
+    position: int
+    """Index in the recorded events of the first event that differs (``len(expected)`` for extra new events)."""
     path: str
     """The run, as a path of run names from the root (``weather_agent/get_current_weather{"location": "Paris"}``)."""
     field: str
@@ -167,11 +167,9 @@ class Divergence(t.NamedTuple):
         return self.message
 
 
-_EventsLike = t.Iterable[t.Union[Event, t.Mapping[str, t.Any]]]
+_EventsLike = t.Iterable[Event | t.Mapping[str, t.Any]]
 
 
-def _typed(events: _EventsLike) -> list[Event]:
-    return [e if hasattr(e, "run") else event_from_dict(t.cast(t.Mapping[str, t.Any], e)) for e in events]
 
 
 def _brief(value: t.Any) -> str:
@@ -206,7 +204,7 @@ class _Tree:
             else:
                 self.by_key[k].append(ev)
                 if ev.kind == "tool" and ev.phase == "requested":  # type: ignore[union-attr]
-                    self.calls[k].append(ev.call_id)  # type: ignore[union-attr]
+                    self.calls[k].append(str(ev.call_id))  # type: ignore[union-attr]
 
 
 _COMPARED: dict[str, tuple[str, ...]] = {
@@ -232,9 +230,8 @@ def first_divergence(expected: _EventsLike, actual: _EventsLike) -> Divergence |
     text of each channel, chunk boundaries aside (the divergence is the first
     recorded chunk whose text the new run does not continue).
     """
-    exp = _Tree(_typed(expected))
-    act = _Tree(_typed(actual))
-    position: dict[tuple[str, int], int] = {}  # (run key, n-th non-chunk event) -> index seen
+    exp = _Tree(as_events(expected))
+    act = _Tree(as_events(actual))
     seen_text: dict[tuple[str, str, str | None], str] = collections.defaultdict(str)
     for index, ev in enumerate(exp.events):
         k = exp.key.get(ev.run.run_id)
@@ -252,9 +249,7 @@ def first_divergence(expected: _EventsLike, actual: _EventsLike) -> Divergence |
                     f"recorded {seen_text[tk][at:at + 60]!r}, new {new[at:at + 60]!r}.",
                 )  # fmt: skip
             continue
-        n = position.get((k, -1), 0)
-        position[(k, -1)] = n + 1
-        counterpart = _counterpart(exp, act, k, ev, n)
+        counterpart = _counterpart(exp, act, k, ev)
         if counterpart is None:
             what = "run" if ev.kind == "start" else f"{ev.kind} event"
             return Divergence(index, k, "missing", ev, None, f"Event {index} ({k}, {ev.kind}): the new run has no such {what}.")
@@ -291,7 +286,9 @@ def _mapped_call(exp: _Tree, act: _Tree, key: str, call_id: str | None) -> str |
     return call_id  # tool_args chunks of a model run: the call is requested by its parent, matched in order there
 
 
-def _counterpart(exp: _Tree, act: _Tree, key: str, ev: Event, n: int) -> Event | None:
+def _counterpart(exp: _Tree, act: _Tree, key: str, ev: Event) -> Event | None:
+    """The new run's event matching a recorded one: the start/end of the same run, the same tool call's phase,
+    or the custom event at the same position."""
     candidates = act.by_key.get(key, [])
     if ev.kind == "start" or ev.kind == "end":
         return next((c for c in candidates if c.kind == ev.kind), None)

@@ -105,16 +105,16 @@ from .redaction import REDACTED, Redactor
 __all__ = [
     "ANNOTATIONS",
     "CONTENT_ENV",
+    "DURATION_BUCKETS",
     "LIVE_SPANS_ENV",
     "PENDING_ATTRIBUTE",
-    "DURATION_BUCKETS",
     "SEMCONV_VERSION",
     "TOKEN_BUCKETS",
     "TracingSubscriber",
     "capture_content_from_env",
-    "live_spans_from_env",
     "conversation",
     "instrument",
+    "live_spans_from_env",
 ]
 
 log = logging.getLogger("streamtap.tracing")

@@ -29,7 +29,7 @@ from ..context import current
 from ..events import Chunk, End, Event, Start, Tool, Usage
 from ..exceptions import StreamtapError
 from ..module import ModuleBase
-from ..recording import Recording, event_from_dict, read_recording
+from ..recording import Recording, as_events, read_recording
 from .openai import ChatReply, ToolCall
 
 __all__ = ["RecordedAnswer", "ReplayChat", "ReplayExhaustedError"]
@@ -136,7 +136,7 @@ class ReplayChat(ModuleBase):
             roots = recording.roots()
             events = recording.events(root_id or (roots[0] if roots else None))
         else:
-            events = [e if hasattr(e, "run") else event_from_dict(t.cast(t.Mapping[str, t.Any], e)) for e in recording]
+            events = as_events(recording)
         run_name, recorded_system, answers = _answers(events)
         if not answers:
             from ..exceptions import UsageError
