@@ -252,7 +252,7 @@ def _is_attr_value(value: t.Any) -> bool:
 class _Entry:
     """A live span and what the tracer keeps about its run."""
 
-    __slots__ = ("exc", "kind", "model", "pending", "provider", "request", "span", "start_ns", "tracer")
+    __slots__ = ("exc", "kind", "marker", "model", "pending", "provider", "request", "span", "start_ns", "tracer")
 
     def __init__(self, span: trace.Span, tracer: trace.Tracer, kind: str, start_ns: int) -> None:
         self.span = span
@@ -264,6 +264,7 @@ class _Entry:
         self.model: str | None = None
         self.provider: str | None = None
         self.request: genai.RequestContent | None = None  # content on opt-in, refined when forward() starts
+        self.marker: tuple[str, SpanKind, dict[str, t.Any], t.Any, int | None] | None = None  # a live-span marker not sent yet
 
 
 class _SpanScope:
@@ -523,7 +524,10 @@ class TracingSubscriber(KindDispatcher):
         entry.request = request
         self._entries[rid] = entry
         if self.live_spans:
-            self._pending_marker(tracer, span, name, span_kind, attrs, parent_ctx, start_ns)
+            if kind == "llm":
+                entry.marker = (name, span_kind, attrs, parent_ctx, start_ns)  # named "chat {model}" once the module is seen
+            else:
+                self._pending_marker(tracer, span, name, span_kind, attrs, parent_ctx, start_ns)
         if not self._scope.connected:
             self._scope.connect()
         return entry
@@ -572,6 +576,10 @@ class TracingSubscriber(KindDispatcher):
             return None
         if entry.kind in ("llm", "tool"):
             self._describe(entry, module)
+        if entry.marker is not None:
+            name, span_kind, attrs, parent_ctx, start_ns = entry.marker
+            entry.marker = None
+            self._pending_marker(entry.tracer, entry.span, f"chat {entry.model}" if entry.model else name, span_kind, attrs, parent_ctx, start_ns)
         if entry.request is not None:
             self._describe_request(entry, module)
         return lambda: _SpanScope(entry)
@@ -651,6 +659,10 @@ class TracingSubscriber(KindDispatcher):
         entry = self._entries.pop(rid, None)
         if entry is None:
             return
+        if entry.marker is not None:  # a model run that never reached forward(): its marker still goes out
+            name, span_kind, attrs_, parent_ctx, start_ns = entry.marker
+            entry.marker = None
+            self._pending_marker(entry.tracer, entry.span, name, span_kind, attrs_, parent_ctx, start_ns)
         span = entry.span
         kind = entry.kind
         attrs: dict[str, t.Any] = {"streamtap.status": ev.status}
