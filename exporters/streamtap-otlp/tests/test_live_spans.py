@@ -16,10 +16,10 @@ import textwrap
 import typing as t
 
 import pytest
+from streamtap_otlp.testing import OtlpReceiver
 
 from streamtap.llm.server import FakeOpenAI
 from streamtap.tracing import PENDING_ATTRIBUTE
-from streamtap_otlp.testing import OtlpReceiver
 
 DOOMED = textwrap.dedent(
     '''
