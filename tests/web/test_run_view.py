@@ -42,3 +42,10 @@ async def test_unknown_or_invalid_run_view_is_a_clear_error(serve, client):
     assert r.status_code == 404 and "nope" in r.json()["error"]
     r = await client.get(srv.url + "/api/runs/bad%20id/ui")
     assert r.status_code == 422 and "Invalid run id" in r.json()["error"]
+
+
+def test_the_demo_refuses_a_bad_trace_url(capsys):
+    from streamtap.demo import main
+
+    assert main(["--trace-url", "jaeger/{trace_id}", "--port", "0", "--exit-after", "0.1"]) == 2
+    assert "trace_url must be an http(s) URL template containing {trace_id}, got 'jaeger/{trace_id}'" in capsys.readouterr().err
