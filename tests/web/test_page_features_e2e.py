@@ -267,8 +267,8 @@ def _luminance(css: str) -> float:
 
 
 @pytest.mark.parametrize("scheme", ["dark", "light"])
-def test_dark_mode_follows_the_os(browser, weather, scheme):
-    ctx, page, errors = open_page(browser, weather.url + "/", color_scheme=scheme)
+def test_dark_mode_follows_the_os(browser, weather, scheme, size):
+    ctx, page, errors = open_page(browser, weather.url + "/", size, color_scheme=scheme)
     ask(page, "hi")
     answered(page)
     bg = page.evaluate("() => getComputedStyle(document.body).backgroundColor")
@@ -304,8 +304,11 @@ def test_each_answer_links_to_its_trace(browser, model, size):
             trace_id = format(root.context.trace_id, "032x")
             assert meta["traceId"] == trace_id
             link = page.locator(".msg.assistant a.trace-link")
-            assert link.get_attribute("href") == f"http://jaeger.example:16686/trace/{trace_id}?run={meta['runId']}"
+            href = f"http://jaeger.example:16686/trace/{trace_id}?run={meta['runId']}"
+            assert link.get_attribute("href") == href and link.is_visible()
             assert link.get_attribute("target") == "_blank"
+            assert page.locator("#trace-link").get_attribute("href") == href  # the run tree's header links it too
+            assert page.locator("#trace-link").is_visible()
             ctx.close()
     provider.shutdown()
     assert errors == []

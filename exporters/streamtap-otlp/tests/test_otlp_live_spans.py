@@ -16,10 +16,13 @@ import textwrap
 import typing as t
 
 import pytest
+import streamtap_otlp
 from streamtap_otlp.testing import OtlpReceiver
 
 from streamtap.llm.server import FakeOpenAI
+from streamtap.testing import capture_events
 from streamtap.tracing import PENDING_ATTRIBUTE
+from streamtap.weather import QUERY, weather_agent
 
 DOOMED = textwrap.dedent(
     '''
@@ -102,3 +105,26 @@ def test_a_run_killed_mid_way_leaves_its_start_in_the_backend(tmp_path, receiver
     for m in markers:
         if m.attributes["streamtap.run.kind"] == "tool":
             assert m.attributes["streamtap.pending.parent_span_id"] == agent.parent_span_id
+
+
+def test_over_otlp_the_final_tree_is_the_run_tree_and_markers_are_recognisable(receiver):
+    export = streamtap_otlp.configure(endpoint=receiver.http_endpoint, metrics=False, live_spans=True, set_global=False)
+    try:
+        with FakeOpenAI() as model, capture_events(kinds=["start"]) as starts:
+            weather_agent(base_url=model.base_url)(QUERY)
+        assert export.force_flush()
+    finally:
+        export.shutdown()
+    spans = receiver.wait_for_spans(10)
+    assert len(spans) == 10
+    real = {s.attributes["streamtap.run.id"]: s for s in spans if PENDING_ATTRIBUTE not in s.attributes}
+    markers = [s for s in spans if s.attributes.get(PENDING_ATTRIBUTE) is True]
+    runs = {e.run.run_id: e.run for e in starts}
+    assert set(real) == set(runs) and len(markers) == len(runs)
+    for rid, run in runs.items():
+        assert real[rid].parent_span_id == (real[run.parent_id].span_id if run.parent_id else None)
+    for m in markers:
+        span = real[m.attributes["streamtap.run.id"]]
+        assert m.parent_span_id == span.span_id and m.name == span.name
+        assert not any(k.startswith("gen_ai.") for k in m.attributes)
+        assert m.span.start_time_unix_nano == m.span.end_time_unix_nano == span.span.start_time_unix_nano
