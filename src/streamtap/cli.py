@@ -3,6 +3,8 @@
 ``streamtap demo``          the weather agent on the embedded model server, with the web page
 ``streamtap demo --terminal`` the same agent in the terminal (``output:`` / ``trace:`` lines)
 ``streamtap fake-openai``   the embedded OpenAI-compatible server alone
+``streamtap record -- CMD`` record every run of a program (``-o FILE``)
+``streamtap replay FILE``   replay a recording into the page, or ``--otlp`` into a trace backend
 
 Each sub-command lives with the feature it runs and is imported only when used.
 """
@@ -20,6 +22,8 @@ __all__ = ["main"]
 _COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("streamtap.demo", "main", "run the demo: a streaming weather agent with its web page and traces"),
     "fake-openai": ("streamtap.llm.server", "main", "run the embedded OpenAI-compatible model server"),
+    "record": ("streamtap.replaying", "record_main", "record a program's runs as JSON lines: streamtap record -o FILE -- CMD..."),
+    "replay": ("streamtap.replaying", "replay_main", "replay a recording into the page (--speed) or over OTLP (--otlp)"),
 }
 
 

@@ -41,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--allowed-host", action="append", default=[], metavar="NAME", help="also answer to this Host name (repeatable; loopback names always)")
     p.add_argument("--allowed-origin", action="append", default=[], metavar="ORIGIN", help="let pages of this origin use the API, e.g. https://app.example.com (repeatable)")
     p.add_argument("--error-detail", choices=("short", "full"), default="short", help="what the browser is told of failures (default short; full is still redacted)")
+    p.add_argument("--trace-url", default=os.environ.get("STREAMTAP_TRACE_URL"), metavar="TEMPLATE", help="link each answer to its trace, e.g. http://localhost:16686/trace/{trace_id} (env STREAMTAP_TRACE_URL)")
     p.add_argument("--exit-after", type=float, default=None, metavar="SECONDS", help="stop serving after this many seconds (smoke tests)")
     return p
 
@@ -103,7 +104,7 @@ def _web(factory: t.Callable[[], t.Any], args: argparse.Namespace, described: st
     from .web.security import allow_serving
 
     try:
-        app = create_app(factory, token=args.token, title="streamtap demo", error_detail=args.error_detail, tracing=getattr(args, "tracing", None))
+        app = create_app(factory, token=args.token, title="streamtap demo", error_detail=args.error_detail, tracing=getattr(args, "tracing", None), trace_url=args.trace_url)
         allow_serving(app, args.host, allowed_hosts=args.allowed_host, allowed_origins=args.allowed_origin)
     except UsageError as exc:
         print(f"streamtap demo: {exc}", file=sys.stderr)

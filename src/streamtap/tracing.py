@@ -58,6 +58,19 @@ What is recorded, pinned to the conventions of semantic-conventions
   ``gen_ai.client.operation.time_to_first_chunk`` (``s``), with the
   conventions' bucket advisories.
 
+* **Live spans** (opt-in: ``live_spans=True`` or ``STREAMTAP_LIVE_SPANS=true``):
+  OpenTelemetry exports a span when it ends, so a long run is invisible in
+  Jaeger or Phoenix until it finishes, and lost if the process dies. With
+  live spans, each run's start also exports a *pending marker*: a
+  zero-duration span in the run's trace, child of the run's own span (whose
+  id is known at start), named like it, with ``streamtap.pending=true``,
+  ``streamtap.pending.parent_span_id`` (the run span's own parent) and the
+  ``streamtap.run.*`` attributes, but no ``gen_ai.*`` attribute, so no GenAI
+  metric or LLM-span count sees it twice. When the run ends its real span
+  arrives and the marker sits inside it as a zero-width child. A run whose
+  process died leaves its marker. (The shape of Logfire's pending spans; see
+  ``docs/guide/live-spans.md`` for why not a second copy of the span.)
+
 OpenTelemetry's context is current inside ``forward()`` (through
 :data:`streamtap.bus.scope_signal`), so libraries instrumented with
 OpenTelemetry -- the HTTP client under the ``openai`` client -- nest their
@@ -93,12 +106,15 @@ __all__ = [
     "ANNOTATIONS",
     "CONTENT_ENV",
     "DURATION_BUCKETS",
+    "LIVE_SPANS_ENV",
+    "PENDING_ATTRIBUTE",
     "SEMCONV_VERSION",
     "TOKEN_BUCKETS",
     "TracingSubscriber",
     "capture_content_from_env",
     "conversation",
     "instrument",
+    "live_spans_from_env",
 ]
 
 log = logging.getLogger("streamtap.tracing")
@@ -113,6 +129,12 @@ CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 """The OpenTelemetry environment variable that opts in to message content."""
 
 _CONTENT_ON = frozenset({"true", "1", "yes", "on", "span_only", "span_and_event"})
+
+LIVE_SPANS_ENV = "STREAMTAP_LIVE_SPANS"
+"""The environment variable that turns live spans (pending markers at each run's start) on: ``true``."""
+
+PENDING_ATTRIBUTE = "streamtap.pending"
+"""The attribute (``True``) that marks a pending marker span; real spans never carry it."""
 
 TOKEN_BUCKETS: tuple[float, ...] = (
     1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864,
@@ -190,6 +212,17 @@ def capture_content_from_env() -> bool:
     return os.environ.get(CONTENT_ENV, "").strip().lower() in _CONTENT_ON
 
 
+def live_spans_from_env() -> bool:
+    """Whether ``STREAMTAP_LIVE_SPANS`` asks for pending markers at each run's start."""
+    value = os.environ.get(LIVE_SPANS_ENV, "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    log.warning("%s=%r is not true or false; live spans stay off", LIVE_SPANS_ENV, value)
+    return False
+
+
 def _coerce(value: t.Any, tp: type) -> t.Any:
     if value is None:
         return None
@@ -219,7 +252,7 @@ def _is_attr_value(value: t.Any) -> bool:
 class _Entry:
     """A live span and what the tracer keeps about its run."""
 
-    __slots__ = ("exc", "kind", "model", "pending", "provider", "request", "span", "start_ns", "tracer")
+    __slots__ = ("exc", "kind", "marker", "model", "pending", "provider", "request", "span", "start_ns", "tracer")
 
     def __init__(self, span: trace.Span, tracer: trace.Tracer, kind: str, start_ns: int) -> None:
         self.span = span
@@ -231,6 +264,7 @@ class _Entry:
         self.model: str | None = None
         self.provider: str | None = None
         self.request: genai.RequestContent | None = None  # content on opt-in, refined when forward() starts
+        self.marker: tuple[str, SpanKind, dict[str, t.Any], t.Any, int | None] | None = None  # a live-span marker not sent yet
 
 
 class _SpanScope:
@@ -270,6 +304,8 @@ class TracingSubscriber(KindDispatcher):
             are always redacted.
         max_content_length: content longer than this (in characters of JSON)
             is cut, with a ``...[truncated]`` marker.
+        live_spans: at each run's start, also export a pending marker span
+            (see the module docstring). Default ``None``: follow ``STREAMTAP_LIVE_SPANS``.
 
     Raises:
         UsageError: a redaction pattern that does not compile, or a negative
@@ -284,6 +320,7 @@ class TracingSubscriber(KindDispatcher):
         capture_content: bool | None = None,
         redact: t.Iterable[str | t.Any] = (),
         max_content_length: int = 16_384,
+        live_spans: bool | None = None,
     ) -> None:
         if max_content_length < 0:
             from .exceptions import UsageError
@@ -300,6 +337,8 @@ class TracingSubscriber(KindDispatcher):
         self.redact = Redactor(redact)
         """The :class:`~streamtap.redaction.Redactor` applied to everything recorded."""
         self.max_content_length = max_content_length
+        self.live_spans = live_spans_from_env() if live_spans is None else bool(live_spans)
+        """Whether each run's start exports a pending marker span."""
         self._meter_provider = meter_provider
         self._instruments: tuple[t.Any, t.Any, t.Any] | None = None
         self._entries: dict[str, _Entry] = {}
@@ -333,6 +372,16 @@ class TracingSubscriber(KindDispatcher):
         if entry is not None:
             return entry.span.get_span_context()
         return self._recent.get(run_id)
+
+    def handle(self, event: t.Any) -> None:
+        """Handle one event as if the bus had delivered it (chunks are ignored).
+
+        This is how a recording is replayed into a trace backend
+        (``streamtap replay FILE --otlp``): the spans get the events' times.
+        """
+        handler = self._handlers.get(event.kind)
+        if handler is not None:
+            handler(event)
 
     def ensure_started(self, event: Start) -> trace.SpanContext | None:
         """Start the span of ``event``'s run now if it is not started yet; return its context.
@@ -474,12 +523,40 @@ class TracingSubscriber(KindDispatcher):
         entry = _Entry(span, tracer, kind, start_ns or 0)
         entry.request = request
         self._entries[rid] = entry
+        if self.live_spans:
+            if kind == "llm":
+                entry.marker = (name, span_kind, attrs, parent_ctx, start_ns)  # named "chat {model}" once the module is seen
+            else:
+                self._pending_marker(tracer, span, name, span_kind, attrs, parent_ctx, start_ns)
         if not self._scope.connected:
             self._scope.connect()
         return entry
 
     def _on_start(self, ev: Start) -> None:
         self._start(ev)
+
+    @staticmethod
+    def _pending_marker(
+        tracer: trace.Tracer,
+        span: trace.Span,
+        name: str,
+        span_kind: SpanKind,
+        attrs: t.Mapping[str, t.Any],
+        parent_ctx: t.Any,
+        start_ns: int | None,
+    ) -> None:
+        """Export a zero-duration marker, child of the run's span, saying the run is in progress."""
+        if not span.is_recording():
+            return
+        parent = trace.get_current_span(parent_ctx).get_span_context() if parent_ctx is not None else trace.get_current_span().get_span_context()
+        marker_attrs: dict[str, t.Any] = {k: v for k, v in attrs.items() if k.startswith("streamtap.")}
+        marker_attrs[PENDING_ATTRIBUTE] = True
+        marker_attrs["streamtap.pending.parent_span_id"] = format(parent.span_id, "016x") if parent.is_valid else "0" * 16
+        marker_attrs["streamtap.pending.span_id"] = format(span.get_span_context().span_id, "016x")
+        marker = tracer.start_span(
+            name, context=trace.set_span_in_context(span), kind=span_kind, attributes=marker_attrs, start_time=start_ns
+        )
+        marker.end(end_time=start_ns)
 
     def _claim_call_id(self, run: Run) -> str | None:
         parent = self._entries.get(run.parent_id) if run.parent_id else None
@@ -499,6 +576,10 @@ class TracingSubscriber(KindDispatcher):
             return None
         if entry.kind in ("llm", "tool"):
             self._describe(entry, module)
+        if entry.marker is not None:
+            name, span_kind, attrs, parent_ctx, start_ns = entry.marker
+            entry.marker = None
+            self._pending_marker(entry.tracer, entry.span, f"chat {entry.model}" if entry.model else name, span_kind, attrs, parent_ctx, start_ns)
         if entry.request is not None:
             self._describe_request(entry, module)
         return lambda: _SpanScope(entry)
@@ -578,6 +659,10 @@ class TracingSubscriber(KindDispatcher):
         entry = self._entries.pop(rid, None)
         if entry is None:
             return
+        if entry.marker is not None:  # a model run that never reached forward(): its marker still goes out
+            name, span_kind, attrs_, parent_ctx, start_ns = entry.marker
+            entry.marker = None
+            self._pending_marker(entry.tracer, entry.span, name, span_kind, attrs_, parent_ctx, start_ns)
         span = entry.span
         kind = entry.kind
         attrs: dict[str, t.Any] = {"streamtap.status": ev.status}
@@ -737,6 +822,7 @@ def instrument(
     capture_content: bool | None = None,
     redact: t.Iterable[str | t.Any] = (),
     max_content_length: int = 16_384,
+    live_spans: bool | None = None,
 ) -> TracingSubscriber:
     """Trace every run from now on; returns the subscribed :class:`TracingSubscriber`.
 
@@ -749,6 +835,7 @@ def instrument(
         capture_content=capture_content,
         redact=redact,
         max_content_length=max_content_length,
+        live_spans=live_spans,
     ).subscribe()
 
 

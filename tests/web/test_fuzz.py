@@ -104,7 +104,7 @@ def _send(c: httpx.Client, method: str, url: str, params: dict[str, str] | None 
 def test_openapi_describes_the_routes(app_url):
     url, spec, _, _ = app_url
     assert spec["openapi"].startswith("3.1")
-    assert set(spec["paths"]) == {"/api/chat", "/api/chat/{chat_id}/stream", "/api/chat/{chat_id}/stop", "/api/runs/{run_id}/events", "/openapi.json", "/"}
+    assert set(spec["paths"]) == {"/api/chat", "/api/chat/{chat_id}/stream", "/api/chat/{chat_id}/stop", "/api/runs/{run_id}/events", "/api/runs/{run_id}/ui", "/openapi.json", "/"}
     with httpx.Client(timeout=10) as c:
         assert c.get(url + "/openapi.json", headers={"host": "evil.example"}).status_code == 400  # behind the same guard
 

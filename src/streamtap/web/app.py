@@ -16,6 +16,10 @@ Endpoints (all JSON errors are ``{"error": "<what is wrong and what to do>"}``):
     Plain SSE of streamtap events (``Event.to_dict()``), ``id:`` = ``seq``;
     ``Last-Event-ID`` (or ``?after=``) resumes with no gap and no duplicate;
     ``?view=user`` keeps only user-facing events (root start/end, text, custom).
+``GET /api/runs/{run_id}/ui``
+    The run as a UI message stream v1 (verbose; full replay, then live):
+    the page's read-only ``/?run=<run id>`` view reads it, for chat runs
+    and for runs published by ``streamtap replay``.
 ``GET /openapi.json``
     An OpenAPI 3.1 description of these endpoints.
 ``GET /``
@@ -92,6 +96,7 @@ def create_app(
     error_detail: ErrorDetail = "short",
     redact: t.Iterable[str | t.Any] = (),
     tracing: SpanSource | None = None,
+    trace_url: str | None = None,
 ) -> Starlette:
     """Make the web app serving a module (an agent, a flow, any ``ModuleBase``) per conversation.
 
@@ -127,6 +132,9 @@ def create_app(
         tracing: the :class:`~streamtap.tracing.TracingSubscriber` tracing the runs;
             the UI stream's message metadata then carries each run's ``traceId``
             (without it, only a ``traceparent`` sent with the request gives one).
+        trace_url: a URL template linking each answer on the page to its trace, with
+            ``{trace_id}`` (and optionally ``{run_id}``) in it, e.g. Jaeger's
+            ``http://localhost:16686/trace/{trace_id}`` (see the page's docs for Phoenix).
 
     Returns:
         A Starlette application; ``app.state.chat`` is its :class:`ChatService`,
@@ -134,7 +142,8 @@ def create_app(
 
     Raises:
         MissingDependencyError: when the ``web`` extra is not installed.
-        UsageError: an allowed host or origin that is not one, or an unknown ``error_detail``.
+        UsageError: an allowed host or origin that is not one, an unknown ``error_detail``,
+            or a ``trace_url`` that is not an http(s) URL with ``{trace_id}`` in it.
     """
     try:
         from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -152,6 +161,7 @@ def create_app(
     from ..tracing import conversation
     from .openapi import openapi_document
 
+    trace_template = _check_trace_url(trace_url)
     policy = SecurityPolicy(token=token, allowed_hosts=allowed_hosts, allowed_origins=allowed_origins)
     redactor = Redactor(redact) if redact or tracing is None else getattr(tracing, "redact", None) or Redactor()
     errors = ClientErrors(error_detail, redactor)
@@ -358,8 +368,27 @@ def create_app(
 
         return sse(frames(after), {"cache-control": "no-cache", "x-accel-buffering": "no"})
 
+    async def run_ui(request: Request) -> Response:
+        run_id = request.path_params["run_id"]
+        if not valid_id(run_id):
+            return _error(422, f"Invalid run id {run_id!r}: 1-128 characters of letters, digits, '_', '-', '.', ':'.")
+        first = await store_.read(run_id, -1, limit=1)
+        if first is None:
+            return _error(404, f"No run {run_id!r} here (unknown, or its events expired).")
+        meta: dict[str, t.Any] = {"runId": run_id, "readOnly": True}
+        if first.events and first.events[0].get("kind") == "start":
+            shown = _input_text(first.events[0].get("inputs"))
+            if shown is not None:
+                meta["input"] = errors.message(shown)
+        traced = _trace_id(tracing.span_context(run_id)) if tracing is not None else None
+        if traced:
+            meta["traceId"] = traced
+        mapper = UIMessageMapper(run_id, message_id=run_id, verbose=True, stream_text=True, metadata=lambda: meta, describe_error=errors.describe)
+        return sse(ui_frames(run_id, mapper, None), UI_STREAM_HEADERS)
+
     async def index(request: Request) -> Response:
         html = resources.files("streamtap.web").joinpath("static/index.html").read_text("utf-8")
+        html = html.replace("{{trace_url}}", _escape(trace_template or ""))
         return HTMLResponse(html.replace("{{title}}", _escape(title)))
 
     async def openapi(request: Request) -> Response:
@@ -371,6 +400,7 @@ def create_app(
         Route("/api/chat/{chat_id}/stream", chat_stream, methods=["GET"]),
         Route("/api/chat/{chat_id}/stop", chat_stop, methods=["POST"]),
         Route("/api/runs/{run_id}/events", run_events, methods=["GET"]),
+        Route("/api/runs/{run_id}/ui", run_ui, methods=["GET"]),
     ]
     if page:
         static_dir = str(resources.files("streamtap.web").joinpath("static"))
@@ -395,6 +425,34 @@ def create_app(
     app.state.security = policy
     app.add_middleware(RequestGuard, policy=policy)  # type: ignore[arg-type]
     return app
+
+
+def _check_trace_url(template: str | None) -> str | None:
+    """The trace URL template, checked: an http(s) URL with ``{trace_id}`` in it."""
+    if template is None or template == "":
+        return None
+    if not isinstance(template, str) or not template.startswith(("http://", "https://")) or "{trace_id}" not in template:
+        from ..exceptions import UsageError
+
+        msg = (
+            f"trace_url must be an http(s) URL template containing {{trace_id}}, got {template!r}; "
+            "for Jaeger: 'http://localhost:16686/trace/{trace_id}'."
+        )
+        raise UsageError(msg)
+    return template
+
+
+def _input_text(inputs: t.Any) -> str | None:
+    """What a root run was asked, as text for the read-only view (a string, or a dict's one string value)."""
+    if isinstance(inputs, str):
+        return inputs
+    if isinstance(inputs, dict):
+        texts = [v for v in inputs.values() if isinstance(v, str)]
+        if len(texts) == 1:
+            return texts[0]
+    if isinstance(inputs, list) and inputs and isinstance(inputs[-1], dict) and isinstance(inputs[-1].get("content"), str):
+        return str(inputs[-1]["content"])
+    return None
 
 
 def _escape(text: str) -> str:

@@ -113,6 +113,17 @@ def openapi_document(*, page: bool = True, token: bool = False) -> dict[str, t.A
                 },
             }
         },
+        "/api/runs/{run_id}/ui": {
+            "get": {
+                "summary": "The run as a UI message stream v1 (full replay, then live): what the page's `/?run=<id>` view reads.",
+                "parameters": [{"name": "run_id", "in": "path", "required": True, "schema": _ID}],
+                "responses": {
+                    "200": {"description": "UI message stream.", "content": _SSE},
+                    **guard,
+                    **_errors(404, 422),
+                },
+            }
+        },
         "/openapi.json": {"get": {"summary": "This document.", "responses": {"200": {"description": "OpenAPI 3.1 JSON."}}}},
     }
     if page:

@@ -278,6 +278,7 @@ def configure(
     set_global: bool = True,
     traces_exporter: str | None = None,
     metrics_exporter: str | None = None,
+    live_spans: bool | None = None,
 ) -> OtlpExport:
     """Export every streamtap run over OTLP; returns the :class:`OtlpExport`.
 
@@ -306,6 +307,11 @@ def configure(
             (default: ``OTEL_TRACES_EXPORTER``, else ``otlp``). With ``none`` no
             span is exported (the metrics still are, from unsampled spans).
         metrics_exporter: the same for metrics (default: ``OTEL_METRICS_EXPORTER``, else ``otlp``).
+        live_spans: export a pending marker at each run's start, so backends show runs in
+            progress and keep the start of a run whose process died (default:
+            ``STREAMTAP_LIVE_SPANS``; see :class:`streamtap.tracing.TracingSubscriber`).
+            Markers go through the same batch processor: ``OTEL_BSP_SCHEDULE_DELAY``
+            (milliseconds, default 5000) bounds how late they arrive.
 
     With ``OTEL_SDK_DISABLED=true``, or no exporter for either signal, nothing
     is set up and the returned export is disabled (:attr:`OtlpExport.enabled`
@@ -378,7 +384,7 @@ def configure(
         if meter_provider is not None and type(otel_metrics.get_meter_provider()).__name__ == "_ProxyMeterProvider":
             otel_metrics.set_meter_provider(meter_provider)
     tracing = TracingSubscriber(
-        tracer_provider, meter_provider, capture_content=capture_content, redact=redact
+        tracer_provider, meter_provider, capture_content=capture_content, redact=redact, live_spans=live_spans
     ).subscribe()
     return OtlpExport(
         tracer_provider,
