@@ -185,6 +185,7 @@ def _run(d: t.Mapping[str, t.Any]) -> Run:
         str(d.get("root_id") or d["run_id"]),
         tuple(d.get("tags") or ()),
         types.MappingProxyType(dict(d.get("metadata") or {})),
+        tuple(d.get("path") or ()),
     )
 
 
