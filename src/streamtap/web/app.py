@@ -16,6 +16,8 @@ Endpoints (all JSON errors are ``{"error": "<what is wrong and what to do>"}``):
     Plain SSE of streamtap events (``Event.to_dict()``), ``id:`` = ``seq``;
     ``Last-Event-ID`` (or ``?after=``) resumes with no gap and no duplicate;
     ``?view=user`` keeps only user-facing events (root start/end, text, custom).
+``POST /api/agui`` (``agui_path``), ``POST /api/agui/{threadId}/stop``
+    AG-UI 1.0: ``RunAgentInput`` in, AG-UI events out (see :mod:`streamtap.web.agui`).
 ``GET /openapi.json``
     An OpenAPI 3.1 description of these endpoints.
 ``GET /``
@@ -92,6 +94,7 @@ def create_app(
     error_detail: ErrorDetail = "short",
     redact: t.Iterable[str | t.Any] = (),
     tracing: SpanSource | None = None,
+    agui_path: str | None = "/api/agui",
 ) -> Starlette:
     """Make the web app serving a module (an agent, a flow, any ``ModuleBase``) per conversation.
 
@@ -127,6 +130,8 @@ def create_app(
         tracing: the :class:`~streamtap.tracing.TracingSubscriber` tracing the runs;
             the UI stream's message metadata then carries each run's ``traceId``
             (without it, only a ``traceparent`` sent with the request gives one).
+        agui_path: where the AG-UI endpoint is mounted (``None``: not at all);
+            without the ``agui`` extra it answers 501 naming the extra.
 
     Returns:
         A Starlette application; ``app.state.chat`` is its :class:`ChatService`,
@@ -372,6 +377,14 @@ def create_app(
         Route("/api/chat/{chat_id}/stop", chat_stop, methods=["POST"]),
         Route("/api/runs/{run_id}/events", run_events, methods=["GET"]),
     ]
+    if agui_path is not None:
+        from .agui import AGUIOptions, agui_routes
+
+        def run_trace_id(run_id: str) -> str | None:
+            return _trace_id(tracing.span_context(run_id)) if tracing is not None else None
+
+        options = AGUIOptions(path=agui_path)
+        routes += agui_routes(service, errors, options=options, read_json=read_json, sse=sse, max_messages=max_messages, trace_id=run_trace_id)
     if page:
         static_dir = str(resources.files("streamtap.web").joinpath("static"))
         routes += [Route("/", index, methods=["GET"]), Mount("/static", StaticFiles(directory=static_dir), name="static")]
