@@ -234,3 +234,52 @@ def test_a_handler_passed_by_hand_is_not_added_twice(instrumented):
     with streamtap.subscribe(seen.append):
         chain("once").invoke({"q": "x"}, config={"callbacks": [instrumented]})
     assert len([e for e in seen if e.kind == "start" and e.run.kind == "llm"]) == 1
+
+
+def test_langgraph_graph_nodes_and_an_interrupt_answered_with_command_resume():
+    pytest.importorskip("langgraph")
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.graph import END, START, StateGraph
+    from langgraph.types import Command, interrupt
+    from typing_extensions import TypedDict
+
+    class State(TypedDict):
+        q: str
+        a: str
+
+    def ask(state: State) -> dict[str, str]:
+        ok = interrupt({"question": "go on?"})
+        return {"q": state["q"] + (" (approved)" if ok else "")}
+
+    def answer(state: State) -> dict[str, str]:
+        m = model("the graph answers")
+        return {"a": "".join(str(c.content) for c in m.stream(state["q"]))}
+
+    g = StateGraph(State)
+    g.add_node("ask", ask)
+    g.add_node("answer", answer)
+    g.add_edge(START, "ask")
+    g.add_edge("ask", "answer")
+    g.add_edge("answer", END)
+    graph = g.compile(checkpointer=InMemorySaver())
+    cfg = {"configurable": {"thread_id": "lg1"}}
+
+    class Run(ModuleBase):
+        kind = "agent"
+
+        def forward(self, x: t.Any) -> str:
+            return str(graph.invoke(x, cfg).get("a", ""))
+
+    first = list(Run().stream({"q": "hi"}))
+    [flow] = [e.run for e in first if e.kind == "start" and e.run.kind == "flow"]
+    assert flow.name == "LangGraph" and flow.parent_id == first[0].run.run_id
+    [paused] = [e for e in first if e.kind == "end" and e.run.name == "ask"]
+    assert paused.run.kind == "node" and paused.status == "interrupted" and paused.run.parent_id == flow.run_id
+    second = list(Run().stream(Command(resume=True)))
+    nodes = [e.run.name for e in second if e.kind == "start" and e.run.kind == "node"]
+    assert nodes == ["ask", "answer"]
+    [llm] = [e.run for e in second if e.kind == "start" and e.run.kind == "llm"]
+    [node_answer] = [e.run for e in second if e.kind == "start" and e.run.name == "answer"]
+    assert llm.parent_id == node_answer.run_id
+    assert "".join(e.delta for e in second if e.kind == "chunk") == "the graph answers"
+    assert second[-1].output == "the graph answers"

@@ -218,29 +218,39 @@ class StreamtapCallbackHandler(BaseCallbackHandler):
         self._guard("on_llm_start", lambda: self._begin(run_id, parent_run_id, name, "llm", first, tags, metadata, params))
 
     def on_llm_new_token(self, token: t.Any, *, chunk: t.Any = None, run_id: uuid.UUID, **kwargs: t.Any) -> None:
-        """A streamed token: text, reasoning and tool-call argument chunks."""
+        """A streamed token: text, reasoning and tool-call argument chunks (the hot path: kept lean)."""
         entry = self._entries.get(run_id)
         if entry is None:
             return
         ctx = entry.run.context
-        message = getattr(chunk, "message", None)
+        message = chunk.message if chunk is not None and hasattr(chunk, "message") else None
         if message is None:
-            if isinstance(token, str):
+            if token.__class__ is str and token:
                 ctx.chunk(token)  # raises RunCancelled when the streamtap run was cancelled
+            else:
+                ctx.raise_if_cancelled()
             return
-        reasoning = _reasoning(message)
-        if reasoning:
-            ctx.chunk(reasoning, "reasoning")
-        text = message.content if isinstance(message.content, str) else _text_blocks(message.content)
-        ctx.chunk(text)
-        for tc in getattr(message, "tool_call_chunks", None) or ():
-            index = tc.get("index") or 0
-            call_id = tc.get("id") or entry.call_ids.get(index)
-            if call_id is None:
-                call_id = f"{run_id}-{index}"
-            entry.call_ids[index] = call_id
-            if tc.get("args"):
-                ctx.chunk(tc["args"], "tool_args", call_id)
+        if message.additional_kwargs:
+            reasoning = _reasoning(message)
+            if reasoning:
+                ctx.chunk(reasoning, "reasoning")
+        content = message.content
+        if content.__class__ is not str:
+            reasoning = _reasoning(message)
+            if reasoning:
+                ctx.chunk(reasoning, "reasoning")
+            content = _text_blocks(content)
+        if content:
+            ctx.chunk(content)
+        else:
+            ctx.raise_if_cancelled()
+        if message.tool_call_chunks:
+            for tc in message.tool_call_chunks:
+                index = tc.get("index") or 0
+                call_id = tc.get("id") or entry.call_ids.get(index) or f"{run_id}-{index}"
+                entry.call_ids[index] = call_id
+                if tc.get("args"):
+                    ctx.chunk(tc["args"], "tool_args", call_id)
 
     def on_llm_end(self, response: t.Any, *, run_id: uuid.UUID, **kwargs: t.Any) -> None:
         """The model call ended: its tool calls, usage and text."""
@@ -455,11 +465,11 @@ def _text_blocks(content: t.Any) -> str:
 
 
 def _reasoning(message: t.Any) -> str:
-    extra = getattr(message, "additional_kwargs", None) or {}
-    text = extra.get("reasoning_content")
+    extra = message.additional_kwargs
+    text = extra.get("reasoning_content") if extra else None
     if isinstance(text, str):
         return text
-    content = getattr(message, "content", None)
+    content = message.content
     if isinstance(content, list):
         return "".join(b.get("reasoning", "") or b.get("thinking", "") for b in content if isinstance(b, dict) and b.get("type") in ("reasoning", "thinking"))
     return ""
