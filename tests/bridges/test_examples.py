@@ -16,6 +16,11 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
     ("script", "needs", "expected"),
     [
         ("langchain_bridge.py", "langchain_core", ["trace: requested get_weather {'city': 'Paris'}", "ret: It is 22 degrees Celsius in Paris, a fine day."]),
+        (
+            "openai_agents_bridge.py",
+            "agents",
+            ["step: llm fake-model", "trace: result get_current_weather", "ret: The current weather in Tokyo, Japan is 10 degrees Celsius"],
+        ),
     ],
 )
 def test_bridge_example_runs(script: str, needs: str, expected: list[str]) -> None:
