@@ -21,6 +21,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
             "agents",
             ["step: llm fake-model", "trace: result get_current_weather", "ret: The current weather in Tokyo, Japan is 10 degrees Celsius"],
         ),
+        ("llama_index_bridge.py", "llama_index.core", ["step: tool VectorIndexRetriever.retrieve", "step: llm MockLLM.stream_complete", "ret: text text"]),
     ],
 )
 def test_bridge_example_runs(script: str, needs: str, expected: list[str]) -> None:

@@ -44,6 +44,8 @@ def jsonable(value: t.Any, depth: int = 0) -> t.Any:
         return {str(k): jsonable(v, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [jsonable(v, depth + 1) for v in value]
+    if hasattr(value, "__next__") or hasattr(value, "__anext__"):
+        return f"<{type(value).__name__}>"  # an iterator: str() could consume it
     dump = getattr(value, "model_dump", None)
     if callable(dump):
         try:
