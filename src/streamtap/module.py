@@ -39,7 +39,7 @@ from .events import ERROR_DETAIL_PREFIX, ErrorInfo, Run, RunKind, Status
 from .exceptions import RunCancelled, UsageError
 from .streams import Policy, RunHandle, RunStream, _Buffer
 
-__all__ = ["Delta", "ModuleBase", "OpenRun", "default_executor", "new_id"]
+__all__ = ["Delta", "ModuleBase", "default_executor", "new_id"]
 
 _chunk_receivers = bus.signals["chunk"].receivers
 _registry = bus.registry
@@ -596,56 +596,6 @@ class ModuleBase:
         return f"<{type(self).__qualname__} {self._run_name()!r} kind={self.kind}>"
 
 
-class OpenRun:
-    """A run begun with :meth:`ModuleBase.begin`; it ends exactly once, with :meth:`end`.
-
-    Stream through :attr:`context` (``chunk``, ``tool``, ``emit``,
-    ``annotate``, ``add_usage``). :meth:`activate` makes it the current run in
-    a ``with`` block, so that modules called there nest under it.
-    """
-
-    __slots__ = ("context", "ended")
-
-    def __init__(self, context: RunContext) -> None:
-        self.context = context
-        """The run's :class:`~streamtap.RunContext`."""
-        self.ended = False
-        """Whether :meth:`end` was called."""
-
-    @property
-    def run(self) -> Run:
-        """The run's identity."""
-        return self.context.run
-
-    @contextlib.contextmanager
-    def activate(self) -> t.Iterator[RunContext]:
-        """Make this the current run inside the block (:func:`streamtap.current` returns it)."""
-        var = _current.set(self.context)
-        try:
-            yield self.context
-        finally:
-            _current.reset(var)
-
-    def end(self, output: t.Any = None, *, error: BaseException | None = None, status: Status | None = None) -> bool:
-        """Emit the run's ``End``; later calls do nothing. Returns whether this call ended it.
-
-        Args:
-            output: the run's output.
-            error: the exception it failed with; its status (``error``,
-                ``cancelled`` for :class:`~streamtap.RunCancelled`,
-                ``interrupted``) is derived as for a module.
-            status: force a status (default ``ok``, or derived from ``error``).
-        """
-        if self.ended:
-            return False
-        self.ended = True
-        ModuleBase._close(self.context, status or (_status_of(error) if error is not None else "ok"), output, error)
-        return True
-
-    def __repr__(self) -> str:
-        return f"<OpenRun {self.run.kind} {self.run.name!r} {self.run.run_id}{' ended' if self.ended else ''}>"
-
-
 class Buffered:
     """A module with a chosen stream buffer; made by :meth:`ModuleBase.buffered`."""
 
@@ -736,3 +686,53 @@ class Buffered:
         """See :meth:`ModuleBase.astream`."""
         handle = self.astart(*args, **kwargs)
         return RunStream(handle._buffer, handle)  # type: ignore[arg-type]
+
+
+class OpenRun:
+    """A run begun with :meth:`ModuleBase.begin`; it ends exactly once, with :meth:`end`.
+
+    Stream through :attr:`context` (``chunk``, ``tool``, ``emit``,
+    ``annotate``, ``add_usage``). :meth:`activate` makes it the current run in
+    a ``with`` block, so that modules called there nest under it.
+    """
+
+    __slots__ = ("context", "ended")
+
+    def __init__(self, context: RunContext) -> None:
+        self.context = context
+        """The run's :class:`~streamtap.RunContext`."""
+        self.ended = False
+        """Whether :meth:`end` was called."""
+
+    @property
+    def run(self) -> Run:
+        """The run's identity."""
+        return self.context.run
+
+    @contextlib.contextmanager
+    def activate(self) -> t.Iterator[RunContext]:
+        """Make this the current run inside the block (:func:`streamtap.current` returns it)."""
+        var = _current.set(self.context)
+        try:
+            yield self.context
+        finally:
+            _current.reset(var)
+
+    def end(self, output: t.Any = None, *, error: BaseException | None = None, status: Status | None = None) -> bool:
+        """Emit the run's ``End``; later calls do nothing. Returns whether this call ended it.
+
+        Args:
+            output: the run's output.
+            error: the exception it failed with; its status (``error``,
+                ``cancelled`` for :class:`~streamtap.RunCancelled`,
+                ``interrupted``) is derived as for a module.
+            status: force a status (default ``ok``, or derived from ``error``).
+        """
+        if self.ended:
+            return False
+        self.ended = True
+        ModuleBase._close(self.context, status or (_status_of(error) if error is not None else "ok"), output, error)
+        return True
+
+    def __repr__(self) -> str:
+        return f"<OpenRun {self.run.kind} {self.run.name!r} {self.run.run_id}{' ended' if self.ended else ''}>"
