@@ -363,7 +363,7 @@ class ModuleBase:
                 :class:`~streamtap.RunContext`, or ``None`` for a new root run.
             **kwargs: keyword inputs.
         """
-        call = _tuple_new(_Call, (args, kwargs, None, None, None))
+        call = _Call(args, kwargs, None, None, None)  # the constructor: fields added later keep their defaults
         if parent == "current":
             ctx, _ = self._open(call)
         else:
