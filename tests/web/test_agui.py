@@ -205,3 +205,43 @@ def test_agui_example_runs():
     lines = proc.stdout.splitlines()
     assert lines[1].startswith("RUN_STARTED") and lines[-1].startswith("RUN_FINISHED") and "'success'" in lines[-1]
     assert any(line.startswith("TOOL_CALL_RESULT") for line in lines) and any("Celsius" in line for line in lines)
+
+
+def _events(r: httpx.Response) -> list[dict[str, t.Any]]:
+    return [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: ")]
+
+
+def test_agui_forwarded_props_switch_streaming_and_verbose_off():
+    with BackgroundServer(create_app(Agent())) as srv:
+        quiet = httpx.post(srv.url + "/api/agui", json=_run_body(threadId="q1", forwardedProps={"verbose": False, "stream": False}, messages=[{"id": "u1", "role": "user", "content": "weather in Oslo"}]), timeout=10)
+        loud = httpx.post(srv.url + "/api/agui", json=_run_body(threadId="q2", messages=[{"id": "u1", "role": "user", "content": "weather in Oslo"}]), timeout=10)
+    q, v = _events(quiet), _events(loud)
+    assert not any(e["type"].startswith(("TOOL_CALL", "STEP_", "REASONING")) for e in q)
+    [content] = [e for e in q if e["type"] == "TEXT_MESSAGE_CONTENT"]  # the answer in one piece
+    assert content["delta"] == "It is 10 degrees in Oslo."
+    assert len([e for e in v if e["type"] == "TEXT_MESSAGE_CONTENT"]) > 1 and any(e["type"] == "TOOL_CALL_START" for e in v)
+    assert q[-1]["type"] == v[-1]["type"] == "RUN_FINISHED"
+
+
+def test_agui_pending_interrupt_needs_resume_and_cancelled_resume_drops_it():
+    from streamtap.flows import Flow, Node, interrupt
+
+    class Ask(Node):
+        def prep(self, shared: dict[str, t.Any]) -> str:
+            return str(shared["q"])
+
+        def exec(self, q: str) -> t.Iterator[str]:
+            if q == "book":
+                interrupt({"question": "Sure?"}, schema={"type": "boolean"})
+            yield f"Answering {q}."
+
+    app = create_app(lambda: Flow(Ask(), name="Asker"), to_input=lambda r: {"q": r.last_user_text})
+    with BackgroundServer(app) as srv, httpx.Client(timeout=10) as c:
+        first = _events(c.post(srv.url + "/api/agui", json=_run_body(threadId="p1", messages=[{"id": "u1", "role": "user", "content": "book"}])))
+        [iid] = [i["id"] for i in first[-1]["outcome"]["interrupts"]]
+        again = c.post(srv.url + "/api/agui", json=_run_body(threadId="p1", messages=[{"id": "u2", "role": "user", "content": "other"}]))
+        assert again.status_code == 409 and iid in again.json()["error"] and "resume" in again.json()["error"]
+        body = _run_body(threadId="p1", messages=[{"id": "u2", "role": "user", "content": "other"}], resume=[{"interruptId": iid, "status": "cancelled"}])
+        dropped = _events(c.post(srv.url + "/api/agui", json=body))
+    assert dropped[-1]["type"] == "RUN_FINISHED" and dropped[-1]["outcome"]["type"] == "success"
+    assert "".join(e["delta"] for e in dropped if e["type"] == "TEXT_MESSAGE_CONTENT") == "Answering other."
