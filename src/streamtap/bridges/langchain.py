@@ -17,20 +17,24 @@ so a chain called inside a streamtap module streams into that module's
 ``module.stream()``, the web page and the trace. A streamtap module called
 inside a LangChain tool or chain nests under it in turn.
 
-=============================================  =========================================================
-LangChain callback                             streamtap
-=============================================  =========================================================
-``on_chat_model_start`` / ``on_llm_start``     a run of kind ``llm`` (name: the model class), inputs = the messages
-``on_llm_new_token``                           ``Chunk`` on ``text``; reasoning content on ``reasoning``;
-                                               tool-call argument pieces on ``tool_args`` (by index, with the call id)
-``on_llm_end``                                 ``Tool(requested)`` per tool call of the answer; usage; ``End`` (output: the text)
-``on_chain_start`` / ``_end``                  a run: ``flow`` for a LangGraph graph, ``node`` for a graph node, else ``module``
-``on_tool_start`` / ``_end``                   a ``tool`` run, and ``Tool`` requested / result events (the call id
-                                               of the model's tool call when LangGraph's ``ToolNode`` runs it)
-``on_retriever_start`` / ``_end``              a ``tool`` run; output = the documents (``page_content``, ``metadata``)
-``on_*_error``                                 ``End`` with status ``error`` (``cancelled`` for a cancellation)
-``on_custom_event`` (``dispatch_custom_event``)  ``Custom`` (``streamtap.emit``)
-=============================================  =========================================================
+What maps to what:
+
+* ``on_chat_model_start`` / ``on_llm_start``: a run of kind ``llm`` (named
+  after the model class), inputs = the messages;
+* ``on_llm_new_token``: a ``Chunk`` on ``text``; reasoning content on
+  ``reasoning``; tool-call argument pieces on ``tool_args`` (matched by index
+  to their call id);
+* ``on_llm_end``: a ``Tool(requested)`` per tool call of the answer, the
+  usage, the ``End`` (output: the text);
+* ``on_chain_start`` / ``on_chain_end``: a run, ``flow`` for a LangGraph
+  graph, ``node`` for a graph node, else ``module``;
+* ``on_tool_start`` / ``on_tool_end``: a ``tool`` run and ``Tool`` requested /
+  result events (with the model's call id when LangGraph's ``ToolNode`` runs it);
+* ``on_retriever_start`` / ``on_retriever_end``: a ``tool`` run whose output is
+  the documents (``page_content``, ``metadata``);
+* ``on_*_error``: ``End`` with status ``error`` (``cancelled`` for a
+  cancellation, ``interrupted`` for LangGraph's ``GraphInterrupt``);
+* ``on_custom_event`` (``dispatch_custom_event``): a ``Custom`` event.
 
 Runs LangChain tags ``langsmith:hidden`` (LangGraph's internal plumbing) are
 left out; their children attach to the nearest shown ancestor.
