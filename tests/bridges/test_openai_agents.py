@@ -125,3 +125,23 @@ def test_cancelling_the_run_closes_the_models_stream():
         record = server.wait_for_closed(timeout=10, after=t0)
         stream.close()
     assert record.closed_early and record.chunks_sent < 400
+
+
+def test_an_agent_module_serves_the_web_app_with_its_spans_on_the_page():
+    pytest.importorskip("starlette")
+    import httpx
+
+    from streamtap.web import create_app
+    from streamtap.web.server import BackgroundServer
+
+    with FakeOpenAI() as server, BackgroundServer(create_app(AgentModule(agent_on(server)))) as srv:
+        body = {"id": "oa1", "messages": [{"id": "u1", "role": "user", "parts": [{"type": "text", "text": QUERY}]}], "trigger": "submit-message"}
+        with httpx.stream("POST", srv.url + "/api/chat", json=body, timeout=30) as r:
+            parts = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
+    text = "".join(p["delta"] for p in parts if p["type"] == "text-delta")
+    assert text.startswith("The current weather in Tokyo, Japan is 10 degrees Celsius")
+    tools = [p for p in parts if p["type"] == "tool-output-available"]
+    assert len(tools) == 2 and all(p["output"]["unit"] == "celsius" for p in tools)
+    runs = {p["data"]["name"] for p in parts if p["type"] == "data-run"}
+    assert {"Agent workflow", "Weather", "fake-model", "get_current_weather", "Lookup"} <= runs
+    assert parts[-1] == {"type": "finish", "finishReason": "stop"}
