@@ -17,9 +17,9 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-# The real `ai` package (Vercel AI SDK) for the UI-stream conformance test.
+# The real `ai` package (Vercel AI SDK) and `@ag-ui/client` for the protocol conformance tests.
 if [ -f tests/js/package.json ] && command -v npm >/dev/null 2>&1; then
-  if [ ! -d tests/js/node_modules/ai ]; then
+  if [ ! -d tests/js/node_modules/ai ] || [ ! -d tests/js/node_modules/@ag-ui/client ]; then
     (cd tests/js && npm install --no-audit --no-fund --silent >/dev/null)
   fi
 fi

@@ -491,6 +491,32 @@ class ModuleBase:
         ctx, scopes = self._open(call)
         return _Running(ctx, scopes)
 
+    def begin(self, *args: t.Any, parent: RunContext | None | t.Literal["current"] = "current", **kwargs: t.Any) -> OpenRun:
+        """Start a run of this module without ``forward()``; end it later with :meth:`OpenRun.end`.
+
+        For bridges that see another framework's runs as separate start and end
+        callbacks (LangChain's ``on_chain_start`` / ``on_chain_end``, a tracing
+        processor's ``on_span_start`` / ``on_span_end``): the run nests, streams
+        and is traced like any module's. Its ``Start`` is emitted now.
+
+        Args:
+            *args: the run's inputs (``Start.inputs``), as for a call.
+            parent: the run to nest under: ``"current"`` (default) the run
+                current here (:func:`streamtap.current`), a
+                :class:`~streamtap.RunContext`, or ``None`` for a new root run.
+            **kwargs: keyword inputs.
+        """
+        call = _Call(args, kwargs, None, None, None)  # the constructor: fields added later keep their defaults
+        if parent == "current":
+            ctx, _ = self._open(call)
+        else:
+            var = _current.set(parent)
+            try:
+                ctx, _ = self._open(call)
+            finally:
+                _current.reset(var)
+        return OpenRun(ctx)
+
     # -- sync ---------------------------------------------------------------
 
     def __call__(self, *args: t.Any, **kwargs: t.Any) -> t.Any:
@@ -893,3 +919,53 @@ class Buffered:
         """See :meth:`ModuleBase.astream`."""
         handle = self.astart(*args, **kwargs)
         return RunStream(handle._buffer, handle)  # type: ignore[arg-type]
+
+
+class OpenRun:
+    """A run begun with :meth:`ModuleBase.begin`; it ends exactly once, with :meth:`end`.
+
+    Stream through :attr:`context` (``chunk``, ``tool``, ``emit``,
+    ``annotate``, ``add_usage``). :meth:`activate` makes it the current run in
+    a ``with`` block, so that modules called there nest under it.
+    """
+
+    __slots__ = ("context", "ended")
+
+    def __init__(self, context: RunContext) -> None:
+        self.context = context
+        """The run's :class:`~streamtap.RunContext`."""
+        self.ended = False
+        """Whether :meth:`end` was called."""
+
+    @property
+    def run(self) -> Run:
+        """The run's identity."""
+        return self.context.run
+
+    @contextlib.contextmanager
+    def activate(self) -> t.Iterator[RunContext]:
+        """Make this the current run inside the block (:func:`streamtap.current` returns it)."""
+        var = _current.set(self.context)
+        try:
+            yield self.context
+        finally:
+            _current.reset(var)
+
+    def end(self, output: t.Any = None, *, error: BaseException | None = None, status: Status | None = None) -> bool:
+        """Emit the run's ``End``; later calls do nothing. Returns whether this call ended it.
+
+        Args:
+            output: the run's output.
+            error: the exception it failed with; its status (``error``,
+                ``cancelled`` for :class:`~streamtap.RunCancelled`,
+                ``interrupted``) is derived as for a module.
+            status: force a status (default ``ok``, or derived from ``error``).
+        """
+        if self.ended:
+            return False
+        self.ended = True
+        ModuleBase._close(self.context, status or (_status_of(error) if error is not None else "ok"), output, error)
+        return True
+
+    def __repr__(self) -> str:
+        return f"<OpenRun {self.run.kind} {self.run.name!r} {self.run.run_id}{' ended' if self.ended else ''}>"

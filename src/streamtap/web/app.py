@@ -20,6 +20,8 @@ Endpoints (all JSON errors are ``{"error": "<what is wrong and what to do>"}``):
     The run as a UI message stream v1 (verbose; full replay, then live):
     the page's read-only ``/?run=<run id>`` view reads it, for chat runs
     and for runs published by ``streamtap replay``.
+``POST /api/agui`` (``agui_path``), ``POST /api/agui/{threadId}/stop``
+    AG-UI 1.0: ``RunAgentInput`` in, AG-UI events out (see :mod:`streamtap.web.agui`).
 ``GET /openapi.json``
     An OpenAPI 3.1 description of these endpoints.
 ``GET /``
@@ -97,6 +99,7 @@ def create_app(
     redact: t.Iterable[str | t.Any] = (),
     tracing: SpanSource | None = None,
     trace_url: str | None = None,
+    agui_path: str | None = "/api/agui",
 ) -> Starlette:
     """Make the web app serving a module (an agent, a flow, any ``ModuleBase``) per conversation.
 
@@ -135,6 +138,8 @@ def create_app(
         trace_url: a URL template linking each answer on the page to its trace, with
             ``{trace_id}`` (and optionally ``{run_id}``) in it, e.g. Jaeger's
             ``http://localhost:16686/trace/{trace_id}`` (see the page's docs for Phoenix).
+        agui_path: where the AG-UI endpoint is mounted (``None``: not at all);
+            without the ``agui`` extra it answers 501 naming the extra.
 
     Returns:
         A Starlette application; ``app.state.chat`` is its :class:`ChatService`,
@@ -402,6 +407,14 @@ def create_app(
         Route("/api/runs/{run_id}/events", run_events, methods=["GET"]),
         Route("/api/runs/{run_id}/ui", run_ui, methods=["GET"]),
     ]
+    if agui_path is not None:
+        from .agui import AGUIOptions, agui_routes
+
+        def run_trace_id(run_id: str) -> str | None:
+            return _trace_id(tracing.span_context(run_id)) if tracing is not None else None
+
+        options = AGUIOptions(path=agui_path)
+        routes += agui_routes(service, errors, options=options, read_json=read_json, sse=sse, max_messages=max_messages, trace_id=run_trace_id)
     if page:
         static_dir = str(resources.files("streamtap.web").joinpath("static"))
         routes += [Route("/", index, methods=["GET"]), Mount("/static", StaticFiles(directory=static_dir), name="static")]
