@@ -4,7 +4,10 @@ Endpoints (all JSON errors are ``{"error": "<what is wrong and what to do>"}``):
 
 ``POST /api/chat``
     AI SDK body (``id``, ``messages``, ``trigger``) in; a UI message stream
-    v1 out (SSE ``data:`` frames, ``data: [DONE]`` last).
+    v1 out (SSE ``data:`` frames, ``data: [DONE]`` last). A new
+    ``submit-message`` in a chat whose run nobody reads any more (the
+    client aborted its fetch) cancels that run and starts the new one; while
+    a client reads it, ``409``.
 ``GET /api/chat/{id}/stream``
     ``204`` when the conversation has no run going; otherwise the whole
     answer so far (full replay), then the live rest. ``?run=<run id>``
@@ -38,7 +41,7 @@ from ..redaction import Redactor
 from .chat import BadRequest, ChatRequest, parse_chat_request, valid_id
 from .client_errors import ClientErrors, ErrorDetail, LoggingStore
 from .security import RequestGuard, SecurityPolicy, is_loopback
-from .service import ChatService, InputBuilder, Resumer
+from .service import ActiveRun, ChatService, InputBuilder, Resumer
 from .store import EventStore, MemoryEventStore
 from .ui_stream import UIMessageMapper, encode_json, encode_part
 
@@ -81,6 +84,7 @@ def create_app(
     resume: Resumer | None = None,
     token: str | None = None,
     cancel_on_disconnect: bool = False,
+    detach_timeout: float | None = None,
     max_body_bytes: int = 1_000_000,
     max_messages: int = 500,
     keepalive: float = 15.0,
@@ -106,8 +110,13 @@ def create_app(
             (default: :mod:`streamtap.interrupts`).
         token: when set, every ``/api`` request needs ``Authorization: Bearer <token>``.
             Without a token only loopback clients are served.
-        cancel_on_disconnect: cancel a run when its chat stream's client
-            disconnects (default: keep it going, buffered, so a reload resumes).
+        cancel_on_disconnect: cancel a run (reason ``client gone``) when its last
+            reader disconnects before the end (default: keep it going, buffered,
+            so a reload resumes).
+        detach_timeout: seconds a run may go on with nobody reading it before it is
+            cancelled (reason ``client gone``); ``None`` (default): never. A new
+            message in a chat whose run nobody reads cancels that run at once
+            (reason ``superseded by a new message``) either way.
         max_body_bytes: largest request body accepted (413 beyond).
         max_messages: most messages in one chat request (413 beyond).
         keepalive: seconds between ``: keep-alive`` comments on idle streams.
@@ -134,7 +143,8 @@ def create_app(
 
     Raises:
         MissingDependencyError: when the ``web`` extra is not installed.
-        UsageError: an allowed host or origin that is not one, or an unknown ``error_detail``.
+        UsageError: an allowed host or origin that is not one, an unknown ``error_detail``,
+            or a ``detach_timeout`` that is not a positive number of seconds.
     """
     try:
         from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -160,6 +170,8 @@ def create_app(
         LoggingStore(store if store is not None else MemoryEventStore(), errors),
         to_input=to_input,
         resume=resume,
+        cancel_on_disconnect=cancel_on_disconnect,
+        detach_timeout=detach_timeout,
     )
     store_ = service.store
 
@@ -181,9 +193,11 @@ def create_app(
 
     # -- the UI message stream of one run ------------------------------------
 
-    async def ui_frames(run_id: str, mapper: UIMessageMapper, on_exit: t.Callable[[bool], None] | None) -> t.AsyncIterator[bytes]:
+    async def ui_frames(run: ActiveRun, mapper: UIMessageMapper) -> t.AsyncIterator[bytes]:
+        run_id = run.run_id
         complete = False
         begun = False
+        service.reader_joined(run)
 
         def frames(parts: list[t.Any]) -> bytes:
             # ``start`` goes out with the first event, when the run's span (its trace id) exists.
@@ -216,8 +230,7 @@ def create_app(
             yield _DONE
             complete = True
         finally:
-            if on_exit is not None:
-                on_exit(complete)
+            service.reader_left(run, complete)
 
     def mapper_for(run: t.Any, trace_id: str | None = None) -> UIMessageMapper:
         def metadata() -> dict[str, t.Any]:
@@ -269,12 +282,7 @@ def create_app(
                 run = await service.start(req)  # the run's task copies this context: its root span continues the caller's trace
         except BadRequest as exc:
             return _error(exc.status, exc.message)
-
-        def on_exit(complete: bool) -> None:
-            if not complete and cancel_on_disconnect:
-                run.handle.cancel("the client disconnected")
-
-        return sse(ui_frames(run.run_id, mapper_for(run, _trace_id(caller)), on_exit), UI_STREAM_HEADERS)
+        return sse(ui_frames(run, mapper_for(run, _trace_id(caller))), UI_STREAM_HEADERS)
 
     async def chat_stream(request: Request) -> Response:
         chat_id = request.path_params["chat_id"]
@@ -291,7 +299,7 @@ def create_app(
             run = service.active(chat_id)
             if run is None:
                 return Response(status_code=204)
-        return sse(ui_frames(run.run_id, mapper_for(run), None), UI_STREAM_HEADERS)
+        return sse(ui_frames(run, mapper_for(run)), UI_STREAM_HEADERS)
 
     async def chat_stop(request: Request) -> Response:
         chat_id = request.path_params["chat_id"]
@@ -337,6 +345,19 @@ def create_app(
             return kind == "custom"
 
         async def frames(after: int) -> t.AsyncIterator[bytes]:
+            reading = service.runs.get(run_id)  # a run still going counts this client as its reader
+            if reading is not None:
+                service.reader_joined(reading)
+            complete = False
+            try:
+                async for frame in read_events(after):
+                    yield frame
+                complete = True
+            finally:
+                if reading is not None:
+                    service.reader_left(reading, complete)
+
+        async def read_events(after: int) -> t.AsyncIterator[bytes]:
             yield b"retry: 1000\n\n"
             while True:
                 res = await store_.read(run_id, after)
