@@ -41,7 +41,7 @@ from ..redaction import Redactor
 from .chat import BadRequest, ChatRequest, parse_chat_request, valid_id
 from .client_errors import ClientErrors, ErrorDetail, LoggingStore
 from .security import RequestGuard, SecurityPolicy, is_loopback
-from .service import ActiveRun, ChatService, InputBuilder, Resumer
+from .service import ActiveRun, ChatService, FinishedRun, InputBuilder, Resumer
 from .store import EventStore, MemoryEventStore
 from .ui_stream import UIMessageMapper, encode_json, encode_part
 
@@ -193,11 +193,13 @@ def create_app(
 
     # -- the UI message stream of one run ------------------------------------
 
-    async def ui_frames(run: ActiveRun, mapper: UIMessageMapper) -> t.AsyncIterator[bytes]:
+    async def ui_frames(run: ActiveRun | FinishedRun, mapper: UIMessageMapper) -> t.AsyncIterator[bytes]:
         run_id = run.run_id
         complete = False
         begun = False
-        service.reader_joined(run)
+        live = run if isinstance(run, ActiveRun) else None  # a finished run has no readers to count
+        if live is not None:
+            service.reader_joined(live)
 
         def frames(parts: list[t.Any]) -> bytes:
             # ``start`` goes out with the first event, when the run's span (its trace id) exists.
@@ -230,7 +232,8 @@ def create_app(
             yield _DONE
             complete = True
         finally:
-            service.reader_left(run, complete)
+            if live is not None:
+                service.reader_left(live, complete)
 
     def mapper_for(run: t.Any, trace_id: str | None = None) -> UIMessageMapper:
         def metadata() -> dict[str, t.Any]:
@@ -246,7 +249,7 @@ def create_app(
             verbose=run.verbose,
             stream_text=run.stream_text,
             metadata=metadata,
-            cancel_reason=lambda: run.handle.token.reason,
+            cancel_reason=lambda: run.cancel_reason,
             describe_error=errors.describe,
         )
 

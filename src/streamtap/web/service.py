@@ -41,6 +41,7 @@ __all__ = [
     "ActiveRun",
     "ChatService",
     "Conversation",
+    "FinishedRun",
 ]
 
 log = logging.getLogger("streamtap.web")
@@ -90,6 +91,28 @@ class ActiveRun:
     readers: int = 0
     unread: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)  # set while nobody reads
     detach_timer: asyncio.TimerHandle | None = None
+
+
+    @property
+    def cancel_reason(self) -> str | None:
+        """Why the run was cancelled (``None``: it was not)."""
+        return self.handle.token.reason
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FinishedRun:
+    """What is kept of a run once it ended, to replay it (``?run=``): its identity and how it ended.
+
+    A few hundred bytes: the run's task, buffer and events (those are in the store) are let go.
+    """
+
+    run_id: str
+    chat_id: str
+    message_id: str
+    verbose: bool
+    stream_text: bool
+    status: str | None
+    cancel_reason: str | None
 
 
 @dataclasses.dataclass
@@ -178,7 +201,7 @@ class ChatService:
         self.stream_buffer = stream_buffer
         self.conversations: dict[str, Conversation] = {}
         self.runs: dict[str, ActiveRun] = {}
-        self.recent: collections.OrderedDict[str, ActiveRun] = collections.OrderedDict()  # finished runs, newest last
+        self.recent: collections.OrderedDict[str, FinishedRun] = collections.OrderedDict()  # finished runs, newest last
         self.max_recent = max_conversations
         self._tasks: set[asyncio.Task[t.Any]] = set()
         self.cancel_on_disconnect = False
@@ -249,7 +272,7 @@ class ChatService:
             msg = f"All {self.max_conversations} conversations have a run going; try again when one finishes."
             raise BadRequest(503, msg)
 
-    def run_of(self, chat_id: str, run_id: str) -> ActiveRun | None:
+    def run_of(self, chat_id: str, run_id: str) -> ActiveRun | FinishedRun | None:
         """A run of this conversation, going or recently finished (``None`` for another conversation's)."""
         run = self.runs.get(run_id) or self.recent.get(run_id)
         return run if run is not None and run.chat_id == chat_id else None
@@ -417,7 +440,9 @@ class ChatService:
             if run.detach_timer is not None:
                 run.detach_timer.cancel()
                 run.detach_timer = None
-            self.recent[rid] = run
+            self.recent[rid] = FinishedRun(
+                rid, run.chat_id, run.message_id, run.verbose, run.stream_text, run.status, run.cancel_reason
+            )
             while len(self.recent) > self.max_recent:
                 self.recent.popitem(last=False)
             run.finished.set()
