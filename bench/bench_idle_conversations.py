@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
-import contextlib
 import os
 import subprocess
 import sys

@@ -23,7 +23,7 @@ from .helpers import Talker, chat_body, check_ui_stream, parse_frames
 
 pytest.importorskip("openai")
 pytest.importorskip("streamtap_otlp")
-from streamtap_otlp.testing import OtlpReceiver  # noqa: E402
+from streamtap_otlp.testing import OtlpReceiver
 
 QUESTION = {"id": "bye", "messages": [{"id": "u", "role": "user", "parts": [{"type": "text", "text": "weather in Paris?"}]}]}
 
@@ -133,14 +133,17 @@ def test_demo_second_signal_exits_at_once():
 def _signal_mid_run_expecting_a_cut(proc: subprocess.Popen[str], url: str) -> Signalled:
     """As :func:`_signal_mid_run` with two SIGTERMs, where the stream is cut by the process exiting."""
     sent_at = 0.0
-    with httpx.Client(timeout=30) as client, client.stream("POST", url + "/api/chat", json=QUESTION) as r:
-        with pytest.raises(httpx.HTTPError):  # the process is gone: the stream is cut, as asked
-            for chunk in r.iter_text():
-                if not sent_at and '"start-step"' in chunk:
-                    sent_at = time.monotonic()
-                    proc.send_signal(signal.SIGTERM)
-                    _wait_for_line(proc, "shutting down")
-                    proc.send_signal(signal.SIGTERM)
+    with (
+        httpx.Client(timeout=30) as client,
+        client.stream("POST", url + "/api/chat", json=QUESTION) as r,
+        pytest.raises(httpx.HTTPError),  # the process is gone: the stream is cut, as asked
+    ):
+        for chunk in r.iter_text():
+            if not sent_at and '"start-step"' in chunk:
+                sent_at = time.monotonic()
+                proc.send_signal(signal.SIGTERM)
+                _wait_for_line(proc, "shutting down")
+                proc.send_signal(signal.SIGTERM)
     try:
         code = proc.wait(10)
     finally:

@@ -194,7 +194,7 @@ class BackgroundServer:
         self.server = uvicorn.Server(self.config)
         # The shutdown is ours (signals included): uvicorn's own handlers would re-raise SIGTERM
         # after serving and kill the process before the spans are flushed.
-        self.server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
+        self.server.capture_signals = contextlib.nullcontext
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._draining: asyncio.Task[None] | None = None
@@ -221,7 +221,7 @@ class BackgroundServer:
 
     async def _main(self, *, signals: bool, stop_after: float | None) -> None:
         loop = self._loop = asyncio.get_running_loop()
-        previous: dict[int, t.Any] = {}
+        previous: dict[signal.Signals, t.Any] = {}
         if signals:
 
             def on_signal(signum: int, frame: t.Any) -> None:
