@@ -142,10 +142,13 @@ def _web(factory: t.Callable[[], t.Any], args: argparse.Namespace, described: st
         return 2
     # The token is not printed (terminal scrollback, CI logs): the user knows it, having given it.
     url = server.url + "/" + ("#token=<your token>" if args.token else "")
-    print(f"streamtap demo: model at {described}", flush=True)
-    print(f"streamtap demo: open {url}  (Ctrl-C to stop)", flush=True)
+
+    def ready() -> None:  # printed once SIGTERM / Ctrl-C are handled: a signal sent after the URL shuts down gracefully
+        print(f"streamtap demo: model at {described}", flush=True)
+        print(f"streamtap demo: open {url}  (Ctrl-C to stop)", flush=True)
+
     # SIGTERM / Ctrl-C (or --exit-after) shut down gracefully; the traces are flushed when main() leaves its block.
-    server.run(stop_after=args.exit_after)
+    server.run(stop_after=args.exit_after, ready=ready)
     return 0
 
 

@@ -246,3 +246,16 @@ def test_demo_refuses_a_bad_grace_or_detach_timeout(capsys):
     assert "shutdown_grace must be a number of seconds >= 0" in capsys.readouterr().err
     assert main(["--port", "0", "--detach-timeout", "0", "--exit-after", "0"]) == 2
     assert "detach_timeout must be a positive number of seconds" in capsys.readouterr().err
+
+
+def test_demo_sigterm_as_soon_as_the_url_is_printed_exits_cleanly():
+    """The URL is printed once the signal handlers are in place: a SIGTERM right after it is a graceful stop."""
+    proc, _ = _demo(None, "--delay", "0")
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        assert proc.wait(20) == 0, proc.stderr.read() if proc.stderr else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert time.monotonic() - started < 5

@@ -209,17 +209,23 @@ class BackgroundServer:
 
     # -- serving ------------------------------------------------------------------
 
-    def run(self, *, stop_after: float | None = None) -> None:
+    def run(self, *, stop_after: float | None = None, ready: t.Callable[[], None] | None = None) -> None:
         """Serve in this thread until SIGTERM or SIGINT (or ``stop_after`` seconds), then shut down gracefully.
 
         The first signal starts the graceful shutdown; a second one exits the
         process at once with status ``128 + signal``. Signal handlers are
         installed only in the main thread (elsewhere, stop it with ``stop_after``).
+
+        Args:
+            stop_after: shut down after this many seconds.
+            ready: called once the signal handlers are in place and the socket
+                listens (print the URL there: a signal sent after it is handled).
         """
-        asyncio.run(self._main(signals=threading.current_thread() is threading.main_thread(), stop_after=stop_after))
+        main = threading.current_thread() is threading.main_thread()
+        asyncio.run(self._main(signals=main, stop_after=stop_after, ready=ready))
         flush_telemetry()
 
-    async def _main(self, *, signals: bool, stop_after: float | None) -> None:
+    async def _main(self, *, signals: bool, stop_after: float | None, ready: t.Callable[[], None] | None = None) -> None:
         loop = self._loop = asyncio.get_running_loop()
         previous: dict[signal.Signals, t.Any] = {}
         if signals:
@@ -244,6 +250,8 @@ class BackgroundServer:
         logging.getLogger("uvicorn.error").info("streamtap: serving on %s (SIGTERM or Ctrl-C to stop)", self.url)
         timer = loop.call_later(stop_after, self._begin_shutdown, self.shutdown_grace) if stop_after is not None else None
         try:
+            if ready is not None:
+                ready()  # the socket already listens: connections made now wait in its backlog
             await self.server.serve(sockets=[self._sock])
         finally:
             if timer is not None:
