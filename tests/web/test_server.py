@@ -170,8 +170,9 @@ SERVE_SCRIPT = textwrap.dedent(
     from web.helpers import Talker
 
     export = streamtap_otlp.configure(endpoint=sys.argv[2], protocol="grpc", service_name="serve-test")
-    serve(create_app(Talker(delay=0.05, reasoning=False)), port=0, log_level="info", shutdown_grace=0.5)
-    print("serve returned", flush=True)
+    app = create_app(Talker(delay=0.05, reasoning=False))
+    serve(app, port=0, log_level="info", shutdown_grace=0.5, detach_timeout=30, cancel_on_disconnect=True)
+    print("serve returned", app.state.chat.detach_timeout, app.state.chat.cancel_on_disconnect, flush=True)
     """
 )
 
@@ -195,7 +196,7 @@ def test_serve_sigterm_mid_run_ends_the_stream_and_flushes_the_spans():
         res = _signal_mid_run(proc, url, [signal.SIGTERM], chat_body(words, chat_id="served"))
         check_ui_stream(res.parts)
         assert res.parts[-1] == {"type": "abort", "reason": "shutdown"} and res.done
-        assert res.exit_code == 0 and proc.stdout is not None and "serve returned" in proc.stdout.read()
+        assert res.exit_code == 0 and proc.stdout is not None and "serve returned 30.0 True" in proc.stdout.read()
         assert res.seconds_to_exit < 5
         [root] = [s for s in receiver.wait_for_spans(1) if s.attributes.get("streamtap.run.id") == res.parts[0]["messageMetadata"]["runId"]]
     assert root.attributes["streamtap.cancel.reason"] == "shutdown" and root.resource["service.name"] == "serve-test"
@@ -259,3 +260,15 @@ def test_demo_sigterm_as_soon_as_the_url_is_printed_exits_cleanly():
         if proc.poll() is None:
             proc.kill()
     assert time.monotonic() - started < 5
+
+
+def test_serve_refuses_run_options_for_an_app_it_cannot_set_them_on():
+    from streamtap.web import serve
+
+    async def plain_asgi(scope: t.Any, receive: t.Any, send: t.Any) -> None:  # not made by create_app
+        raise AssertionError("never served")
+
+    with pytest.raises(UsageError, match="need an app made by streamtap.web.create_app"):
+        serve(plain_asgi, port=0, detach_timeout=5)
+    with pytest.raises(UsageError, match="shutdown_grace must be a number of seconds"):
+        serve(create_app(Talker()), port=0, shutdown_grace=-2)
