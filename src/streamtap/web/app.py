@@ -116,7 +116,8 @@ def create_app(
         detach_timeout: seconds a run may go on with nobody reading it before it is
             cancelled (reason ``client gone``); ``None`` (default): never. A new
             message in a chat whose run nobody reads cancels that run at once
-            (reason ``superseded by a new message``) either way.
+            (reason ``superseded by a new message``) either way. Anything but a
+            positive number of seconds is refused (``UsageError`` naming it).
         max_body_bytes: largest request body accepted (413 beyond).
         max_messages: most messages in one chat request (413 beyond).
         keepalive: seconds between ``: keep-alive`` comments on idle streams.
@@ -143,8 +144,7 @@ def create_app(
 
     Raises:
         MissingDependencyError: when the ``web`` extra is not installed.
-        UsageError: an allowed host or origin that is not one, an unknown ``error_detail``,
-            or a ``detach_timeout`` that is not a positive number of seconds.
+        UsageError: an allowed host or origin that is not one, or an unknown ``error_detail``.
     """
     try:
         from sse_starlette import EventSourceResponse, ServerSentEvent
