@@ -124,8 +124,8 @@ def _web(factory: t.Callable[[], t.Any], args: argparse.Namespace, described: st
 
     try:
         app = create_app(factory, token=args.token, title="streamtap demo", error_detail=args.error_detail, tracing=getattr(args, "tracing", None))
-        app.state.chat.configure(cancel_on_disconnect=args.cancel_on_disconnect, detach_timeout=args.detach_timeout)
         allow_serving(app, args.host, allowed_hosts=args.allowed_host, allowed_origins=args.allowed_origin)
+        app.state.chat.configure(cancel_on_disconnect=args.cancel_on_disconnect, detach_timeout=args.detach_timeout)
         server = BackgroundServer(app, args.host, args.port, log_level="warning", shutdown_grace=args.shutdown_grace)
     except UsageError as exc:
         print(f"streamtap demo: {exc}", file=sys.stderr)
