@@ -41,7 +41,7 @@ from ..redaction import Redactor
 from .chat import BadRequest, ChatRequest, parse_chat_request, valid_id
 from .client_errors import ClientErrors, ErrorDetail, LoggingStore
 from .security import RequestGuard, SecurityPolicy, is_loopback
-from .service import ActiveRun, ChatService, FinishedRun, InputBuilder, Resumer
+from .service import ActiveRun, ChatService, InputBuilder, Resumer
 from .store import EventStore, MemoryEventStore
 from .ui_stream import UIMessageMapper, encode_json, encode_part
 
@@ -193,11 +193,10 @@ def create_app(
 
     # -- the UI message stream of one run ------------------------------------
 
-    async def ui_frames(run: ActiveRun | FinishedRun, mapper: UIMessageMapper) -> t.AsyncIterator[bytes]:
-        run_id = run.run_id
+    async def ui_frames(run_id: str, mapper: UIMessageMapper, live: ActiveRun | None) -> t.AsyncIterator[bytes]:
+        # ``live``: the run still going that this client now reads (counted: see ChatService.reader_joined)
         complete = False
         begun = False
-        live = run if isinstance(run, ActiveRun) else None  # a finished run has no readers to count
         if live is not None:
             service.reader_joined(live)
 
@@ -285,7 +284,7 @@ def create_app(
                 run = await service.start(req)  # the run's task copies this context: its root span continues the caller's trace
         except BadRequest as exc:
             return _error(exc.status, exc.message)
-        return sse(ui_frames(run, mapper_for(run, _trace_id(caller))), UI_STREAM_HEADERS)
+        return sse(ui_frames(run.run_id, mapper_for(run, _trace_id(caller)), run), UI_STREAM_HEADERS)
 
     async def chat_stream(request: Request) -> Response:
         chat_id = request.path_params["chat_id"]
@@ -302,7 +301,8 @@ def create_app(
             run = service.active(chat_id)
             if run is None:
                 return Response(status_code=204)
-        return sse(ui_frames(run, mapper_for(run)), UI_STREAM_HEADERS)
+        live = run if isinstance(run, ActiveRun) else None  # a finished run has no readers to count
+        return sse(ui_frames(run.run_id, mapper_for(run), live), UI_STREAM_HEADERS)
 
     async def chat_stop(request: Request) -> Response:
         chat_id = request.path_params["chat_id"]
