@@ -60,8 +60,19 @@ def _signal_mid_run(
     proc: subprocess.Popen[str], url: str, signals: t.Sequence[int], body: dict[str, t.Any] = QUESTION, when: str = '"text-delta"'
 ) -> Signalled:
     """POST a chat; once ``when`` (a part type) arrived send ``signals``; read the stream to its end; wait for the exit."""
-    sent_at = 0.0
     raw: list[str] = []
+    try:
+        return _read_and_signal(proc, url, signals, body, when, raw)
+    finally:
+        if proc.poll() is None:  # a failed test never leaves the process behind
+            proc.kill()
+            proc.wait(10)
+
+
+def _read_and_signal(
+    proc: subprocess.Popen[str], url: str, signals: t.Sequence[int], body: dict[str, t.Any], when: str, raw: list[str]
+) -> Signalled:
+    sent_at = 0.0
     try:
         with httpx.Client(timeout=30) as client, client.stream("POST", url + "/api/chat", json=body) as r:
             for chunk in r.iter_text():
@@ -73,11 +84,7 @@ def _signal_mid_run(
     except httpx.HTTPError as exc:  # a stream cut without its end is what this test must not see
         raise AssertionError(f"the stream broke: {exc!r}; read {''.join(raw)[-500:]!r}") from None
     assert sent_at, f"the answer ended before {when}: nothing to interrupt"
-    try:
-        code = proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    code = proc.wait(30)
     took = time.monotonic() - sent_at
     frames = parse_frames("".join(raw))
     parts = [json.loads(f["data"]) for f in frames if f.get("data") not in (None, "[DONE]")]
@@ -132,6 +139,15 @@ def test_demo_second_signal_exits_at_once():
 
 def _signal_mid_run_expecting_a_cut(proc: subprocess.Popen[str], url: str) -> Signalled:
     """As :func:`_signal_mid_run` with two SIGTERMs, where the stream is cut by the process exiting."""
+    try:
+        return _two_signals(proc, url)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def _two_signals(proc: subprocess.Popen[str], url: str) -> Signalled:
     sent_at = 0.0
     with (
         httpx.Client(timeout=30) as client,
@@ -144,11 +160,7 @@ def _signal_mid_run_expecting_a_cut(proc: subprocess.Popen[str], url: str) -> Si
                 proc.send_signal(signal.SIGTERM)
                 _wait_for_line(proc, "shutting down")
                 proc.send_signal(signal.SIGTERM)
-    try:
-        code = proc.wait(10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    code = proc.wait(10)
     return Signalled([], False, code, time.monotonic() - sent_at, proc.stderr.read() if proc.stderr else "")
 
 
@@ -185,15 +197,20 @@ def test_serve_sigterm_mid_run_ends_the_stream_and_flushes_the_spans():
             [sys.executable, "-c", SERVE_SCRIPT, tests_dir, receiver.grpc_endpoint],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         )  # fmt: skip
-        assert proc.stderr is not None
-        url = None
-        for line in proc.stderr:
-            if "serving on " in line:
-                url = line.split("serving on ", 1)[1].split()[0]
-                break
-        assert url is not None and url.startswith("http://127.0.0.1:") and not url.endswith(":8000")
-        words = " ".join(f"w{i}" for i in range(200))
-        res = _signal_mid_run(proc, url, [signal.SIGTERM], chat_body(words, chat_id="served"))
+        try:
+            assert proc.stderr is not None
+            url = None
+            for line in proc.stderr:
+                if "serving on " in line:
+                    url = line.split("serving on ", 1)[1].split()[0]
+                    break
+            assert url is not None and url.startswith("http://127.0.0.1:") and not url.endswith(":8000")
+            words = " ".join(f"w{i}" for i in range(200))
+            res = _signal_mid_run(proc, url, [signal.SIGTERM], chat_body(words, chat_id="served"))
+        finally:
+            if proc.poll() is None:  # never leave the served process behind
+                proc.kill()
+                proc.wait(10)
         check_ui_stream(res.parts)
         assert res.parts[-1] == {"type": "abort", "reason": "shutdown"} and res.done
         assert res.exit_code == 0 and proc.stdout is not None and "serve returned 30.0 True" in proc.stdout.read()
