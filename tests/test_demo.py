@@ -56,3 +56,35 @@ def test_demo_refuses_a_public_bind_without_token(capsys):
 
     assert main(["--host", "0.0.0.0", "--port", "0", "--exit-after", "0"]) == 2
     assert "without an access token" in capsys.readouterr().err
+
+
+async def test_demo_conversations_share_one_model_client_no_descriptor_each():
+    """50 conversations of the demo's app, left idle, hold no file descriptor each (one shared model client)."""
+    import gc
+
+    from streamtap.demo import agent_factory
+    from streamtap.llm.server import FakeOpenAI
+    from streamtap.web import create_app
+    from streamtap.web.server import BackgroundServer
+
+    def fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    async def converse(client: httpx.AsyncClient, url: str, chat_id: str) -> None:
+        body = {"id": chat_id, "messages": [{"id": "u", "role": "user", "parts": [{"type": "text", "text": "weather in Paris?"}]}]}
+        r = await client.post(url + "/api/chat", json=body)
+        assert r.status_code == 200 and r.text.rstrip().endswith("data: [DONE]") and '"type":"finish"' in r.text
+
+    with FakeOpenAI(token_delay=0.0, reasoning=False) as model:
+        app = create_app(agent_factory(model.base_url))
+        with BackgroundServer(app) as srv:
+            async with httpx.AsyncClient(timeout=20) as client:  # one keep-alive connection to the app
+                await converse(client, srv.url, "warm-up")
+                gc.collect()
+                before = fds()
+                for i in range(50):
+                    await converse(client, srv.url, f"idle{i}")
+                gc.collect()
+                after = fds()
+            assert len(app.state.chat.conversations) == 51
+    assert after - before <= 2, f"{after - before} more descriptors after 50 conversations (before: {before})"

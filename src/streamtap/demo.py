@@ -3,7 +3,9 @@
 ``streamtap demo`` starts the embedded OpenAI-compatible model server (or
 uses ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY`` / ``--model`` when given), serves
 the weather agent with the built-in page, prints the URL and runs until
-Ctrl-C. With ``OTEL_EXPORTER_OTLP_ENDPOINT`` set (and ``streamtap-otlp``
+SIGTERM or Ctrl-C, then shuts down gracefully: running answers get
+``--shutdown-grace`` seconds (default 10) to finish, then are cancelled, and
+the traces are flushed before it exits (a second signal exits at once). With ``OTEL_EXPORTER_OTLP_ENDPOINT`` set (and ``streamtap-otlp``
 installed) its traces go to Jaeger, Tempo or any OTLP collector.
 
 ``streamtap demo --terminal`` runs the same agent once in the terminal:
@@ -19,7 +21,6 @@ import argparse
 import contextlib
 import os
 import sys
-import threading
 import typing as t
 
 from .exporting import traces_from_env
@@ -43,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--error-detail", choices=("short", "full"), default="short", help="what the browser is told of failures (default short; full is still redacted)")
     p.add_argument("--trace-url", default=os.environ.get("STREAMTAP_TRACE_URL"), metavar="TEMPLATE", help="link each answer to its trace, e.g. http://localhost:16686/trace/{trace_id} (env STREAMTAP_TRACE_URL)")
     p.add_argument("--exit-after", type=float, default=None, metavar="SECONDS", help="stop serving after this many seconds (smoke tests)")
+    p.add_argument("--shutdown-grace", type=float, default=10.0, metavar="SECONDS", help="on SIGTERM/Ctrl-C, seconds running answers may take to finish before they are cancelled (default 10)")
+    p.add_argument("--cancel-on-disconnect", action="store_true", help="cancel an answer when its last reader disconnects (default: it goes on, so a reload resumes it)")
+    p.add_argument("--detach-timeout", type=float, default=None, metavar="SECONDS", help="cancel an answer nobody has read for this many seconds (default: never)")
     return p
 
 
@@ -82,13 +86,29 @@ def _run(args: argparse.Namespace) -> int:
             if args.terminal:
                 return _terminal(weather_agent(base_url=base_url, model=args.model), args.question)
 
-            def factory() -> t.Any:
-                # The web app runs each chat as a task: the async agent keeps them off threads.
-                return weather_agent(base_url=base_url, model=args.model, asynchronous=True)
-
-            return _web(factory, args, described)
+            return _web(agent_factory(base_url, args.model), args, described)
     except KeyboardInterrupt:
         return 130
+
+
+def agent_factory(base_url: str, model: str | None = None) -> t.Callable[[], t.Any]:
+    """The demo's per-conversation factory: a new weather agent per chat, all sharing one model client.
+
+    The model (an :class:`~streamtap.llm.openai.AsyncOpenAIChat`, holding the
+    ``openai`` client and its connection pool) is made once; each
+    conversation's agent uses it. An idle conversation then costs an agent
+    object (a few KB), and no socket or file descriptor.
+    """
+    from .weather import weather_agent
+
+    # The web app runs each chat as a task: the async agent keeps them off threads.
+    shared = weather_agent(base_url=base_url, model=model, asynchronous=True)
+    llm = shared.llm
+
+    def factory() -> t.Any:
+        return weather_agent(llm, asynchronous=True)
+
+    return factory
 
 
 def _web(factory: t.Callable[[], t.Any], args: argparse.Namespace, described: str) -> int:
@@ -106,26 +126,23 @@ def _web(factory: t.Callable[[], t.Any], args: argparse.Namespace, described: st
     try:
         app = create_app(factory, token=args.token, title="streamtap demo", error_detail=args.error_detail, tracing=getattr(args, "tracing", None), trace_url=args.trace_url)
         allow_serving(app, args.host, allowed_hosts=args.allowed_host, allowed_origins=args.allowed_origin)
+        app.state.chat.configure(cancel_on_disconnect=args.cancel_on_disconnect, detach_timeout=args.detach_timeout)
+        server = BackgroundServer(app, args.host, args.port, log_level="warning", shutdown_grace=args.shutdown_grace)
     except UsageError as exc:
         print(f"streamtap demo: {exc}", file=sys.stderr)
         return 2
-    try:
-        server = BackgroundServer(app, args.host, args.port, log_level="warning")
     except OSError as exc:
         print(f"streamtap demo: cannot listen on {args.host}:{args.port} ({exc.strerror}); try --port 0", file=sys.stderr)
         return 2
     # The token is not printed (terminal scrollback, CI logs): the user knows it, having given it.
     url = server.url + "/" + ("#token=<your token>" if args.token else "")
-    print(f"streamtap demo: model at {described}", flush=True)
-    print(f"streamtap demo: open {url}  (Ctrl-C to stop)", flush=True)
-    if args.exit_after is None:
-        server.run()
-        return 0
-    server.start()
-    try:
-        threading.Event().wait(args.exit_after)
-    finally:
-        server.stop()
+
+    def ready() -> None:  # printed once SIGTERM / Ctrl-C are handled: a signal sent after the URL shuts down gracefully
+        print(f"streamtap demo: model at {described}", flush=True)
+        print(f"streamtap demo: open {url}  (Ctrl-C to stop)", flush=True)
+
+    # SIGTERM / Ctrl-C (or --exit-after) shut down gracefully; the traces are flushed when main() leaves its block.
+    server.run(stop_after=args.exit_after, ready=ready)
     return 0
 
 

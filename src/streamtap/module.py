@@ -478,6 +478,9 @@ class ModuleBase:
         error = ErrorInfo.from_exception(exc) if exc is not None and status == "error" else None
         if exc is not None and status == "cancelled" and not isinstance(exc, GeneratorExit):
             error = ErrorInfo.from_exception(exc)
+            if not error.message and ctx.cancelled and ctx.token.reason:
+                # A task cancelled through its token raises a bare CancelledError: the End says why, as RunCancelled does.
+                error = ErrorInfo.from_exception(RunCancelled(ctx.token.reason))
         if exc is not None and status in ("interrupted", "error"):
             # the pause record of an interrupt; the partial answer of a broken model stream (LLMError.partial)
             output = getattr(exc, "streamtap_output", output)

@@ -116,3 +116,21 @@ def test_ai_sdk_reconnect_replays_a_running_answer_and_gets_204_after():
     assert resumed["errors"] == [] and resumed["status"] == "ok"
     assert "".join(p["text"] for p in resumed["message"]["parts"] if p["type"] == "text") == words
     assert idle["status"] == "no-stream"
+
+
+def test_ai_sdk_stop_then_a_new_message_supersedes_the_run():
+    """useChat's stop() only aborts the fetch; the next message in that chat starts at once (no 409), the old run is cancelled."""
+    words = " ".join(f"w{i}" for i in range(400))
+    with BackgroundServer(create_app(Talker(delay=0.02, reasoning=False))) as srv, httpx.Client(timeout=20) as client:
+        [stopped, again] = run_sdk(srv.url + "/api/chat", [
+            {"kind": "send-then-stop", "chatId": "js6", "text": words},
+            {"kind": "send", "chatId": "js6", "text": "a new question"},
+        ])  # fmt: skip
+        old_run = stopped["chunks"][0]["messageMetadata"]["runId"]
+        events = client.get(f"{srv.url}/api/runs/{old_run}/events").text
+    assert stopped["status"] == "stopped"
+    assert again["errors"] == [] and again["status"] == "ok", again
+    assert "".join(p["text"] for p in again["message"]["parts"] if p["type"] == "text") == "a new question"
+    end = json.loads([line for line in events.splitlines() if line.startswith("data: ")][-1][6:])
+    assert end["kind"] == "end" and end["status"] == "cancelled"
+    assert end["error"]["message"] == "RunCancelled: superseded by a new message"

@@ -126,7 +126,7 @@ async def test_stop_cancels_the_run_and_ends_with_abort(serve, client):
             rest.append(chunk)
     parts = seen + [json.loads(f["data"]) for f in parse_frames("".join(rest)) if f.get("data") not in (None, "[DONE]")]
     check_ui_stream(parts)
-    assert parts[-1]["type"] == "abort" and parts[-1]["reason"] == "stopped by the user"
+    assert parts[-1]["type"] == "abort" and parts[-1]["reason"] == "stop request"
     assert len(by_type(parts, "text-delta")) < 400
     assert "[DONE]" in "".join(rest)
     # Nothing left to resume, and a second stop is a no-op.
@@ -226,8 +226,9 @@ async def test_resume_is_204_for_unknown_chat(serve, client):
 
 async def test_second_request_while_running_is_409(serve, client):
     srv = serve(Talker(delay=0.05, reasoning=False))
-    async with client.stream("POST", srv.url + "/api/chat", json=chat_body("a b c d e f g h", chat_id="busy")) as r:
-        await read_until(r.aiter_text(), lambda p: p["type"] == "text-delta")
+    async with client.stream("POST", srv.url + "/api/chat", json=chat_body(" ".join(["word"] * 100), chat_id="busy")) as r:
+        reading = r.aiter_text()  # kept: a dropped iterator closes the response, and a run nobody reads is superseded
+        await read_until(reading, lambda p: p["type"] == "text-delta")
         again = await client.post(srv.url + "/api/chat", json=chat_body("again", chat_id="busy"))
         assert again.status_code == 409 and "already has a run going" in again.json()["error"]
         await client.post(srv.url + "/api/chat/busy/stop")

@@ -4,7 +4,10 @@ Endpoints (all JSON errors are ``{"error": "<what is wrong and what to do>"}``):
 
 ``POST /api/chat``
     AI SDK body (``id``, ``messages``, ``trigger``) in; a UI message stream
-    v1 out (SSE ``data:`` frames, ``data: [DONE]`` last).
+    v1 out (SSE ``data:`` frames, ``data: [DONE]`` last). A new
+    ``submit-message`` in a chat whose run nobody reads any more (the
+    client aborted its fetch) cancels that run and starts the new one; while
+    a client reads it, ``409``.
 ``GET /api/chat/{id}/stream``
     ``204`` when the conversation has no run going; otherwise the whole
     answer so far (full replay), then the live rest. ``?run=<run id>``
@@ -44,7 +47,7 @@ from ..redaction import Redactor
 from .chat import BadRequest, ChatRequest, parse_chat_request, valid_id
 from .client_errors import ClientErrors, ErrorDetail, LoggingStore
 from .security import RequestGuard, SecurityPolicy, is_loopback
-from .service import ChatService, InputBuilder, Resumer
+from .service import ActiveRun, ChatService, InputBuilder, Resumer
 from .store import EventStore, MemoryEventStore
 from .ui_stream import UIMessageMapper, encode_json, encode_part
 
@@ -87,6 +90,7 @@ def create_app(
     resume: Resumer | None = None,
     token: str | None = None,
     cancel_on_disconnect: bool = False,
+    detach_timeout: float | None = None,
     max_body_bytes: int = 1_000_000,
     max_messages: int = 500,
     keepalive: float = 15.0,
@@ -114,8 +118,14 @@ def create_app(
             (default: :mod:`streamtap.interrupts`).
         token: when set, every ``/api`` request needs ``Authorization: Bearer <token>``.
             Without a token only loopback clients are served.
-        cancel_on_disconnect: cancel a run when its chat stream's client
-            disconnects (default: keep it going, buffered, so a reload resumes).
+        cancel_on_disconnect: cancel a run (reason ``client gone``) when its last
+            reader disconnects before the end (default: keep it going, buffered,
+            so a reload resumes).
+        detach_timeout: seconds a run may go on with nobody reading it before it is
+            cancelled (reason ``client gone``); ``None`` (default): never. A new
+            message in a chat whose run nobody reads cancels that run at once
+            (reason ``superseded by a new message``) either way. Anything but a
+            positive number of seconds is refused (``UsageError`` naming it).
         max_body_bytes: largest request body accepted (413 beyond).
         max_messages: most messages in one chat request (413 beyond).
         keepalive: seconds between ``: keep-alive`` comments on idle streams.
@@ -175,6 +185,8 @@ def create_app(
         LoggingStore(store if store is not None else MemoryEventStore(), errors),
         to_input=to_input,
         resume=resume,
+        cancel_on_disconnect=cancel_on_disconnect,
+        detach_timeout=detach_timeout,
     )
     store_ = service.store
 
@@ -196,9 +208,12 @@ def create_app(
 
     # -- the UI message stream of one run ------------------------------------
 
-    async def ui_frames(run_id: str, mapper: UIMessageMapper, on_exit: t.Callable[[bool], None] | None) -> t.AsyncIterator[bytes]:
+    async def ui_frames(run_id: str, mapper: UIMessageMapper, live: ActiveRun | None) -> t.AsyncIterator[bytes]:
+        # ``live``: the run still going that this client now reads (counted: see ChatService.reader_joined)
         complete = False
         begun = False
+        if live is not None:
+            service.reader_joined(live)
 
         def frames(parts: list[t.Any]) -> bytes:
             # ``start`` goes out with the first event, when the run's span (its trace id) exists.
@@ -231,8 +246,8 @@ def create_app(
             yield _DONE
             complete = True
         finally:
-            if on_exit is not None:
-                on_exit(complete)
+            if live is not None:
+                service.reader_left(live, complete)
 
     def mapper_for(run: t.Any, trace_id: str | None = None) -> UIMessageMapper:
         def metadata() -> dict[str, t.Any]:
@@ -248,7 +263,7 @@ def create_app(
             verbose=run.verbose,
             stream_text=run.stream_text,
             metadata=metadata,
-            cancel_reason=lambda: run.handle.token.reason,
+            cancel_reason=lambda: run.cancel_reason,
             describe_error=errors.describe,
         )
 
@@ -284,12 +299,7 @@ def create_app(
                 run = await service.start(req)  # the run's task copies this context: its root span continues the caller's trace
         except BadRequest as exc:
             return _error(exc.status, exc.message)
-
-        def on_exit(complete: bool) -> None:
-            if not complete and cancel_on_disconnect:
-                run.handle.cancel("the client disconnected")
-
-        return sse(ui_frames(run.run_id, mapper_for(run, _trace_id(caller)), on_exit), UI_STREAM_HEADERS)
+        return sse(ui_frames(run.run_id, mapper_for(run, _trace_id(caller)), run), UI_STREAM_HEADERS)
 
     async def chat_stream(request: Request) -> Response:
         chat_id = request.path_params["chat_id"]
@@ -306,7 +316,8 @@ def create_app(
             run = service.active(chat_id)
             if run is None:
                 return Response(status_code=204)
-        return sse(ui_frames(run.run_id, mapper_for(run), None), UI_STREAM_HEADERS)
+        live = run if isinstance(run, ActiveRun) else None  # a finished run has no readers to count
+        return sse(ui_frames(run.run_id, mapper_for(run), live), UI_STREAM_HEADERS)
 
     async def chat_stop(request: Request) -> Response:
         chat_id = request.path_params["chat_id"]
@@ -352,6 +363,19 @@ def create_app(
             return kind == "custom"
 
         async def frames(after: int) -> t.AsyncIterator[bytes]:
+            reading = service.runs.get(run_id)  # a run still going counts this client as its reader
+            if reading is not None:
+                service.reader_joined(reading)
+            complete = False
+            try:
+                async for frame in read_events(after):
+                    yield frame
+                complete = True
+            finally:
+                if reading is not None:
+                    service.reader_left(reading, complete)
+
+        async def read_events(after: int) -> t.AsyncIterator[bytes]:
             yield b"retry: 1000\n\n"
             while True:
                 res = await store_.read(run_id, after)

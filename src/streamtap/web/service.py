@@ -6,26 +6,59 @@ conversation (from a factory). Each chat request starts a root run with
 events into the :class:`~streamtap.web.store.EventStore`, independent of any
 HTTP connection, so a client that disconnects leaves the run going (unless
 ``cancel_on_disconnect``) and a reload can replay it.
+
+The service counts each run's connected readers (chat streams, resumed
+streams, the events endpoint): a new ``submit-message`` on a chat whose run
+nobody reads supersedes that run (it is cancelled, the new one starts), and
+``detach_timeout`` cancels a run nobody has read for that long. Every cancel
+says why on the run's ``End`` (and so on its span): one of
+:data:`CANCEL_REASONS`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import logging
 import secrets
 import time
 import typing as t
 
+from ..exceptions import UsageError
 from ..module import ModuleBase
 from ..streams import RunHandle
 from .chat import BadRequest, ChatRequest
 from .store import EventStore
 
-__all__ = ["ActiveRun", "ChatService", "Conversation"]
+__all__ = [
+    "CANCEL_REASONS",
+    "CLIENT_GONE",
+    "SHUTDOWN",
+    "STOP_REQUEST",
+    "SUPERSEDED",
+    "ActiveRun",
+    "ChatService",
+    "Conversation",
+    "FinishedRun",
+]
 
 log = logging.getLogger("streamtap.web")
+
+STOP_REQUEST = "stop request"
+"""Cancel reason: ``POST /api/chat/{id}/stop``."""
+SUPERSEDED = "superseded by a new message"
+"""Cancel reason: a new ``submit-message`` on a chat whose run nobody was reading."""
+CLIENT_GONE = "client gone"
+"""Cancel reason: the last reader left (``cancel_on_disconnect``) or nobody read for ``detach_timeout`` seconds."""
+SHUTDOWN = "shutdown"
+"""Cancel reason: the server is shutting down and the run outlived the grace period."""
+CANCEL_REASONS = (STOP_REQUEST, SUPERSEDED, CLIENT_GONE, SHUTDOWN)
+"""Why the web app cancels a run; the reason is on the run's ``End`` (``error.message``) and span."""
+
+_READERS_LEAVE_WAIT = 0.5  # seconds a new message waits for the old run's readers to be seen gone (a just-aborted fetch)
+_CANCELLED_END_WAIT = 10.0  # seconds a superseding message or a shutdown waits for a cancelled run's End
 
 InputBuilder = t.Callable[[ChatRequest], t.Any]
 Resumer = t.Callable[[ModuleBase, t.Any, t.Any], RunHandle]
@@ -42,6 +75,7 @@ class ActiveRun:
         handle: the run's :class:`~streamtap.RunHandle`.
         verbose: map tool calls, reasoning and run progress into the UI stream.
         stream_text: stream text as it comes (``False``: whole parts).
+        readers: clients reading its stream now (chat streams and the events endpoint).
     """
 
     run_id: str
@@ -54,6 +88,31 @@ class ActiveRun:
     finished: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     status: str | None = None
     resumed: dict[str, t.Any] | None = None
+    readers: int = 0
+    unread: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)  # set while nobody reads
+    detach_timer: asyncio.TimerHandle | None = None
+
+
+    @property
+    def cancel_reason(self) -> str | None:
+        """Why the run was cancelled (``None``: it was not)."""
+        return self.handle.token.reason
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FinishedRun:
+    """What is kept of a run once it ended, to replay it (``?run=``): its identity and how it ended.
+
+    A few hundred bytes: the run's task, buffer and events (those are in the store) are let go.
+    """
+
+    run_id: str
+    chat_id: str
+    message_id: str
+    verbose: bool
+    stream_text: bool
+    status: str | None
+    cancel_reason: str | None
 
 
 @dataclasses.dataclass
@@ -102,6 +161,13 @@ class ChatService:
         max_conversations: conversations kept; idle ones beyond it are forgotten.
         conversation_ttl: seconds an idle conversation is kept.
         stream_buffer: events buffered between a run and its pump.
+        cancel_on_disconnect: cancel a run (reason ``client gone``) when its last
+            reader disconnects before the end.
+        detach_timeout: seconds a run may go on with no reader before it is
+            cancelled (reason ``client gone``); ``None`` (default): never.
+
+    Raises:
+        UsageError: a ``detach_timeout`` that is not a positive number of seconds.
     """
 
     def __init__(
@@ -114,6 +180,8 @@ class ChatService:
         max_conversations: int = 1000,
         conversation_ttl: float = 3600.0,
         stream_buffer: int = 1024,
+        cancel_on_disconnect: bool = False,
+        detach_timeout: float | None = None,
     ) -> None:
         if isinstance(module_or_factory, ModuleBase):
             shared: ModuleBase | None = module_or_factory
@@ -133,9 +201,39 @@ class ChatService:
         self.stream_buffer = stream_buffer
         self.conversations: dict[str, Conversation] = {}
         self.runs: dict[str, ActiveRun] = {}
-        self.recent: collections.OrderedDict[str, ActiveRun] = collections.OrderedDict()  # finished runs, newest last
+        self.recent: collections.OrderedDict[str, FinishedRun] = collections.OrderedDict()  # finished runs, newest last
         self.max_recent = max_conversations
         self._tasks: set[asyncio.Task[t.Any]] = set()
+        self.cancel_on_disconnect = False
+        self.detach_timeout: float | None = None
+        self.draining = False
+        """Set by :meth:`shutdown`: new runs are refused (503)."""
+        self.configure(cancel_on_disconnect=cancel_on_disconnect, detach_timeout=detach_timeout)
+
+    def configure(self, *, cancel_on_disconnect: bool | None = None, detach_timeout: float | None = None) -> None:
+        """Change how runs without readers are treated (``None`` leaves a setting as it is).
+
+        Args:
+            cancel_on_disconnect: cancel a run when its last reader disconnects before the end.
+            detach_timeout: seconds a run may go on with no reader before it is cancelled.
+
+        Raises:
+            UsageError: a ``detach_timeout`` that is not a positive, finite number of seconds.
+        """
+        if cancel_on_disconnect is not None:
+            if not isinstance(cancel_on_disconnect, bool):
+                msg = f"cancel_on_disconnect must be True or False, got {cancel_on_disconnect!r}."
+                raise UsageError(msg)
+            self.cancel_on_disconnect = cancel_on_disconnect
+        if detach_timeout is not None:
+            ok = isinstance(detach_timeout, (int, float)) and not isinstance(detach_timeout, bool)
+            if not ok or not 0 < detach_timeout < float("inf"):
+                msg = (
+                    f"detach_timeout must be a positive number of seconds (how long a run may go on with nobody "
+                    f"reading it), got {detach_timeout!r}. Leave it unset (None) to never cancel unread runs."
+                )
+                raise UsageError(msg)
+            self.detach_timeout = float(detach_timeout)
 
     # -- conversations ---------------------------------------------------------
 
@@ -174,7 +272,7 @@ class ChatService:
             msg = f"All {self.max_conversations} conversations have a run going; try again when one finishes."
             raise BadRequest(503, msg)
 
-    def run_of(self, chat_id: str, run_id: str) -> ActiveRun | None:
+    def run_of(self, chat_id: str, run_id: str) -> ActiveRun | FinishedRun | None:
         """A run of this conversation, going or recently finished (``None`` for another conversation's)."""
         run = self.runs.get(run_id) or self.recent.get(run_id)
         return run if run is not None and run.chat_id == chat_id else None
@@ -192,20 +290,41 @@ class ChatService:
         Raises:
             BadRequest: 409 when the conversation already has a run going.
         """
+        if self.draining:
+            raise BadRequest(503, "The server is shutting down; send the message again in a moment (to the server that replaces it).")
         conv = self.conversation(request.chat_id, create=True)
         assert conv is not None
-        if conv.active is not None or conv.starting:
-            running = conv.active.run_id if conv.active is not None else "starting"
-            msg = (
-                f"Chat {request.chat_id!r} already has a run going ({running}). Stop it with "
-                f"POST /api/chat/{request.chat_id}/stop or wait for it to finish."
-            )
-            raise BadRequest(409, msg)
+        if conv.starting:
+            raise BadRequest(409, f"Chat {request.chat_id!r} is starting a run; wait for its stream, or stop it with POST /api/chat/{request.chat_id}/stop.")
         conv.starting = True  # until conv.active is set: a concurrent POST gets 409, not a second run
         try:
+            if conv.active is not None:
+                await self._supersede(conv, request)
             return await self._start(conv, request)
         finally:
             conv.starting = False
+
+    async def _supersede(self, conv: Conversation, request: ChatRequest) -> None:
+        """Cancel the conversation's run for a new message when nobody reads it; else 409."""
+        run = conv.active
+        assert run is not None
+        stop_hint = f"Stop it with POST /api/chat/{request.chat_id}/stop or wait for it to finish."
+        if request.trigger != "submit-message" or "resume" in request.body:
+            raise BadRequest(409, f"Chat {request.chat_id!r} already has a run going ({run.run_id}). {stop_hint}")
+        if run.readers:  # a fetch aborted just now (useChat's stop()) may not have been seen closing yet
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(run.unread.wait(), _READERS_LEAVE_WAIT)
+        if run.readers:
+            msg = (
+                f"Chat {request.chat_id!r} already has a run going ({run.run_id}) and a client is reading it. "
+                f"{stop_hint}"
+            )
+            raise BadRequest(409, msg)
+        run.handle.cancel(SUPERSEDED)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(run.finished.wait(), _CANCELLED_END_WAIT)
+        if conv.active is run:
+            raise BadRequest(409, f"Chat {request.chat_id!r}: its run {run.run_id} was cancelled but has not ended yet; try again.")
 
     async def _start(self, conv: Conversation, request: ChatRequest) -> ActiveRun:
         body = request.body
@@ -240,7 +359,39 @@ class ChatService:
         conv.active = run
         self.runs[run.run_id] = run
         run.pump = self._spawn(self._pump(conv, run))
+        self._unread(run)  # until its stream is opened
         return run
+
+    # -- readers ----------------------------------------------------------------
+
+    def reader_joined(self, run: ActiveRun) -> None:
+        """A client started reading ``run``'s stream."""
+        run.readers += 1
+        run.unread.clear()
+        if run.detach_timer is not None:
+            run.detach_timer.cancel()
+            run.detach_timer = None
+
+    def reader_left(self, run: ActiveRun, complete: bool) -> None:
+        """A client stopped reading ``run``'s stream (``complete``: it read to the end)."""
+        run.readers = max(0, run.readers - 1)
+        if run.readers or run.finished.is_set():
+            return
+        if not complete and self.cancel_on_disconnect:
+            run.handle.cancel(CLIENT_GONE)
+            return
+        self._unread(run)
+
+    def _unread(self, run: ActiveRun) -> None:
+        run.unread.set()
+        if self.detach_timeout is not None and run.detach_timer is None and not run.finished.is_set():
+            run.detach_timer = asyncio.get_running_loop().call_later(self.detach_timeout, self._detached, run)
+
+    def _detached(self, run: ActiveRun) -> None:
+        run.detach_timer = None
+        if not run.readers and not run.finished.is_set():
+            log.info("Run %s: nobody read it for detach_timeout=%s s; it is cancelled", run.run_id, self.detach_timeout)
+            run.handle.cancel(CLIENT_GONE)
 
     def dismiss_pending(self, chat_id: str) -> str | None:
         """Drop the conversation's pending interrupt when no run is going; returns its id.
@@ -286,7 +437,12 @@ class ChatService:
             if conv.active is run:
                 conv.active = None
             self.runs.pop(rid, None)
-            self.recent[rid] = run
+            if run.detach_timer is not None:
+                run.detach_timer.cancel()
+                run.detach_timer = None
+            self.recent[rid] = FinishedRun(
+                rid, run.chat_id, run.message_id, run.verbose, run.stream_text, run.status, run.cancel_reason
+            )
             while len(self.recent) > self.max_recent:
                 self.recent.popitem(last=False)
             run.finished.set()
@@ -301,16 +457,37 @@ class ChatService:
         run = self.active(chat_id)
         if run is None:
             return None
-        run.handle.cancel("stopped by the user")
+        run.handle.cancel(STOP_REQUEST)
         try:
             await asyncio.wait_for(run.finished.wait(), wait)
         except asyncio.TimeoutError:
             pass
         return run
 
+    async def shutdown(self, grace: float) -> None:
+        """Drain for a server shutdown: refuse new runs, let the running ones finish, then cancel them.
+
+        Runs still going after ``grace`` seconds are cancelled (reason
+        ``shutdown``); this returns when every run has ended and its events
+        are stored (so each reader gets the end of its stream), or after a
+        further bounded wait for runs that do not stop.
+        """
+        self.draining = True
+        going = list(self.runs.values())
+        if going and grace > 0:
+            waits = [asyncio.ensure_future(run.finished.wait()) for run in going]
+            _, pending = await asyncio.wait(waits, timeout=grace)
+            for task in pending:
+                task.cancel()
+        left = list(self.runs.values())
+        if left:
+            log.warning("Shutdown: %d run(s) still going after the %s s grace period are cancelled", len(left), grace)
+        await self.aclose()
+
     async def aclose(self) -> None:
-        """Cancel every run (server shutdown)."""
+        """Cancel every run (reason ``shutdown``) and wait, bounded, for their ends to be stored."""
+        self.draining = True
         for run in list(self.runs.values()):
-            run.handle.cancel("the server is shutting down")
+            run.handle.cancel(SHUTDOWN)
         if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=5)
+            await asyncio.wait(list(self._tasks), timeout=_CANCELLED_END_WAIT)

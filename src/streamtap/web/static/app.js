@@ -348,7 +348,7 @@
         html.push(details("d:" + m.id + (p.id || m.parts.indexOf(p)), "data verbose-only", esc(p.type.slice(5)), `<pre>${json(p.data)}</pre>`, false));
       }
     }
-    if (m.aborted) html.push(`<div class="note stopped">Stopped${m.aborted && m.aborted !== "stopped by the user" ? ": " + esc(m.aborted) : ""}.</div>`);
+    if (m.aborted) html.push(`<div class="note stopped">Stopped${m.aborted && m.aborted !== "stop request" ? ": " + esc(m.aborted) : ""}.</div>`);
     if (m.error) html.push(`<div class="note error">Error: ${esc(m.error)}</div>`);
     if (m.streaming && !hasText && !m.parts.some((p) => p.type === "data-interrupt")) html.push(`<div class="note">thinking…</div>`);
     if (!m.streaming) {
