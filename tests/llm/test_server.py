@@ -265,3 +265,20 @@ def test_bad_options_are_refused() -> None:
         FakeOpenAI(tool_mode="xml")  # type: ignore[arg-type]
     with pytest.raises(RuntimeError, match="not running"):
         _ = FakeOpenAI().base_url
+
+
+def test_a_long_running_server_keeps_a_bounded_number_of_request_records() -> None:
+    """`streamtap demo` runs for days: the records of old requests must not pile up."""
+    with FakeOpenAI(keep_records=3) as srv:
+        client = openai.OpenAI(base_url=srv.base_url, api_key="k", max_retries=0)
+        for i in range(5):
+            client.chat.completions.create(model="fake-gpt", messages=[{"role": "user", "content": f"q{i}"}])
+        kept = srv.chat_records()
+        assert [r.index for r in kept] == [2, 3, 4]  # the newest, numbered in arrival order
+        assert [r.messages[-1]["content"] for r in kept] == ["q2", "q3", "q4"]
+        client.close()
+
+
+def test_keep_records_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="keep_records"):
+        FakeOpenAI(keep_records=0)

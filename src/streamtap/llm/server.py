@@ -67,6 +67,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import json
@@ -209,6 +210,8 @@ class FakeOpenAI:
         tool_mode: default tool-call style: ``native``, ``inline`` or ``internlm``.
         api_key: when set, requests with another bearer key get HTTP 401.
         models: model ids listed by ``GET /v1/models``.
+        keep_records: how many request records (:attr:`records`) are kept, newest
+            last; older ones are dropped so a long-running server stays bounded.
 
     Example::
 
@@ -226,9 +229,13 @@ class FakeOpenAI:
         tool_mode: ToolMode = "native",
         api_key: str | None = None,
         models: t.Sequence[str] = ("fake-gpt", "fake-reasoning", "fake-inline", "internlm2-chat-20b"),
+        keep_records: int = 1000,
     ) -> None:
         if tool_mode not in ("native", "inline", "internlm"):
             msg = f"tool_mode must be 'native', 'inline' or 'internlm', not {tool_mode!r}."
+            raise ValueError(msg)
+        if not isinstance(keep_records, int) or keep_records < 1:
+            msg = f"keep_records must be a positive number of request records, not {keep_records!r}."
             raise ValueError(msg)
         if token_delay < 0:
             msg = f"token_delay must be >= 0 seconds, not {token_delay!r}."
@@ -238,7 +245,8 @@ class FakeOpenAI:
         self.defaults = Behaviour(token_delay=token_delay, reasoning=reasoning, tool_mode=tool_mode)
         self.api_key = api_key
         self.models = tuple(models)
-        self._records: list[RequestRecord] = []
+        self._records: collections.deque[RequestRecord] = collections.deque(maxlen=keep_records)
+        self._received = 0
         self._cond = threading.Condition()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -439,8 +447,9 @@ class FakeOpenAI:
         behaviour = self._behaviour(model, headers, body) if chat else dataclasses.replace(self.defaults)
         with self._cond:
             rec = RequestRecord(
-                len(self._records), method, path, model, stream, body, headers, behaviour, time.monotonic()
+                self._received, method, path, model, stream, body, headers, behaviour, time.monotonic()
             )
+            self._received += 1
             self._records.append(rec)
             self._cond.notify_all()
         keep_alive = headers.get("connection", "").lower() != "close"
