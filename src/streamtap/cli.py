@@ -3,6 +3,8 @@
 ``streamtap demo``          the weather agent on the embedded model server, with the web page
 ``streamtap demo --terminal`` the same agent in the terminal (``output:`` / ``trace:`` lines)
 ``streamtap fake-openai``   the embedded OpenAI-compatible server alone
+``streamtap serve TARGET``  serve a module on the web (``--redis URL``: shared through Redis)
+``streamtap worker TARGET --redis URL`` run the requests of ``serve --redis`` web processes
 
 Each sub-command lives with the feature it runs and is imported only when used.
 """
@@ -20,6 +22,8 @@ __all__ = ["main"]
 _COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("streamtap.demo", "main", "run the demo: a streaming weather agent with its web page and traces"),
     "fake-openai": ("streamtap.llm.server", "main", "run the embedded OpenAI-compatible model server"),
+    "serve": ("streamtap.serving", "serve_main", "serve TARGET (package.module:attr) on the web; --redis URL to scale out"),
+    "worker": ("streamtap.serving", "worker_main", "run TARGET's requests from Redis (web processes started with serve --redis)"),
 }
 
 

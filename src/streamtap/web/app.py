@@ -29,6 +29,7 @@ message sent passes :class:`~streamtap.web.client_errors.ClientErrors`.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import typing as t
 from importlib import resources
@@ -92,6 +93,7 @@ def create_app(
     error_detail: ErrorDetail = "short",
     redact: t.Iterable[str | t.Any] = (),
     tracing: SpanSource | None = None,
+    chat_service: t.Callable[..., ChatService] | None = None,
 ) -> Starlette:
     """Make the web app serving a module (an agent, a flow, any ``ModuleBase``) per conversation.
 
@@ -127,6 +129,12 @@ def create_app(
         tracing: the :class:`~streamtap.tracing.TracingSubscriber` tracing the runs;
             the UI stream's message metadata then carries each run's ``traceId``
             (without it, only a ``traceparent`` sent with the request gives one).
+        chat_service: makes the service behind the chat endpoints, called like
+            ``ChatService(module_or_factory, store, to_input=..., resume=...)``
+            (default :class:`~streamtap.web.service.ChatService`: runs in this
+            process). ``streamtap_redis.RedisChatService.factory(client)`` shares
+            chats through Redis and sends the runs to workers; its ``active``,
+            ``run_of``, ``has_pending``, ``dismiss_pending`` and ``stop`` may be coroutines.
 
     Returns:
         A Starlette application; ``app.state.chat`` is its :class:`ChatService`,
@@ -155,7 +163,7 @@ def create_app(
     policy = SecurityPolicy(token=token, allowed_hosts=allowed_hosts, allowed_origins=allowed_origins)
     redactor = Redactor(redact) if redact or tracing is None else getattr(tracing, "redact", None) or Redactor()
     errors = ClientErrors(error_detail, redactor)
-    service = ChatService(
+    service = (chat_service or ChatService)(
         module_or_factory,
         LoggingStore(store if store is not None else MemoryEventStore(), errors),
         to_input=to_input,
@@ -260,8 +268,7 @@ def create_app(
     async def chat(request: Request) -> Response:
         try:
             req: ChatRequest = parse_chat_request(await read_json(request), max_messages=max_messages)
-            conv = service.conversations.get(req.chat_id)
-            answering = "resume" in req.body or (conv is not None and conv.pending is not None)
+            answering = "resume" in req.body or bool(await _resolved(service.has_pending(req.chat_id)))
             if not answering and not req.last_user_text:
                 raise BadRequest(422, "The last user message has no text; put the question in a {'type': 'text', 'text': ...} part.")
             carrier = {k: request.headers[k] for k in ("traceparent", "tracestate") if k in request.headers}
@@ -284,11 +291,11 @@ def create_app(
         if wanted is not None and not valid_id(wanted):
             return _error(422, f"Invalid run id {wanted!r}: 1-128 characters of letters, digits, '_', '-', '.', ':'.")
         if wanted is not None:  # a given run of this chat, finished or not, while its events are kept
-            run = service.run_of(chat_id, wanted)
+            run = await _resolved(service.run_of(chat_id, wanted))
             if run is None or await store_.read(run.run_id, limit=0) is None:
                 return _error(404, f"Chat {chat_id!r} has no run {wanted!r} any more (unknown, or its events expired).")
         else:
-            run = service.active(chat_id)
+            run = await _resolved(service.active(chat_id))
             if run is None:
                 return Response(status_code=204)
         return sse(ui_frames(run.run_id, mapper_for(run), None), UI_STREAM_HEADERS)
@@ -297,7 +304,7 @@ def create_app(
         chat_id = request.path_params["chat_id"]
         if not valid_id(chat_id):
             return _error(422, f"Invalid chat id {chat_id!r}.")
-        dismissed = service.dismiss_pending(chat_id)
+        dismissed = await _resolved(service.dismiss_pending(chat_id))
         if dismissed is not None:
             return JSONResponse({"stopped": True, "dismissed": dismissed})
         run = await service.stop(chat_id)
@@ -395,6 +402,11 @@ def create_app(
     app.state.security = policy
     app.add_middleware(RequestGuard, policy=policy)  # type: ignore[arg-type]
     return app
+
+
+async def _resolved(value: t.Any) -> t.Any:
+    """``value``, awaited when a service method returned a coroutine (a service kept in Redis)."""
+    return await value if inspect.isawaitable(value) else value
 
 
 def _escape(text: str) -> str:

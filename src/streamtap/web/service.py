@@ -242,6 +242,11 @@ class ChatService:
         run.pump = self._spawn(self._pump(conv, run))
         return run
 
+    def has_pending(self, chat_id: str) -> bool:
+        """Whether the conversation waits for the answer to an interrupt (its next message answers it)."""
+        conv = self.conversations.get(chat_id)
+        return conv is not None and conv.pending is not None
+
     def dismiss_pending(self, chat_id: str) -> str | None:
         """Drop the conversation's pending interrupt when no run is going; returns its id.
 

@@ -21,7 +21,8 @@ class Keys:
     * ``{prefix}:run:{run_id}:text`` -- the user-facing text so far (the snapshot after a gap)
     * ``{prefix}:requests`` / ``{prefix}:dead`` -- run requests (consumer group ``workers``) and the dead letters
     * ``{prefix}:stop:{run_id}`` / channel ``{prefix}:stop`` -- stop requests
-    * ``{prefix}:chat:{chat_id}`` -- hash: ``active`` run, ``pending`` interrupt, ``history``
+    * ``{prefix}:chat:{chat_id}:active`` / ``:pending`` / ``:runs`` -- the chat's running run, its
+      pending interrupt (JSON), its runs (newest first)
     """
 
     prefix: str = "streamtap"
@@ -62,6 +63,14 @@ class Keys:
         """The pub/sub channel workers hear stop requests on."""
         return f"{self.prefix}:stop"
 
-    def chat(self, chat_id: str) -> str:
-        """The conversation's shared state."""
-        return f"{self.prefix}:chat:{chat_id}"
+    def active(self, chat_id: str) -> str:
+        """The id of the chat's running run (absent when none)."""
+        return f"{self.prefix}:chat:{chat_id}:active"
+
+    def pending(self, chat_id: str) -> str:
+        """The chat's pending interrupt record (JSON)."""
+        return f"{self.prefix}:chat:{chat_id}:pending"
+
+    def history(self, chat_id: str) -> str:
+        """The chat's run ids, newest first (a list)."""
+        return f"{self.prefix}:chat:{chat_id}:runs"
