@@ -24,6 +24,7 @@ def env(base_url: str) -> dict[str, str]:
     out = dict(os.environ)
     out["PYTHONPATH"] = os.pathsep.join([str(HERE), out.get("PYTHONPATH", "")])
     out["OPENAI_BASE_URL"] = base_url
+    out["STREAMTAP_RECORD_KEY"] = "cluster-test-key-0123456789abcdef"  # every process verifies pause records alike
     out.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
     return out
 
@@ -81,15 +82,15 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "streamtap.cli", *args]
 
 
-def start_worker(redis_url: str, prefix: str, base_url: str, *extra: str) -> Proc:
-    proc = Proc(cli("worker", "cluster_targets:chat", "--redis", redis_url, "--prefix", prefix, *extra), env(base_url))
+def start_worker(redis_url: str, prefix: str, base_url: str, *extra: str, target: str = "cluster_targets:chat") -> Proc:
+    proc = Proc(cli("worker", target, "--redis", redis_url, "--prefix", prefix, *extra), env(base_url))
     proc.wait_line(b"ready")
     return proc
 
 
-def start_web(redis_url: str, prefix: str, base_url: str, *extra: str) -> tuple[Proc, str]:
+def start_web(redis_url: str, prefix: str, base_url: str, *extra: str, target: str = "cluster_targets:chat") -> tuple[Proc, str]:
     port = free_port()
-    proc = Proc(cli("serve", "cluster_targets:chat", "--redis", redis_url, "--prefix", prefix, "--port", str(port), *extra), env(base_url))
+    proc = Proc(cli("serve", target, "--redis", redis_url, "--prefix", prefix, "--port", str(port), *extra), env(base_url))
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:

@@ -169,3 +169,25 @@ async def test_redis_restarted_mid_run_ends_the_stream_never_hangs(fresh_redis: 
     assert snapshot["name"] == "streamtap.snapshot"
     ends = [ev for _, ev in replay if ev["kind"] == "end" and ev["run"]["run_id"] == run_id]
     assert len(ends) <= 1
+
+
+async def test_an_interrupt_raised_in_a_worker_is_answered_through_a_and_resumes_in_a_worker(
+    redis_server: RedisServer, prefix: str, model: FakeOpenAI, procs: list[Proc]
+) -> None:
+    url = redis_server.url
+    target = "cluster_targets:approval"
+    procs += [start_worker(url, prefix, model.base_url, target=target), start_worker(url, prefix, model.base_url, target=target)]
+    (web_a, a), (web_b, b) = start_web(url, prefix, model.base_url, target=target), start_web(url, prefix, model.base_url, target=target)
+    procs += [web_a, web_b]
+    async with httpx.AsyncClient(timeout=20) as client:
+        first: list[dict[str, t.Any]] = []
+        await _ui_stream(client, "POST", b + "/api/chat", first, json=chat_body("i1", "check the weather"))
+        [pause] = [p for p in first if p["type"] == "data-interrupt"]
+        assert pause["data"]["interrupts"][0]["payload"] == {"question": "Allow the weather tool?"}
+        assert first[-1] == {"type": "finish", "finishReason": "other"}
+        # the answer goes to the other web process; a worker resumes the paused flow
+        second: list[dict[str, t.Any]] = []
+        await _ui_stream(client, "POST", a + "/api/chat", second, json={**chat_body("i1", "yes"), "resume": {"approved": True}})
+    said = "".join(p["delta"] for p in second if p["type"] == "text-delta")
+    assert said.startswith("Checking Paris in process ") and said.endswith("it is 22 degrees in Paris."), said
+    assert "Resumed in process" in said and second[-1]["finishReason"] == "stop"
