@@ -191,3 +191,28 @@ async def test_an_interrupt_raised_in_a_worker_is_answered_through_a_and_resumes
     said = "".join(p["delta"] for p in second if p["type"] == "text-delta")
     assert said.startswith("Checking Paris in process ") and said.endswith("it is 22 degrees in Paris."), said
     assert "Resumed in process" in said and second[-1]["finishReason"] == "stop"
+
+
+async def test_serve_with_four_web_processes_keeps_twenty_concurrent_chats_consistent(
+    redis_server: RedisServer, prefix: str, model: FakeOpenAI, procs: list[Proc]
+) -> None:
+    url = redis_server.url
+    procs += [start_worker(url, prefix, model.base_url, "--concurrency", "20")]
+    web, base = start_web(url, prefix, model.base_url, "--workers", "4")
+    procs.append(web)
+
+    async def one(i: int) -> tuple[str, str, str]:
+        async with httpx.AsyncClient(timeout=30) as client:  # a connection of its own: the kernel picks the process
+            parts: list[dict[str, t.Any]] = []
+            await _ui_stream(client, "POST", base + "/api/chat", parts, json=chat_body(f"many{i}", f"[delay=0.005] chat {i} " + "x " * 20))
+            run_id = parts[0]["messageMetadata"]["runId"]
+            replayed: list[dict[str, t.Any]] = []
+            await _ui_stream(client, "GET", f"{base}/api/chat/many{i}/stream?run={run_id}", replayed)
+            live = "".join(p["delta"] for p in parts if p["type"] == "text-delta")
+            again = "".join(p["delta"] for p in replayed if p["type"] == "text-delta")
+            return live, again, parts[-1]["type"]
+
+    results = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(20))), 60)
+    for i, (live, again, last) in enumerate(results):
+        assert live == again == f"You said: chat {i} " + " ".join(["x"] * 20), (i, live, again)
+        assert last == "finish"
