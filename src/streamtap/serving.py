@@ -31,7 +31,7 @@ from .module import ModuleBase
 
 __all__ = ["load_target", "serve_main", "worker_main"]
 
-Target = t.Union[ModuleBase, t.Callable[[], ModuleBase]]
+Target = ModuleBase | t.Callable[[], ModuleBase]
 
 
 def load_target(spec: str) -> Target:

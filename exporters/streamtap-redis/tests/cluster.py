@@ -13,7 +13,6 @@ import time
 import typing as t
 
 import httpx
-
 from streamtap_redis.testing import free_port
 
 HERE = pathlib.Path(__file__).parent

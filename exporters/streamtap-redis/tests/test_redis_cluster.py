@@ -9,11 +9,10 @@ import typing as t
 
 import httpx
 import pytest
-
-from streamtap.llm import FakeOpenAI
+from cluster import Proc, chat_body, sse_data, start_web, start_worker, ui_parts
 from streamtap_redis.testing import RedisServer
 
-from cluster import Proc, chat_body, sse_data, start_web, start_worker, ui_parts
+from streamtap.llm import FakeOpenAI
 
 LONG = "[delay=0.03] " + " ".join(f"word{i}" for i in range(120))
 

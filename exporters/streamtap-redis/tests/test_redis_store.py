@@ -7,14 +7,14 @@ import typing as t
 
 import pytest
 import redis.asyncio as aioredis
-
-import streamtap
-from streamtap import ModuleBase
-from streamtap.web.store import EventStore
 from streamtap_redis import Keys, RedisEventStore, RunLog, connect
 from streamtap_redis.connection import RedisUnavailable, mask_url
 from streamtap_redis.store import GAP, SNAPSHOT
 from streamtap_redis.testing import RedisServer, free_port
+
+import streamtap
+from streamtap import ModuleBase
+from streamtap.web.store import EventStore
 
 
 class Words(ModuleBase):

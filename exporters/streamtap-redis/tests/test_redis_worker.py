@@ -10,14 +10,14 @@ import typing as t
 
 import pytest
 import redis.asyncio as aioredis
-
-from streamtap import ModuleBase
-from streamtap.exceptions import UsageError
-from streamtap.serving import load_target
 from streamtap_redis import Keys, RedisEventStore, Worker, connect
 from streamtap_redis.requests import RunRequest
 from streamtap_redis.state import ChatState
 from streamtap_redis.testing import RedisServer, free_port
+
+from streamtap import ModuleBase
+from streamtap.exceptions import UsageError
+from streamtap.serving import load_target
 
 
 class Slow(ModuleBase):
@@ -146,14 +146,14 @@ def test_worker_command_fails_clearly_when_redis_is_unreachable() -> None:
     url = f"redis://:topsecret@127.0.0.1:{free_port()}/0"
     proc = subprocess.run(
         [sys.executable, "-m", "streamtap.cli", "worker", "cluster_targets:chat", "--redis", url],
-        capture_output=True, text=True, timeout=30, env=_env(),
+        capture_output=True, text=True, timeout=30, env=_env(), check=False,
     )
     assert proc.returncode == 1
     assert "redis://:***@127.0.0.1" in proc.stderr and "did not answer" in proc.stderr
     assert "topsecret" not in proc.stderr + proc.stdout
     serve = subprocess.run(
         [sys.executable, "-m", "streamtap.cli", "serve", "cluster_targets:chat", "--workers", "2"],
-        capture_output=True, text=True, timeout=30, env=_env(),
+        capture_output=True, text=True, timeout=30, env=_env(), check=False,
     )
     assert serve.returncode == 2 and "--workers 2 needs --redis URL" in serve.stderr
 

@@ -21,7 +21,7 @@ from streamtap.web.service import ActiveRun, ChatService
 
 from .keys import Keys
 from .requests import RunRequest
-from .state import ChatState
+from .state import ChatState, _text
 
 if t.TYPE_CHECKING:  # pragma: no cover
     import redis.asyncio as aioredis
@@ -117,7 +117,7 @@ class RedisChatService(ChatService):
             record = await self.state.take_pending(chat_id)
             body = request.body
             if record is not None:
-                answer = body["resume"] if "resume" in body else request.last_user_text
+                answer = body.get("resume", request.last_user_text)
                 run_request = RunRequest(run_id, chat_id, None, {"record": record, "answer": answer}, propagation.inject())
             else:
                 run_request = RunRequest(run_id, chat_id, self.to_input(request), None, propagation.inject())
@@ -135,7 +135,7 @@ class RedisChatService(ChatService):
                 resumed=record,
             )
             await self.store.create(run_id)
-            meta = {"chat": chat_id, "message": run.message_id, "verbose": int(run.verbose), "stream": int(run.stream_text)}
+            meta: t.Any = {"chat": chat_id, "message": run.message_id, "verbose": int(run.verbose), "stream": int(run.stream_text)}
             pipe = self.client.pipeline(transaction=True)
             pipe.hset(self.keys.meta(run_id), mapping=meta)
             pipe.xadd(self.keys.requests, {"r": payload})
@@ -153,18 +153,18 @@ class RedisChatService(ChatService):
 
     async def _run(self, chat_id: str, run_id: str) -> ActiveRun | None:
         meta = await self.client.hgetall(self.keys.meta(run_id))
-        if not meta or meta.get(b"chat", b"").decode() != chat_id:
+        if not meta or _text(meta.get(b"chat", b"")) != chat_id:
             return None
         run = ActiveRun(
             run_id=run_id,
             chat_id=chat_id,
-            message_id=meta.get(b"message", b"").decode() or "msg-" + run_id,
+            message_id=_text(meta.get(b"message", b"")) or "msg-" + run_id,
             handle=t.cast(t.Any, RemoteHandle(run_id, self)),
             verbose=meta.get(b"verbose", b"1") == b"1",
             stream_text=meta.get(b"stream", b"1") == b"1",
         )
         status = meta.get(b"status")
-        run.status = status.decode() if status else None
+        run.status = _text(status) if status else None
         return run
 
     async def run_of(self, chat_id: str, run_id: str) -> ActiveRun | None:  # type: ignore[override]
@@ -185,7 +185,7 @@ class RedisChatService(ChatService):
             return None
         return str(record.get("id") or record.get("pause_id") or "pending")
 
-    async def has_pending(self, chat_id: str) -> bool:
+    async def has_pending(self, chat_id: str) -> bool:  # type: ignore[override]
         """Whether the chat waits for the answer to an interrupt."""
         return await self.state.has_pending(chat_id)
 
@@ -215,7 +215,7 @@ class RedisChatService(ChatService):
                 continue
             await self.store.wait(run.run_id, after, max(0.01, deadline - loop.time()))
         status = await self.client.hget(self.keys.meta(run.run_id), "status")
-        run.status = status.decode() if status else None
+        run.status = _text(status) if status else None
         return run
 
     async def aclose(self) -> None:

@@ -76,4 +76,5 @@ def parse_request(raw: bytes | str) -> RunRequest:
     trace = body.get("trace") or {}
     if not (isinstance(trace, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in trace.items())):
         raise BadRunRequest("'trace' must be an object of header strings (traceparent, tracestate)", **ids)
+    assert isinstance(run_id, str)
     return RunRequest(run_id, chat_id or None, body.get("input"), resume, trace)

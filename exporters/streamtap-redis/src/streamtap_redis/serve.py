@@ -30,7 +30,7 @@ __all__ = ["app_from_env", "create_redis_app", "run_worker"]
 
 log = logging.getLogger("streamtap_redis")
 
-Target = t.Union[ModuleBase, t.Callable[[], ModuleBase]]
+Target = ModuleBase | t.Callable[[], ModuleBase]
 
 
 def create_redis_app(
@@ -90,9 +90,8 @@ def create_redis_app(
 
 def app_from_env() -> Starlette:
     """:func:`create_redis_app` from ``STREAMTAP_SERVE_TARGET``, ``_REDIS``, ``_PREFIX``, ``_TOKEN``, ``_HOST``, ``_IN_PROCESS``."""
-    from streamtap.web.security import allow_serving
-
     from streamtap.serving import load_target
+    from streamtap.web.security import allow_serving
 
     env = os.environ
     target = load_target(env["STREAMTAP_SERVE_TARGET"])

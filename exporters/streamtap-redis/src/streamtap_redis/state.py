@@ -43,7 +43,7 @@ class ChatState:
             await pipe.execute()
             return None
         current = await self.client.get(key)
-        return current.decode() if current is not None else "starting"
+        return _text(current) if current is not None else "starting"
 
     async def release(self, chat_id: str, run_id: str) -> None:
         """The run ended: the chat has no running run (unless another took its place)."""
@@ -52,7 +52,7 @@ class ChatState:
     async def active(self, chat_id: str) -> str | None:
         """The chat's running run id."""
         value = await self.client.get(self.keys.active(chat_id))
-        return value.decode() if value is not None else None
+        return _text(value) if value is not None else None
 
     async def set_pending(self, chat_id: str, record: t.Mapping[str, t.Any]) -> None:
         """Keep the interrupt the chat's run paused at (the next message answers it)."""
@@ -72,4 +72,8 @@ class ChatState:
 
     async def runs(self, chat_id: str) -> list[str]:
         """The chat's run ids, newest first."""
-        return [r.decode() for r in await self.client.lrange(self.keys.history(chat_id), 0, -1)]
+        return [_text(r) for r in await self.client.lrange(self.keys.history(chat_id), 0, -1)]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -118,7 +118,7 @@ class RedisEventStore:
         pipe.get(self.keys.text(run_id))
         pipe.hget(self.keys.meta(run_id), "upto")
         text, upto = await pipe.execute()
-        run = {"run_id": run_id, "root_id": run_id, "parent_id": None, "name": "", "kind": "module", "tags": [], "metadata": {}}
+        run: dict[str, t.Any] = {"run_id": run_id, "root_id": run_id, "parent_id": None, "name": "", "kind": "module", "tags": [], "metadata": {}}
         reason = (
             f"events {first}..{last} of this run are not in its log any more (trimmed, or lost while Redis was "
             f"unreachable: {lost} undelivered); the snapshot stands for them"

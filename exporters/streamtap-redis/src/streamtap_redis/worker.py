@@ -53,7 +53,7 @@ GROUP = "workers"
 ATTEMPT = "streamtap.attempt"
 """The custom event that starts a retried attempt of a request in its run's log."""
 
-Target = t.Union[ModuleBase, t.Callable[[], ModuleBase]]
+Target = ModuleBase | t.Callable[[], ModuleBase]
 
 
 class Worker:
@@ -138,6 +138,7 @@ class Worker:
                 if self._closing.is_set():
                     self._slots.release()
                     break
+                got: t.Any
                 try:
                     got = await self.client.xreadgroup(GROUP, self.consumer, {self.keys.requests: ">"}, count=1, block=500)
                 except asyncio.CancelledError:
@@ -200,7 +201,7 @@ class Worker:
             return
         try:
             module = self._module()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever the user's factory raises, the request is dead-lettered
             reason = f"the worker's target could not build a module ({type(exc).__name__}: {exc})"
             await self._dead(entry_id, raw, reason, request.run_id, request.chat_id)
             return
@@ -252,7 +253,7 @@ class Worker:
                 data = ev.to_dict()
                 if base:
                     data["seq"] += base
-                if ev.kind == "end" and ev.run.run_id == rid:
+                if isinstance(ev, End) and ev.run.run_id == rid:
                     status = ev.status
                     if request.chat_id is not None:
                         await self._chat_outcome(request, ev)
@@ -265,7 +266,7 @@ class Worker:
             if request.chat_id is not None:
                 await self.state.release(request.chat_id, rid)
 
-    async def _chat_outcome(self, request: RunRequest, end: t.Any) -> None:
+    async def _chat_outcome(self, request: RunRequest, end: End) -> None:
         assert request.chat_id is not None
         if end.status == "interrupted":
             out = end.output
@@ -290,8 +291,8 @@ class Worker:
             base = int(upto) + 1 if upto is not None else 0
             run = Run(run_id, "request", "module", None, run_id)
             error = ErrorInfo("streamtap_redis.RequestRejected", f"The worker could not run this request: {reason}.")
-            await self.store.append(run_id, Start(run, base).to_dict())
-            await self.store.append(run_id, End(run, base + 1, "error", error=error).to_dict())
+            await self.store.append(run_id, Start(run, base, None, time.time()).to_dict())  # type: ignore[call-arg]  # mypy counts `kind` as a field
+            await self.store.append(run_id, End(run, base + 1, "error", None, error, None, None, {}).to_dict())  # type: ignore[call-arg]
             await self.store.finish(run_id, status="error")
             if chat_id is not None:
                 await self.state.release(chat_id, run_id)
@@ -339,9 +340,9 @@ class Worker:
                     if message.get("type") != "message":
                         continue
                     rid = message["data"].decode() if isinstance(message["data"], bytes) else str(message["data"])
-                    handle = self.running.get(rid)
-                    if handle is not None:
-                        handle.cancel("stopped by the user")
+                    found = self.running.get(rid)
+                    if found is not None:
+                        found.cancel("stopped by the user")
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -349,10 +350,10 @@ class Worker:
                 await asyncio.sleep(0.5)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
 def _attempt_event(run_id: str, seq: int, attempt: int) -> dict[str, t.Any]:
-    run = {"run_id": run_id, "root_id": run_id, "parent_id": None, "name": "", "kind": "module", "tags": [], "metadata": {}}
+    run: dict[str, t.Any] = {"run_id": run_id, "root_id": run_id, "parent_id": None, "name": "", "kind": "module", "tags": [], "metadata": {}}
     data = {"attempt": attempt, "reason": "the worker running this request stopped responding; it is run again"}
     return {"kind": "custom", "seq": seq, "run": run, "name": ATTEMPT, "data": data}
