@@ -21,7 +21,7 @@ from streamtap.web.service import ActiveRun, ChatService
 
 from .keys import Keys
 from .requests import RunRequest
-from .state import ChatState, _text
+from .state import ChatState, as_text
 
 if t.TYPE_CHECKING:  # pragma: no cover
     import redis.asyncio as aioredis
@@ -153,18 +153,18 @@ class RedisChatService(ChatService):
 
     async def _run(self, chat_id: str, run_id: str) -> ActiveRun | None:
         meta = await self.client.hgetall(self.keys.meta(run_id))
-        if not meta or _text(meta.get(b"chat", b"")) != chat_id:
+        if not meta or as_text(meta.get(b"chat", b"")) != chat_id:
             return None
         run = ActiveRun(
             run_id=run_id,
             chat_id=chat_id,
-            message_id=_text(meta.get(b"message", b"")) or "msg-" + run_id,
+            message_id=as_text(meta.get(b"message", b"")) or "msg-" + run_id,
             handle=t.cast(t.Any, RemoteHandle(run_id, self)),
             verbose=meta.get(b"verbose", b"1") == b"1",
             stream_text=meta.get(b"stream", b"1") == b"1",
         )
         status = meta.get(b"status")
-        run.status = _text(status) if status else None
+        run.status = as_text(status) if status else None
         return run
 
     async def run_of(self, chat_id: str, run_id: str) -> ActiveRun | None:  # type: ignore[override]
@@ -215,7 +215,7 @@ class RedisChatService(ChatService):
                 continue
             await self.store.wait(run.run_id, after, max(0.01, deadline - loop.time()))
         status = await self.client.hget(self.keys.meta(run.run_id), "status")
-        run.status = _text(status) if status else None
+        run.status = as_text(status) if status else None
         return run
 
     async def aclose(self) -> None:

@@ -10,7 +10,7 @@ from .keys import Keys
 if t.TYPE_CHECKING:  # pragma: no cover
     import redis.asyncio as aioredis
 
-__all__ = ["ChatState"]
+__all__ = ["ChatState", "as_text"]
 
 # Delete KEYS[1] only if it still holds ARGV[1] (a run never clears its successor's claim).
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
@@ -43,7 +43,7 @@ class ChatState:
             await pipe.execute()
             return None
         current = await self.client.get(key)
-        return _text(current) if current is not None else "starting"
+        return as_text(current) if current is not None else "starting"
 
     async def release(self, chat_id: str, run_id: str) -> None:
         """The run ended: the chat has no running run (unless another took its place)."""
@@ -52,7 +52,7 @@ class ChatState:
     async def active(self, chat_id: str) -> str | None:
         """The chat's running run id."""
         value = await self.client.get(self.keys.active(chat_id))
-        return _text(value) if value is not None else None
+        return as_text(value) if value is not None else None
 
     async def set_pending(self, chat_id: str, record: t.Mapping[str, t.Any]) -> None:
         """Keep the interrupt the chat's run paused at (the next message answers it)."""
@@ -72,8 +72,9 @@ class ChatState:
 
     async def runs(self, chat_id: str) -> list[str]:
         """The chat's run ids, newest first."""
-        return [_text(r) for r in await self.client.lrange(self.keys.history(chat_id), 0, -1)]
+        return [as_text(r) for r in await self.client.lrange(self.keys.history(chat_id), 0, -1)]
 
 
-def _text(value: bytes | str) -> str:
+def as_text(value: bytes | str) -> str:
+    """A Redis reply (bytes) as text."""
     return value.decode() if isinstance(value, bytes) else value

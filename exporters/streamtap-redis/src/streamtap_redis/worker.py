@@ -36,7 +36,7 @@ from streamtap.events import End, ErrorInfo, Run, Start
 
 from .keys import Keys
 from .requests import BadRunRequest, RunRequest, parse_request
-from .state import ChatState
+from .state import ChatState, as_text
 from .store import RedisEventStore
 
 if t.TYPE_CHECKING:  # pragma: no cover
@@ -211,7 +211,7 @@ class Worker:
             base = int(upto) + 1 if upto is not None else 0
             await self.store.append(request.run_id, _attempt_event(request.run_id, base, attempt))
             base += 1
-        beat = asyncio.ensure_future(self._heartbeat(entry_id))
+        beat = asyncio.ensure_future(self._heartbeat(entry_id, request.run_id))
         try:
             await self._execute(module, request, base)
         finally:
@@ -274,11 +274,24 @@ class Worker:
         elif end.status == "error" and request.resume is not None and end.error and ".interrupts." in end.error.type:
             await self.state.set_pending(request.chat_id, request.resume["record"])  # the answer was refused
 
-    async def _heartbeat(self, entry_id: bytes) -> None:
+    async def _heartbeat(self, entry_id: bytes, run_id: str) -> None:
         while True:
             await asyncio.sleep(self.heartbeat)
-            with contextlib.suppress(Exception):
+            try:
+                info = await self.client.xpending_range(self.keys.requests, GROUP, entry_id, entry_id, 1)
+                owner: t.Any = info[0]["consumer"] if info else None
+                if owner is not None and as_text(owner) != self.consumer:
+                    # This worker stalled past the claim timeout and another took the request over: give way.
+                    log.warning("Run %s was taken over by worker %s; cancelling it here", run_id, as_text(owner))
+                    handle = self.running.get(run_id)
+                    if handle is not None:
+                        handle.cancel("another worker took this request over")
+                    return
                 await self.client.xclaim(self.keys.requests, GROUP, self.consumer, 0, [entry_id], justid=True)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.debug("Refreshing the claim of %s failed; retrying", run_id, exc_info=True)
 
     async def _dead(self, entry_id: bytes, raw: bytes, reason: str, run_id: str | None, chat_id: str | None) -> None:
         log.error("Run request %s goes to the dead-letter stream: %s", entry_id.decode(), reason)
