@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import sys
 import threading
 import typing as t
@@ -42,7 +43,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--allowed-origin", action="append", default=[], metavar="ORIGIN", help="let pages of this origin use the API, e.g. https://app.example.com (repeatable)")
     p.add_argument("--error-detail", choices=("short", "full"), default="short", help="what the browser is told of failures (default short; full is still redacted)")
     p.add_argument("--exit-after", type=float, default=None, metavar="SECONDS", help="stop serving after this many seconds (smoke tests)")
+    p.add_argument(
+        "--redis", default=None, metavar="URL",
+        help="scale-out mode: the web process only enqueues and reads run logs in Redis; a worker process runs the agent",
+    )  # fmt: skip
     return p
+
+
+def worker_agent() -> t.Any:
+    """The demo's agent for ``streamtap worker streamtap.demo:worker_agent`` (the model from ``OPENAI_BASE_URL``)."""
+    from .weather import weather_agent
+
+    return weather_agent(base_url=os.environ.get("OPENAI_BASE_URL"), model=os.environ.get("OPENAI_MODEL"), asynchronous=True)
 
 
 @contextlib.contextmanager
@@ -85,6 +97,8 @@ def _run(args: argparse.Namespace) -> int:
                 # The web app runs each chat as a task: the async agent keeps them off threads.
                 return weather_agent(base_url=base_url, model=args.model, asynchronous=True)
 
+            if args.redis:
+                return _web_on_redis(factory, args, described, base_url)
             return _web(factory, args, described)
     except KeyboardInterrupt:
         return 130
@@ -126,6 +140,67 @@ def _web(factory: t.Callable[[], t.Any], args: argparse.Namespace, described: st
     finally:
         server.stop()
     return 0
+
+
+def _web_on_redis(factory: t.Callable[[], t.Any], args: argparse.Namespace, described: str, base_url: str) -> int:
+    """The demo as two processes: this web process (enqueues, reads logs) and a ``streamtap worker`` running the agent."""
+    import subprocess
+
+    try:
+        from streamtap_redis.connection import RedisUnavailable, connect
+        from streamtap_redis.serve import create_redis_app
+    except ImportError:
+        print("streamtap demo: --redis needs streamtap-redis: pip install 'streamtap[redis]' (and exporters/streamtap-redis)", file=sys.stderr)
+        return 2
+    import asyncio
+
+    from .exceptions import UsageError
+    from .web.security import allow_serving
+    from .web.server import BackgroundServer, check_bind
+
+    async def check() -> None:
+        client = await connect(args.redis)
+        await client.aclose()
+
+    try:
+        check_bind(args.host, args.token)
+        asyncio.run(check())
+    except (UsageError, RedisUnavailable) as exc:
+        print(f"streamtap demo: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, UsageError) else 1
+    env = {**os.environ, "OPENAI_BASE_URL": base_url}
+    if args.model:
+        env["OPENAI_MODEL"] = args.model
+    worker = subprocess.Popen([sys.executable, "-m", "streamtap.cli", "worker", "streamtap.demo:worker_agent", "--redis", args.redis], env=env)
+    try:
+        app = create_redis_app(factory, args.redis, token=args.token, title="streamtap demo", error_detail=args.error_detail)
+        allow_serving(app, args.host, allowed_hosts=args.allowed_host, allowed_origins=args.allowed_origin)
+        server = BackgroundServer(app, args.host, args.port, log_level="warning")
+        url = server.url + "/" + ("#token=<your token>" if args.token else "")
+        print(f"streamtap demo: model at {described}; runs in worker process {worker.pid} via Redis", flush=True)
+        print(f"streamtap demo: open {url}  (Ctrl-C to stop)", flush=True)
+        if args.exit_after is None:
+            server.run()
+            return 0
+        previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)  # so that the worker process is stopped too
+        server.start()
+        try:
+            threading.Event().wait(args.exit_after)
+        finally:
+            server.stop()
+            signal.signal(signal.SIGTERM, previous)
+        return 0
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(15)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait(5)
+
+
+def _exit_on_sigterm(signum: int, frame: t.Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _terminal(agent: t.Any, question: str | None) -> int:
