@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import httpx
-
 from streamtap_redis.testing import RedisServer
 
 
