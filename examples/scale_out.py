@@ -25,11 +25,11 @@ import threading
 import typing as t
 
 import httpx
+from streamtap_redis.serve import create_redis_app
+from streamtap_redis.testing import RedisServer
 
 from streamtap.llm import FakeOpenAI
 from streamtap.web.server import BackgroundServer
-from streamtap_redis.serve import create_redis_app
-from streamtap_redis.testing import RedisServer
 
 
 def ui_parts(response: httpx.Response) -> t.Iterator[dict[str, t.Any]]:
