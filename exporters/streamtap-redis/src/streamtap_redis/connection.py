@@ -10,7 +10,7 @@ from streamtap.exceptions import UsageError
 if t.TYPE_CHECKING:  # pragma: no cover
     import redis.asyncio as aioredis
 
-__all__ = ["RedisUnavailable", "connect", "mask_url"]
+__all__ = ["RedisUnavailable", "check_url", "client_for", "connect", "mask_url"]
 
 _USERINFO = re.compile(r"^(?P<scheme>[a-z+]+://)(?P<user>[^:@/]*)(?::(?P<password>[^@/]*))?@", re.IGNORECASE)
 _SCHEMES = ("redis://", "rediss://", "unix://")
@@ -56,17 +56,9 @@ async def connect(url: str, *, timeout: float = 5.0, check: bool = True) -> aior
         UsageError: ``url`` is not a Redis URL.
         RedisUnavailable: Redis did not answer; the message names the masked URL.
     """
-    import redis.asyncio as aioredis
     from redis.exceptions import RedisError
 
-    check_url(url)
-    client = aioredis.Redis.from_url(
-        url,
-        socket_connect_timeout=timeout,
-        health_check_interval=10,
-        retry_on_timeout=False,
-        decode_responses=False,
-    )
+    client = client_for(url, timeout=timeout)
     if check:
         try:
             await client.ping()
@@ -78,6 +70,21 @@ async def connect(url: str, *, timeout: float = 5.0, check: bool = True) -> aior
             )
             raise RedisUnavailable(msg) from None
     return client
+
+
+def client_for(url: str, *, timeout: float = 5.0, max_connections: int = 256) -> aioredis.Redis:
+    """A client for ``url`` that connects on first use (no ping).
+
+    Its pool holds ``max_connections`` connections (commands going at once).
+    Live readers do not hold connections: one ``XREAD BLOCK`` per store serves them all.
+
+    Raises:
+        UsageError: ``url`` is not a Redis URL.
+    """
+    import redis.asyncio as aioredis
+
+    check_url(url)
+    return aioredis.Redis.from_url(url, max_connections=max_connections, socket_connect_timeout=timeout, health_check_interval=10)
 
 
 def _masked(text: str, url: str) -> str:

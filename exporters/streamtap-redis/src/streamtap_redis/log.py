@@ -56,11 +56,12 @@ class LogStats(t.NamedTuple):
 
 
 class _Pending:
-    __slots__ = ("done", "events", "finish", "hidden", "lost", "status", "text", "unreported")
+    __slots__ = ("done", "events", "finish", "hidden", "lost", "status", "text", "text_size", "unreported")
 
     def __init__(self) -> None:
         self.events: collections.deque[StoredEvent] = collections.deque()
         self.text: list[str] = []
+        self.text_size = 0  # characters in ``text``
         self.hidden: dict[str, bool] = {}  # run id -> under a tool (its text is not the message's)
         self.lost = 0
         self.unreported = 0  # lost events not yet counted in Redis
@@ -222,8 +223,9 @@ class RunLog:
             pending.hidden[run.get("run_id", "")] = run.get("kind") == "tool" or pending.hidden.get(parent or "", False)
         elif kind == "chunk" and event.get("channel") == "text" and not pending.hidden.get(run.get("run_id", ""), False):
             delta = event.get("delta")
-            if isinstance(delta, str) and delta and sum(map(len, pending.text)) < _MAX_TEXT:
+            if isinstance(delta, str) and delta and pending.text_size < _MAX_TEXT:
                 pending.text.append(delta)
+                pending.text_size += len(delta)
 
     async def _writer(self) -> None:
         from redis.exceptions import ConnectionError as RedisConnectionError
@@ -276,7 +278,7 @@ class RunLog:
             n = min(len(pending.events), budget)
             events = [pending.events.popleft() for _ in range(n)]
             budget -= n
-            text, pending.text = pending.text, []
+            text, pending.text, pending.text_size = pending.text, [], 0
             closing = pending.finish and not pending.events
             unreported, pending.unreported = pending.unreported, 0
             taken.append((run_id, pending, events, text, unreported, closing))
@@ -305,6 +307,7 @@ class RunLog:
             for run_id, pending, events, text, unreported, _ in reversed(taken):
                 pending.events.extendleft(reversed(events))
                 pending.text[:0] = text
+                pending.text_size += sum(map(len, text))
                 pending.unreported += unreported
                 while len(pending.events) > self.max_buffered:  # appended while this write was failing
                     pending.events.popleft()

@@ -18,7 +18,7 @@ import typing as t
 from streamtap import ModuleBase
 
 from .chat import RedisChatService
-from .connection import check_url, connect
+from .connection import client_for, connect
 from .keys import Keys
 from .store import RedisEventStore
 from .worker import Worker
@@ -54,13 +54,10 @@ def create_redis_app(
         claim_timeout: with ``run_in_process``, the worker's claim timeout.
         options: the rest of :func:`~streamtap.web.create_app`'s options (``token``, ...).
     """
-    import redis.asyncio as aioredis
-
     from streamtap.web import create_app
 
-    check_url(url)
     keys = Keys(prefix)
-    client = aioredis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=10)
+    client = client_for(url)
     store = RedisEventStore(client, keys)
     app = create_app(target, store=store, chat_service=RedisChatService.factory(client, keys), **options)
     inner = app.router.lifespan_context

@@ -26,6 +26,7 @@ import typing as t
 
 from streamtap.web.store import ReadResult
 
+from .follow import Follower
 from .keys import Keys
 from .log import RunLog
 
@@ -59,6 +60,7 @@ class RedisEventStore:
         self.keys = keys or Keys()
         self.log = log if log is not None else RunLog(client, self.keys)
         self.retry = retry
+        self.follower = Follower(client)
 
     async def create(self, run_id: str) -> None:
         """See :meth:`EventStore.create`: the run's metadata (``upto = -1``), so readers find it."""
@@ -82,36 +84,39 @@ class RedisEventStore:
 
     async def _read(self, run_id: str, after: int, limit: int) -> ReadResult | None:
         stream, meta = self.keys.run(run_id), self.keys.meta(run_id)
+        entries: t.Any = []
+        if limit > 0:  # the common case -- events past the position, contiguous -- is one command
+            entries = await self.client.xrange(stream, f"{after + 1}-0", "+", count=limit + 1)
+            if entries and _position(entries[0][0]) == after + 1:
+                events, finished = self._contiguous(entries, after, limit)
+                return ReadResult(events, finished, after + 1)  # first_seq: at most this; only its bound matters here
         pipe = self.client.pipeline(transaction=False)
         pipe.hmget(meta, "upto", "lost", "done")
         pipe.xrange(stream, "-", "+", count=1)
-        if limit > 0:
-            pipe.xrange(stream, f"{after + 1}-0", "+", count=limit + 1)
-        results = await pipe.execute()
-        (upto, lost, done), head = results[0], results[1]
-        entries = results[2] if limit > 0 else []
+        (upto, lost, done), head = await pipe.execute()
         if upto is None and not head:
             return None
         first_seq = _position(head[0][0]) if head else after + 1
+        if entries and _position(entries[0][0]) > after + 1:  # events missing before the first entry held
+            return ReadResult(await self._gap(run_id, after + 1, _position(entries[0][0]) - 1, int(lost or 0)), False, first_seq)
+        finished = not entries and done is not None and not head  # the log expired or was lost, the run is over
+        return ReadResult([], finished, first_seq)
+
+    @staticmethod
+    def _contiguous(entries: list[t.Any], after: int, limit: int) -> tuple[list[StoredEvent], bool]:
+        """The events of ``entries`` up to the first gap or the end marker; whether the marker was reached."""
         events: list[StoredEvent] = []
-        finished = False
         expected = after + 1
         for entry_id, fields in entries:
-            position = _position(entry_id)
-            if position > expected:  # events missing before this entry
-                if events:
-                    break  # return what is contiguous; the next read reports the gap
-                return ReadResult(await self._gap(run_id, expected, position - 1, int(lost or 0)), False, first_seq)
+            if _position(entry_id) != expected:
+                break  # a gap: the next read reports it
             if b"f" in fields:
-                finished = True
-                break
+                return events, True
             if len(events) >= limit:
                 break
             events.append(json.loads(fields[b"e"]))
-            expected = position + 1
-        if not entries and done is not None and not head:
-            finished = True  # the log expired or was lost, the run is over
-        return ReadResult(events, finished, first_seq)
+            expected += 1
+        return events, False
 
     async def _gap(self, run_id: str, first: int, last: int, lost: int) -> list[StoredEvent]:
         pipe = self.client.pipeline(transaction=True)
@@ -134,36 +139,30 @@ class RedisEventStore:
         return out
 
     async def wait(self, run_id: str, after: int, timeout: float) -> bool:
-        """See :meth:`EventStore.wait` (``XREAD BLOCK`` in slices of at most 2 s)."""
-        from redis.exceptions import ConnectionError as RedisConnectionError
-        from redis.exceptions import TimeoutError as RedisTimeoutError
-
+        """See :meth:`EventStore.wait` (one shared ``XREAD BLOCK`` per store wakes every waiting reader)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        start = f"{after}-1" if after >= 0 else "0-0"
         stream = self.keys.run(run_id)
         while True:
             left = deadline - loop.time()
             if left <= 0:
                 return False
-            block = max(1, int(min(left, _BLOCK_SLICE) * 1000))
-            try:
-                found = await self.client.xread({stream: start}, count=1, block=block)
-            except (RedisConnectionError, RedisTimeoutError, OSError):
-                await asyncio.sleep(min(0.2, max(left, 0.0)))  # Redis is away: the next read retries or reports it
-                return False
-            if found:
+            if await self.follower.wait(stream, after, min(left, _BLOCK_SLICE)):
                 return True
-            if not await self.client.exists(self.keys.meta(run_id), stream):
-                return True  # the run is gone: let the reader find out
+            try:
+                if not await self.client.exists(self.keys.meta(run_id), stream):
+                    return True  # the run is gone: let the reader find out
+            except Exception:  # noqa: BLE001 - Redis is away: the reader's next read retries, then reports it
+                return False
 
     async def expire(self, now: float | None = None) -> int:
         """See :meth:`EventStore.expire`: Redis expires finished logs itself (``ttl``); returns 0."""
         return 0
 
     async def aclose(self) -> None:
-        """Flush the writer."""
+        """Flush the writer, stop the follower."""
         await self.log.aclose()
+        await self.follower.aclose()
 
     async def _retrying(self, call: t.Callable[[], t.Awaitable[ReadResult | None]]) -> ReadResult | None:
         from redis.exceptions import ConnectionError as RedisConnectionError
