@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import typing as t
 
 import pytest
+
+with contextlib.suppress(ImportError):
+    # The hypothesis plugin imports hypothesis at session end when no test did; under pytest's
+    # assertion rewriting, at that stack depth, CPython 3.11.7 fails with "AST constructor recursion
+    # depth mismatch" (a CPython bug). Importing it here, shallow, avoids that when these tests run alone.
+    import hypothesis  # noqa: F401
 from streamtap_redis.testing import RedisServer
 
 

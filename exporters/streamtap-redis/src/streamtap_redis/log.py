@@ -267,9 +267,11 @@ class RunLog:
 
     async def _write_once(self) -> None:
         keys = self.keys
-        pipe = self.client.pipeline(transaction=True)
+        pipe = self.client.pipeline(transaction=False)  # each script is atomic: the snapshot matches its upto
         taken: list[tuple[str, _Pending, list[StoredEvent], list[str], int, bool]] = []
         budget = self.batch
+        dumps = _dumps
+        appends: list[int] = []  # positions of the append scripts in the pipeline
         for run_id, pending in list(self._runs.items()):
             if budget <= 0:
                 break
@@ -282,21 +284,20 @@ class RunLog:
             closing = pending.finish and not pending.events
             unreported, pending.unreported = pending.unreported, 0
             taken.append((run_id, pending, events, text, unreported, closing))
-            stream, meta = keys.run(run_id), keys.meta(run_id)
+            stream, meta, text_key = keys.run(run_id), keys.meta(run_id), keys.text(run_id)
+            ttl = max(1, int(self.ttl if closing else self.running_ttl))
+            args: list[t.Any] = [self.maxlen, ttl, "".join(text), unreported]
             for ev in events:
-                pipe.xadd(stream, {"e": json.dumps(ev, separators=(",", ":"))}, id=f"{ev['seq']}-1", maxlen=self.maxlen, approximate=True)
-            if text:
-                pipe.append(keys.text(run_id), "".join(text))
-            if events:
-                pipe.hset(meta, "upto", events[-1]["seq"])
-            if unreported:
-                pipe.hincrby(meta, "lost", unreported)
-            ttl = int(self.ttl if closing else self.running_ttl)
+                args.append(f"{ev['seq']}-1")
+                args.append(dumps(ev))
+            if events or text or unreported:
+                appends.append(len(pipe))
+                pipe.eval(_APPEND, 3, stream, meta, text_key, *args)
             if closing:
                 last = events[-1]["seq"] if events else None
                 pipe.eval(_FINISH, 2, stream, meta, -1 if last is None else last, pending.status or "")
-            for key in (stream, meta, keys.text(run_id)):
-                pipe.expire(key, max(ttl, 1))
+                for key in (stream, meta, text_key):
+                    pipe.expire(key, ttl)
         if not taken:
             return
         try:
@@ -317,17 +318,41 @@ class RunLog:
             raise
         finally:
             self._writing = False
-        refused = [r for r in results if isinstance(r, Exception)]
-        if refused:
+        failed = [r for r in results if isinstance(r, Exception)]
+        refused = sum(int(results[i]) for i in appends if isinstance(results[i], int))
+        if failed or refused:
             # An entry id not above the log's last one: another writer wrote this run (a retried attempt).
-            self._lost += len(refused)
-            log.warning("Redis refused %d run-log command(s): %s", len(refused), refused[0])
+            self._lost += len(failed) + refused
+            log.warning("Redis refused %d run-log entries/commands: %s", len(failed) + refused, failed[0] if failed else "ids not above the log's last")
         self._made_room()
         for run_id, pending, events, _, _, closing in taken:
             self._written += len(events)
             if closing:
                 pending.done.set()
                 del self._runs[run_id]
+
+
+def _dumps(event: StoredEvent) -> str:
+    return json.dumps(event, separators=(",", ":"))
+
+
+# Appends a batch of events (one command per batch, not per event), the snapshot text, the counters.
+# KEYS: stream, meta, text. ARGV: maxlen, ttl, text, lost, then entry id and JSON for each event.
+# Returns the number of entries refused (an id not above the log's last one).
+_APPEND = """
+local refused, last = 0, nil
+for i = 5, #ARGV, 2 do
+  local ok = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], ARGV[i], 'e', ARGV[i + 1])
+  if type(ok) == 'table' and ok.err then refused = refused + 1 else last = ARGV[i] end
+end
+if last then redis.call('HSET', KEYS[2], 'upto', string.match(last, '^(%d+)')) end
+if ARGV[3] ~= '' then redis.call('APPEND', KEYS[3], ARGV[3]) end
+if tonumber(ARGV[4]) > 0 then redis.call('HINCRBY', KEYS[2], 'lost', ARGV[4]) end
+for k = 1, 3 do
+  if redis.call('EXISTS', KEYS[k]) == 1 then redis.call('EXPIRE', KEYS[k], ARGV[2]) end
+end
+return refused
+"""
 
 
 # Adds the end marker after the log's last entry (or the last seq written), marks the run done.

@@ -150,7 +150,8 @@ class Worker:
                     await asyncio.sleep(0.5)
                     continue
                 entries = [entry for _, batch in got or [] for entry in batch]
-                if not entries:
+                if not entries or self._closing.is_set():
+                    # Closing: a request read just now stays pending; another worker reclaims it after claim_timeout.
                     self._slots.release()
                     continue
                 for entry_id, fields in entries:
