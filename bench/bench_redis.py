@@ -91,7 +91,7 @@ def env(**extra: str) -> dict[str, str]:
 
 
 def spawn(args: list[str], environ: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "streamtap.cli", *args], env=environ, cwd=ROOT, stdout=subprocess.PIPE, stderr=open("/tmp/bench-redis-stderr.log", "ab"))
+    return subprocess.Popen([sys.executable, "-m", "streamtap.cli", *args], env=environ, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
 
 
 def wait_ready(proc: subprocess.Popen[bytes]) -> None:
@@ -165,6 +165,17 @@ def main(argv: list[str] | None = None) -> int:
         writer, whole = asyncio.run(throughput(url, n))
         rows.append(f"events/s per producer, RunLog alone ({n} events): {writer:,.0f}")
         rows.append(f"events/s per producer, module run + store.append: {whole:,.0f}")
+        # the same load without Redis (runs in the web process): what the load generator and the web tier cost alone
+        e = env(BENCH_CHUNKS=str(chunks), BENCH_INTERVAL="0.02")
+        port = free_port()
+        local = spawn(["serve", "bench.redis_targets:stamped", "--port", str(port)], e)
+        try:
+            wait_http(f"http://127.0.0.1:{port}")
+            for streams in (1, 200):
+                ms = [x * 1000 for x in asyncio.run(stream_latencies(f"http://127.0.0.1:{port}", streams, f"l{streams}-"))]
+                rows.append(f"chunk -> SSE frame, in-process baseline (no Redis), {streams} stream(s): p50 {pct(ms, 0.5):.2f} ms, p99 {pct(ms, 0.99):.2f} ms")
+        finally:
+            stop([local])
         for webs in (1, 4):
             prefix = f"lat{webs}"
             e = env(BENCH_CHUNKS=str(chunks), BENCH_INTERVAL="0.02")
@@ -182,26 +193,24 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append(f"chunk -> SSE frame, {webs} web process(es), {streams} stream(s): p50 {pct(ms, 0.5):.2f} ms, p99 {pct(ms, 0.99):.2f} ms ({len(ms)} chunks)")
             finally:
                 stop([web, *workers])
-        # TTFT: in-process vs through Redis
+        # TTFT: in-process vs through Redis, both servers up at once and asked in turn (the machine's load hits both alike)
         e = env(OPENAI_BASE_URL=model.base_url)
-        port = free_port()
-        local = spawn(["serve", "bench.redis_targets:chat", "--port", str(port)], e)
-        try:
-            wait_http(f"http://127.0.0.1:{port}")
-            asyncio.run(ttft(f"http://127.0.0.1:{port}", 3, "warm"))
-            in_process = asyncio.run(ttft(f"http://127.0.0.1:{port}", 30, "t"))
-        finally:
-            stop([local])
+        local_port, redis_port = free_port(), free_port()
         worker = spawn(["worker", "bench.redis_targets:chat", "--redis", url, "--prefix", "ttft"], e)
         wait_ready(worker)
-        port = free_port()
-        web = spawn(["serve", "bench.redis_targets:chat", "--redis", url, "--prefix", "ttft", "--port", str(port)], e)
+        local = spawn(["serve", "bench.redis_targets:chat", "--port", str(local_port)], e)
+        web = spawn(["serve", "bench.redis_targets:chat", "--redis", url, "--prefix", "ttft", "--port", str(redis_port)], e)
+        in_process: list[float] = []
+        redis_path: list[float] = []
         try:
-            wait_http(f"http://127.0.0.1:{port}")
-            asyncio.run(ttft(f"http://127.0.0.1:{port}", 3, "warm"))
-            redis_path = asyncio.run(ttft(f"http://127.0.0.1:{port}", 30, "t"))
+            for port in (local_port, redis_port):
+                wait_http(f"http://127.0.0.1:{port}")
+                asyncio.run(ttft(f"http://127.0.0.1:{port}", 3, "warm"))
+            for i in range(10 if a.quick else 40):
+                in_process += asyncio.run(ttft(f"http://127.0.0.1:{local_port}", 1, f"l{i}-"))
+                redis_path += asyncio.run(ttft(f"http://127.0.0.1:{redis_port}", 1, f"r{i}-"))
         finally:
-            stop([web, worker])
+            stop([local, web, worker])
         a_ms, b_ms = statistics.median(in_process) * 1000, statistics.median(redis_path) * 1000
         rows.append(f"TTFT median: in-process {a_ms:.2f} ms, via Redis + worker {b_ms:.2f} ms (ratio {b_ms / a_ms:.2f}x)")
     for row in rows:

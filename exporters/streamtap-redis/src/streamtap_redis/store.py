@@ -85,8 +85,11 @@ class RedisEventStore:
     async def _read(self, run_id: str, after: int, limit: int) -> ReadResult | None:
         stream, meta = self.keys.run(run_id), self.keys.meta(run_id)
         entries: t.Any = []
-        if limit > 0:  # the common case -- events past the position, contiguous -- is one command
-            entries = await self.client.xrange(stream, f"{after + 1}-0", "+", count=limit + 1)
+        if limit > 0:  # the common case -- events past the position, contiguous -- is one command, or none
+            cached = self.follower.cached(stream, after)
+            if cached == []:
+                return ReadResult([], False, after + 1)  # followed from here, nothing newer yet: wait() will say
+            entries = cached[: limit + 1] if cached else await self.client.xrange(stream, f"{after + 1}-0", "+", count=limit + 1)
             if entries and _position(entries[0][0]) == after + 1:
                 events, finished = self._contiguous(entries, after, limit)
                 return ReadResult(events, finished, after + 1)  # first_seq: at most this; only its bound matters here
