@@ -231,3 +231,19 @@ async def test_serve_with_four_web_processes_keeps_twenty_concurrent_chats_consi
     for i, (live, again, last) in enumerate(results):
         assert live == again == f"You said: chat {i} " + " ".join(["x"] * 20), (i, live, again)
         assert last == "finish"
+
+
+async def test_run_in_process_web_processes_run_requests_and_share_them(
+    redis_server: RedisServer, prefix: str, model: FakeOpenAI, procs: list[Proc]
+) -> None:
+    url = redis_server.url
+    (web_a, a), (web_b, b) = start_web(url, prefix, model.base_url, "--run-in-process"), start_web(url, prefix, model.base_url)
+    procs += [web_a, web_b]  # no worker process: web A runs the requests itself
+    async with httpx.AsyncClient(timeout=20) as client:
+        parts: list[dict[str, t.Any]] = []
+        await _ui_stream(client, "POST", b + "/api/chat", parts, json=chat_body("rip", "hello there"))
+        run_id = parts[0]["messageMetadata"]["runId"]
+        again: list[dict[str, t.Any]] = []
+        await _ui_stream(client, "GET", f"{a}/api/chat/rip/stream?run={run_id}", again)
+    said = "".join(p["delta"] for p in parts if p["type"] == "text-delta")
+    assert said == "You said: hello there" == "".join(p["delta"] for p in again if p["type"] == "text-delta")

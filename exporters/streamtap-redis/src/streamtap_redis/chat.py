@@ -54,7 +54,7 @@ class RemoteHandle:
         if self.token.reason is not None:
             return False
         self.token.reason = reason or "cancelled"
-        self._service._spawn(self._service.request_stop(self.run_id))
+        self._service.stop_later(self.run_id)
         return True
 
 
@@ -87,6 +87,7 @@ class RedisChatService(ChatService):
         self.keys = keys or Keys()
         self.state = ChatState(client, self.keys)
         self.stop_wait = stop_wait
+        self._stopping: set[asyncio.Task[None]] = set()
 
     @classmethod
     def factory(cls, client: aioredis.Redis, keys: Keys | None = None, **settings: t.Any) -> t.Callable[..., RedisChatService]:
@@ -189,6 +190,12 @@ class RedisChatService(ChatService):
         """Whether the chat waits for the answer to an interrupt."""
         return await self.state.has_pending(chat_id)
 
+    def stop_later(self, run_id: str) -> None:
+        """Send a stop for ``run_id`` from a task (for synchronous callers such as :meth:`RemoteHandle.cancel`)."""
+        task = asyncio.get_running_loop().create_task(self.request_stop(run_id))
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)
+
     async def request_stop(self, run_id: str) -> None:
         """Stop a run wherever it runs: the key (a stop before the worker took the request wins) and the channel."""
         pipe = self.client.pipeline(transaction=True)
@@ -220,5 +227,5 @@ class RedisChatService(ChatService):
 
     async def aclose(self) -> None:
         """Nothing runs here; wait for pending stop requests."""
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=5)
+        if self._stopping:
+            await asyncio.wait(list(self._stopping), timeout=5)
