@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import typing as t
@@ -247,3 +248,28 @@ async def test_run_in_process_web_processes_run_requests_and_share_them(
         await _ui_stream(client, "GET", f"{a}/api/chat/rip/stream?run={run_id}", again)
     said = "".join(p["delta"] for p in parts if p["type"] == "text-delta")
     assert said == "You said: hello there" == "".join(p["delta"] for p in again if p["type"] == "text-delta")
+
+
+async def test_a_killed_web_process_s_stream_is_resumed_on_another(
+    redis_server: RedisServer, prefix: str, model: FakeOpenAI, procs: list[Proc]
+) -> None:
+    url = redis_server.url
+    procs.append(start_worker(url, prefix, model.base_url))
+    (web_a, a), (web_b, b) = start_web(url, prefix, model.base_url), start_web(url, prefix, model.base_url)
+    procs += [web_a, web_b]
+    text = "[delay=0.02] " + " ".join(f"v{i}" for i in range(50))
+    async with httpx.AsyncClient(timeout=20) as client:
+        parts: list[dict[str, t.Any]] = []
+        reader = asyncio.ensure_future(_ui_stream(client, "POST", a + "/api/chat", parts, json=chat_body("kw", text)))
+        await _wait_for(lambda: sum(p["type"] == "text-delta" for p in parts) >= 2, 15, "text on web A")
+        run_id = parts[0]["messageMetadata"]["runId"]
+        seen = await _events(client, f"{a}/api/runs/{run_id}/events", stop_after=5)
+        web_a.kill()  # kill -9 of the web process the client was reading from
+        with contextlib.suppress(httpx.HTTPError):
+            await asyncio.wait_for(reader, 10)
+        rest = await _events(client, f"{b}/api/runs/{run_id}/events", last_id=str(seen[-1][0]))
+    seqs = [s for s, _ in seen + rest]
+    assert seqs == list(range(len(seqs))), "gap or duplicate after the web process died"
+    end = rest[-1][1]
+    assert end["kind"] == "end" and end["run"]["run_id"] == run_id and end["status"] == "ok"
+    assert end["output"] == "You said: " + " ".join(f"v{i}" for i in range(50))
