@@ -18,13 +18,14 @@ from streamtap_redis.testing import free_port
 HERE = pathlib.Path(__file__).parent
 
 
-def env(base_url: str) -> dict[str, str]:
+def env(base_url: str, **extra: str) -> dict[str, str]:
     """The environment of a cluster process: the targets importable, the model server's URL."""
     out = dict(os.environ)
     out["PYTHONPATH"] = os.pathsep.join([str(HERE), out.get("PYTHONPATH", "")])
     out["OPENAI_BASE_URL"] = base_url
     out["STREAMTAP_RECORD_KEY"] = "cluster-test-key-0123456789abcdef"  # every process verifies pause records alike
     out.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+    out.update(extra)
     return out
 
 
@@ -81,8 +82,10 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "streamtap.cli", *args]
 
 
-def start_worker(redis_url: str, prefix: str, base_url: str, *extra: str, target: str = "cluster_targets:chat") -> Proc:
-    proc = Proc(cli("worker", target, "--redis", redis_url, "--prefix", prefix, *extra), env(base_url))
+def start_worker(
+    redis_url: str, prefix: str, base_url: str, *extra: str, target: str = "cluster_targets:chat", environ: dict[str, str] | None = None
+) -> Proc:
+    proc = Proc(cli("worker", target, "--redis", redis_url, "--prefix", prefix, *extra), {**env(base_url), **(environ or {})})
     proc.wait_line(b"ready")
     return proc
 

@@ -273,3 +273,27 @@ async def test_a_killed_web_process_s_stream_is_resumed_on_another(
     end = rest[-1][1]
     assert end["kind"] == "end" and end["run"]["run_id"] == run_id and end["status"] == "ok"
     assert end["output"] == "You said: " + " ".join(f"v{i}" for i in range(50))
+
+
+async def test_a_worker_s_spans_continue_the_caller_s_trace(redis_server: RedisServer, prefix: str, model: FakeOpenAI, procs: list[Proc]) -> None:
+    from streamtap_otlp.testing import OtlpReceiver
+
+    with OtlpReceiver(grpc=False, metrics=False) as receiver:
+        worker = start_worker(
+            redis_server.url, prefix, model.base_url,
+            environ={"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.http_endpoint, "OTEL_METRICS_EXPORTER": "none"},
+        )  # fmt: skip
+        procs.append(worker)
+        web, a = start_web(redis_server.url, prefix, model.base_url)
+        procs.append(web)
+        trace_id, span_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+        async with httpx.AsyncClient(timeout=20) as client:
+            parts: list[dict[str, t.Any]] = []
+            headers = {"traceparent": f"00-{trace_id}-{span_id}-01"}
+            await _ui_stream(client, "POST", a + "/api/chat", parts, json=chat_body("tr", "hello"), headers=headers)
+        assert parts[-1]["type"] == "finish"
+        worker.stop()  # SIGTERM: the worker flushes its spans
+        spans = await asyncio.to_thread(receiver.wait_for_spans, 1, 15)
+    assert {s.trace_id for s in spans} == {trace_id}
+    roots = [s for s in spans if s.parent_span_id == span_id]
+    assert len(roots) == 1 and roots[0].name.startswith("chat")
