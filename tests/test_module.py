@@ -540,3 +540,18 @@ def test_a_failures_detail_mapping_is_kept_on_the_end_for_spans_and_logs() -> No
     assert end.kind == "end" and end.status == "error"
     assert end.attributes[f"{ERROR_DETAIL_PREFIX}status_code"] == 401
     assert end.attributes[f"{ERROR_DETAIL_PREFIX}base_url"] == "http://10.20.30.40/v1"
+
+
+def test_buffered_run_id_names_the_root_run_and_bad_ids_are_refused() -> None:
+    """A run id handed out before the run starts (a worker's request) becomes the root run's id."""
+
+    class Echo(ModuleBase):
+        def forward(self, x: str) -> str:
+            return x
+
+    handle = Echo().buffered(16, run_id="req-42").start("hi")
+    events = list(handle.events())
+    assert handle.run_id == "req-42"
+    assert {e.run.run_id for e in events} == {"req-42"} and {e.run.root_id for e in events} == {"req-42"}
+    with pytest.raises(UsageError, match="run_id"):
+        Echo().buffered(16, run_id="")

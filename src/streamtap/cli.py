@@ -5,6 +5,8 @@
 ``streamtap fake-openai``   the embedded OpenAI-compatible server alone
 ``streamtap record -- CMD`` record every run of a program (``-o FILE``)
 ``streamtap replay FILE``   replay a recording into the page, or ``--otlp`` into a trace backend
+``streamtap serve TARGET``  serve a module on the web (``--redis URL``: shared through Redis)
+``streamtap worker TARGET --redis URL`` run the requests of ``serve --redis`` web processes
 
 Each sub-command lives with the feature it runs and is imported only when used.
 """
@@ -24,6 +26,8 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "fake-openai": ("streamtap.llm.server", "main", "run the embedded OpenAI-compatible model server"),
     "record": ("streamtap.replaying", "record_main", "record a program's runs as JSON lines: streamtap record -o FILE -- CMD..."),
     "replay": ("streamtap.replaying", "replay_main", "replay a recording into the page (--speed) or over OTLP (--otlp)"),
+    "serve": ("streamtap.serving", "serve_main", "serve TARGET (package.module:attr) on the web; --redis URL to scale out"),
+    "worker": ("streamtap.serving", "worker_main", "run TARGET's requests from Redis (web processes started with serve --redis)"),
 }
 
 

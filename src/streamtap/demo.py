@@ -20,7 +20,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import sys
+import threading
 import typing as t
 
 from .exporting import traces_from_env
@@ -47,7 +49,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--shutdown-grace", type=float, default=10.0, metavar="SECONDS", help="on SIGTERM/Ctrl-C, seconds running answers may take to finish before they are cancelled (default 10)")
     p.add_argument("--cancel-on-disconnect", action="store_true", help="cancel an answer when its last reader disconnects (default: it goes on, so a reload resumes it)")
     p.add_argument("--detach-timeout", type=float, default=None, metavar="SECONDS", help="cancel an answer nobody has read for this many seconds (default: never)")
+    p.add_argument(
+        "--redis", default=None, metavar="URL",
+        help="scale-out mode: the web process only enqueues and reads run logs in Redis; a worker process runs the agent",
+    )  # fmt: skip
     return p
+
+
+def worker_agent() -> t.Any:
+    """The demo's agent for ``streamtap worker streamtap.demo:worker_agent`` (the model from ``OPENAI_BASE_URL``)."""
+    from .weather import weather_agent
+
+    return weather_agent(base_url=os.environ.get("OPENAI_BASE_URL"), model=os.environ.get("OPENAI_MODEL"), asynchronous=True)
 
 
 @contextlib.contextmanager
@@ -86,7 +99,10 @@ def _run(args: argparse.Namespace) -> int:
             if args.terminal:
                 return _terminal(weather_agent(base_url=base_url, model=args.model), args.question)
 
-            return _web(agent_factory(base_url, args.model), args, described)
+            factory = agent_factory(base_url, args.model)
+            if args.redis:
+                return _web_on_redis(factory, args, described, base_url)
+            return _web(factory, args, described)
     except KeyboardInterrupt:
         return 130
 
@@ -144,6 +160,67 @@ def _web(factory: t.Callable[[], t.Any], args: argparse.Namespace, described: st
     # SIGTERM / Ctrl-C (or --exit-after) shut down gracefully; the traces are flushed when main() leaves its block.
     server.run(stop_after=args.exit_after, ready=ready)
     return 0
+
+
+def _web_on_redis(factory: t.Callable[[], t.Any], args: argparse.Namespace, described: str, base_url: str) -> int:
+    """The demo as two processes: this web process (enqueues, reads logs) and a ``streamtap worker`` running the agent."""
+    import subprocess
+
+    try:
+        from streamtap_redis.connection import RedisUnavailable, connect
+        from streamtap_redis.serve import create_redis_app
+    except ImportError:
+        print("streamtap demo: --redis needs streamtap-redis: pip install 'streamtap[redis]' (and exporters/streamtap-redis)", file=sys.stderr)
+        return 2
+    import asyncio
+
+    from .exceptions import UsageError
+    from .web.security import allow_serving
+    from .web.server import BackgroundServer, check_bind
+
+    async def check() -> None:
+        client = await connect(args.redis)
+        await client.aclose()
+
+    try:
+        check_bind(args.host, args.token)
+        asyncio.run(check())
+    except (UsageError, RedisUnavailable) as exc:
+        print(f"streamtap demo: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, UsageError) else 1
+    env = {**os.environ, "OPENAI_BASE_URL": base_url}
+    if args.model:
+        env["OPENAI_MODEL"] = args.model
+    worker = subprocess.Popen([sys.executable, "-m", "streamtap.cli", "worker", "streamtap.demo:worker_agent", "--redis", args.redis], env=env)
+    try:
+        app = create_redis_app(factory, args.redis, token=args.token, title="streamtap demo", error_detail=args.error_detail)
+        allow_serving(app, args.host, allowed_hosts=args.allowed_host, allowed_origins=args.allowed_origin)
+        server = BackgroundServer(app, args.host, args.port, log_level="warning")
+        url = server.url + "/" + ("#token=<your token>" if args.token else "")
+        print(f"streamtap demo: model at {described}; runs in worker process {worker.pid} via Redis", flush=True)
+        print(f"streamtap demo: open {url}  (Ctrl-C to stop)", flush=True)
+        if args.exit_after is None:
+            server.run()
+            return 0
+        previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)  # so that the worker process is stopped too
+        server.start()
+        try:
+            threading.Event().wait(args.exit_after)
+        finally:
+            server.stop()
+            signal.signal(signal.SIGTERM, previous)
+        return 0
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(15)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait(5)
+
+
+def _exit_on_sigterm(signum: int, frame: t.Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _terminal(agent: t.Any, question: str | None) -> int:

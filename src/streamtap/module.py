@@ -728,15 +728,18 @@ class ModuleBase:
         """Start the call as a task of the running loop and return its :class:`RunHandle`, with a stream."""
         return self.buffered().astart(*args, **kwargs)
 
-    def buffered(self, maxsize: int = 1024, policy: Policy = "block") -> Buffered:
+    def buffered(self, maxsize: int = 1024, policy: Policy = "block", *, run_id: str | None = None) -> Buffered:
         """Choose the stream buffer for the next call: ``module.buffered(64, "drop_oldest").stream(x)``.
 
         Args:
             maxsize: events held at most while the consumer lags.
             policy: ``"block"`` (back-pressure), ``"drop_oldest"`` (counted),
                 or ``"error"`` (the consumer gets StreamOverflowError).
+            run_id: the id the call's run gets (default: a new random one). For a
+                run whose id was handed out before it started, e.g. a request a
+                worker process picks up; it must be unique, like the random ids.
         """
-        return Buffered(self, maxsize, policy)
+        return Buffered(self, maxsize, policy, run_id=run_id)
 
     def __repr__(self) -> str:
         return f"<{type(self).__qualname__} {self._run_name()!r} kind={self.kind}>"
@@ -805,9 +808,9 @@ class Configured:
         """See :meth:`ModuleBase.acall`."""
         return await self.module._run_async(_Call(args, kwargs, None, None, None, self.options))
 
-    def buffered(self, maxsize: int = 1024, policy: Policy = "block") -> Buffered:
+    def buffered(self, maxsize: int = 1024, policy: Policy = "block", *, run_id: str | None = None) -> Buffered:
         """See :meth:`ModuleBase.buffered`."""
-        return Buffered(self.module, maxsize, policy, self.options)
+        return Buffered(self.module, maxsize, policy, self.options, run_id=run_id)
 
     def stream(self, *args: t.Any, **kwargs: t.Any) -> RunStream:
         """See :meth:`ModuleBase.stream`."""
@@ -832,14 +835,20 @@ class Configured:
 class Buffered:
     """A module with a chosen stream buffer; made by :meth:`ModuleBase.buffered`."""
 
-    __slots__ = ("maxsize", "module", "options", "policy")
+    __slots__ = ("maxsize", "module", "options", "policy", "run_id")
 
-    def __init__(self, module: ModuleBase, maxsize: int, policy: Policy, options: _Options | None = None) -> None:
+    def __init__(
+        self, module: ModuleBase, maxsize: int, policy: Policy, options: _Options | None = None, *, run_id: str | None = None
+    ) -> None:
         _Buffer(maxsize, policy)  # validate now, with a clear error
+        if run_id is not None and not (isinstance(run_id, str) and 0 < len(run_id) <= 128 and run_id.isprintable()):
+            msg = f"run_id must be a non-empty printable string of at most 128 characters, got {run_id!r}."
+            raise UsageError(msg)
         self.module = module
         self.maxsize = maxsize
         self.policy = policy
         self.options = options
+        self.run_id = run_id
 
     def _prepare(self) -> tuple[_Buffer, RunHandle, CancelToken, t.Callable[[], None]]:
         parent = _current.get()
@@ -856,7 +865,7 @@ class Buffered:
             token = CancelToken()
             finish = buf.finish
         token.add_callback(buf.release)
-        handle = RunHandle(new_id(), token, buf)
+        handle = RunHandle(self.run_id or new_id(), token, buf)
         return buf, handle, token, finish
 
     def start(self, *args: t.Any, **kwargs: t.Any) -> RunHandle:

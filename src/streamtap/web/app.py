@@ -38,6 +38,7 @@ message sent passes :class:`~streamtap.web.client_errors.ClientErrors`.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import typing as t
 from importlib import resources
@@ -104,6 +105,7 @@ def create_app(
     tracing: SpanSource | None = None,
     trace_url: str | None = None,
     agui_path: str | None = "/api/agui",
+    chat_service: t.Callable[..., ChatService] | None = None,
 ) -> Starlette:
     """Make the web app serving a module (an agent, a flow, any ``ModuleBase``) per conversation.
 
@@ -150,6 +152,12 @@ def create_app(
             ``http://localhost:16686/trace/{trace_id}`` (see the page's docs for Phoenix).
         agui_path: where the AG-UI endpoint is mounted (``None``: not at all);
             without the ``agui`` extra it answers 501 naming the extra.
+        chat_service: makes the service behind the chat endpoints, called like
+            ``ChatService(module_or_factory, store, to_input=..., resume=...)``
+            (default :class:`~streamtap.web.service.ChatService`: runs in this
+            process). ``streamtap_redis.RedisChatService.factory(client)`` shares
+            chats through Redis and sends the runs to workers; its ``active``,
+            ``run_of``, ``has_pending``, ``dismiss_pending`` and ``stop`` may be coroutines.
 
     Returns:
         A Starlette application; ``app.state.chat`` is its :class:`ChatService`,
@@ -180,7 +188,7 @@ def create_app(
     policy = SecurityPolicy(token=token, allowed_hosts=allowed_hosts, allowed_origins=allowed_origins)
     redactor = Redactor(redact) if redact or tracing is None else getattr(tracing, "redact", None) or Redactor()
     errors = ClientErrors(error_detail, redactor)
-    service = ChatService(
+    service = (chat_service or ChatService)(
         module_or_factory,
         LoggingStore(store if store is not None else MemoryEventStore(), errors),
         to_input=to_input,
@@ -290,8 +298,7 @@ def create_app(
     async def chat(request: Request) -> Response:
         try:
             req: ChatRequest = parse_chat_request(await read_json(request), max_messages=max_messages)
-            conv = service.conversations.get(req.chat_id)
-            answering = "resume" in req.body or (conv is not None and conv.pending is not None)
+            answering = "resume" in req.body or bool(await _resolved(service.has_pending(req.chat_id)))
             if not answering and not req.last_user_text:
                 raise BadRequest(422, "The last user message has no text; put the question in a {'type': 'text', 'text': ...} part.")
             carrier = {k: request.headers[k] for k in ("traceparent", "tracestate") if k in request.headers}
@@ -309,11 +316,11 @@ def create_app(
         if wanted is not None and not valid_id(wanted):
             return _error(422, f"Invalid run id {wanted!r}: 1-128 characters of letters, digits, '_', '-', '.', ':'.")
         if wanted is not None:  # a given run of this chat, finished or not, while its events are kept
-            run = service.run_of(chat_id, wanted)
+            run = await _resolved(service.run_of(chat_id, wanted))
             if run is None or await store_.read(run.run_id, limit=0) is None:
                 return _error(404, f"Chat {chat_id!r} has no run {wanted!r} any more (unknown, or its events expired).")
         else:
-            run = service.active(chat_id)
+            run = await _resolved(service.active(chat_id))
             if run is None:
                 return Response(status_code=204)
         live = run if isinstance(run, ActiveRun) else None  # a finished run has no readers to count
@@ -323,7 +330,7 @@ def create_app(
         chat_id = request.path_params["chat_id"]
         if not valid_id(chat_id):
             return _error(422, f"Invalid chat id {chat_id!r}.")
-        dismissed = service.dismiss_pending(chat_id)
+        dismissed = await _resolved(service.dismiss_pending(chat_id))
         if dismissed is not None:
             return JSONResponse({"stopped": True, "dismissed": dismissed})
         run = await service.stop(chat_id)
@@ -490,6 +497,11 @@ def _input_text(inputs: t.Any) -> str | None:
     if isinstance(inputs, list) and inputs and isinstance(inputs[-1], dict) and isinstance(inputs[-1].get("content"), str):
         return str(inputs[-1]["content"])
     return None
+
+
+async def _resolved(value: t.Any) -> t.Any:
+    """``value``, awaited when a service method returned a coroutine (a service kept in Redis)."""
+    return await value if inspect.isawaitable(value) else value
 
 
 def _escape(text: str) -> str:

@@ -393,6 +393,11 @@ class ChatService:
             log.info("Run %s: nobody read it for detach_timeout=%s s; it is cancelled", run.run_id, self.detach_timeout)
             run.handle.cancel(CLIENT_GONE)
 
+    def has_pending(self, chat_id: str) -> bool:
+        """Whether the conversation waits for the answer to an interrupt (its next message answers it)."""
+        conv = self.conversations.get(chat_id)
+        return conv is not None and conv.pending is not None
+
     def dismiss_pending(self, chat_id: str) -> str | None:
         """Drop the conversation's pending interrupt when no run is going; returns its id.
 
