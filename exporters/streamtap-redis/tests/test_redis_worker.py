@@ -196,3 +196,18 @@ async def test_worker_close_takes_no_new_requests_and_finishes_runs_within_the_g
     events = await _follow(store, "g1")
     assert [e["status"] for e in events if e["kind"] == "end"] == ["cancelled"]
     assert await client.exists(keys.meta("g2")) == 0  # never taken
+
+
+async def test_a_worker_whose_heartbeat_is_late_never_takes_over_its_own_request(client: aioredis.Redis, prefix: str) -> None:
+    """Under load a worker's own claim can go idle past claim_timeout: its reclaim loop must not re-run it."""
+    keys = Keys(prefix)
+    store = RedisEventStore(client, keys)
+    # the heartbeat is slower than the claim timeout, as on a machine too busy to beat in time
+    worker, task = await _running_worker(Slow(), client, keys, concurrency=4, claim_timeout=0.3, heartbeat=5.0)
+    await store.create("own")
+    await client.xadd(keys.requests, {"r": RunRequest("own", None, " ".join(["w"] * 120)).to_json()})  # ~1.2 s and more
+    events = await _follow(store, "own", timeout=20)
+    await _close(worker, task)
+    assert not [e for e in events if e["kind"] == "custom" and e["name"] == "streamtap.attempt"]
+    assert [e["status"] for e in events if e["kind"] == "end"] == ["ok"]
+    assert worker.completed == 1

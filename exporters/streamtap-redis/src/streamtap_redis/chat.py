@@ -17,7 +17,7 @@ import typing as t
 
 from streamtap import propagation
 from streamtap.web.chat import BadRequest, ChatRequest
-from streamtap.web.service import ActiveRun, ChatService
+from streamtap.web.service import STOP_REQUEST, ActiveRun, ChatService
 
 from .keys import Keys
 from .requests import RunRequest
@@ -208,7 +208,7 @@ class RedisChatService(ChatService):
         run = await self.active(chat_id)
         if run is None:
             return None
-        t.cast(RemoteHandle, run.handle).token.reason = "stopped by the user"
+        t.cast(RemoteHandle, run.handle).token.reason = STOP_REQUEST
         await self.request_stop(run.run_id)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (self.stop_wait if wait is None else wait)

@@ -33,6 +33,7 @@ import typing as t
 
 from streamtap import ModuleBase, propagation
 from streamtap.events import End, ErrorInfo, Run, Start
+from streamtap.web.service import STOP_REQUEST
 
 from .keys import Keys
 from .requests import BadRunRequest, RunRequest, parse_request
@@ -109,6 +110,7 @@ class Worker:
         self.stream_buffer = stream_buffer
         self.grace = grace
         self.running: dict[str, RunHandle] = {}
+        self._serving: set[bytes] = set()  # entry ids of the requests this worker runs now
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = asyncio.Event()
         self._slots = asyncio.Semaphore(concurrency)
@@ -182,11 +184,13 @@ class Worker:
     # -- one request ------------------------------------------------------------------
 
     async def _serve(self, entry_id: bytes, fields: t.Mapping[bytes, bytes], attempt: int) -> None:
+        self._serving.add(entry_id)
         try:
             await self._run_request(entry_id, fields, attempt)
         except Exception:
             log.exception("Request %s failed in the worker", entry_id)
         finally:
+            self._serving.discard(entry_id)
             self._slots.release()
 
     async def _run_request(self, entry_id: bytes, fields: t.Mapping[bytes, bytes], attempt: int) -> None:
@@ -249,7 +253,7 @@ class Worker:
         status: str | None = None
         try:
             if await self.client.exists(self.keys.stop(rid)):  # a stop that came before the worker did
-                handle.cancel("stopped by the user")
+                handle.cancel(STOP_REQUEST)
             async for ev in handle.events():
                 data = ev.to_dict()
                 if base:
@@ -333,6 +337,10 @@ class Worker:
             if not entries:
                 return taken
             for entry_id, fields in entries:
+                if entry_id in self._serving:
+                    # Our own request, idle because our heartbeat fell behind (a busy machine):
+                    # XAUTOCLAIM just refreshed our claim; running it again would duplicate it.
+                    continue
                 info = await self.client.xpending_range(self.keys.requests, GROUP, entry_id, entry_id, 1)
                 deliveries = int(info[0]["times_delivered"]) if info else 2
                 log.warning("Taking over run request %s (attempt %d): its worker stopped responding", entry_id.decode(), deliveries)
@@ -349,14 +357,14 @@ class Worker:
                 # A stop published while not subscribed: the key says so.
                 for rid, handle in list(self.running.items()):
                     if await self.client.exists(self.keys.stop(rid)):
-                        handle.cancel("stopped by the user")
+                        handle.cancel(STOP_REQUEST)
                 async for message in pubsub.listen():
                     if message.get("type") != "message":
                         continue
                     rid = message["data"].decode() if isinstance(message["data"], bytes) else str(message["data"])
                     found = self.running.get(rid)
                     if found is not None:
-                        found.cancel("stopped by the user")
+                        found.cancel(STOP_REQUEST)
             except asyncio.CancelledError:
                 raise
             except Exception:
