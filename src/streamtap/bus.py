@@ -36,7 +36,7 @@ import blinker
 from .events import Event
 from .exceptions import UsageError
 
-__all__ = ["KINDS", "Subscriber", "Subscription", "registry", "signals", "subscribe", "unsubscribe"]
+__all__ = ["KINDS", "FailureLog", "Sink", "Subscriber", "Subscription", "registry", "signals", "subscribe", "unsubscribe"]
 
 log = logging.getLogger("streamtap.bus")
 
@@ -52,6 +52,71 @@ scope_signal = _namespace.signal("scope")
 """Sent once when a run starts, with ``run=``. A receiver may return a callable
 that returns a context manager; the run enters it around ``forward()``. The
 tracing subscriber uses it to make the run's span current."""
+
+class FailureLog:
+    """The failure policy of everything the bus calls: log the first failure, count the rest.
+
+    One per subscriber, hook or receiver set. Its owner catches the exception
+    and calls :meth:`record`; the producer goes on.
+
+    Args:
+        owner: who failed, as the log line names it (``"streamtap subscriber my_fn"``).
+        logger: where the first failure is logged (at ``ERROR``, with its traceback).
+        later: the end of the log line, saying what happens to later failures.
+    """
+
+    __slots__ = ("_later", "_logger", "count", "owner")
+
+    def __init__(
+        self,
+        owner: str,
+        logger: logging.Logger | None = None,
+        later: str = "later failures are only counted",
+    ) -> None:
+        self.owner = owner
+        self._logger = logger or log
+        self._later = later
+        self.count = 0
+        """How many failures were recorded."""
+
+    def record(self, exc: BaseException) -> None:
+        """Count ``exc``; log it if it is the first. Never raises."""
+        self.count += 1
+        if self.count == 1:
+            self._logger.error(
+                "%s raised %s; the run goes on, %s", self.owner, type(exc).__name__, self._later, exc_info=exc
+            )
+
+
+class Sink(t.Protocol):
+    """Where a run tree's events go besides the subscribers: the buffer of a run stream.
+
+    Producers (:mod:`streamtap.dispatch`) use these three methods and nothing
+    else. A third party can feed its own buffer to a run the same way.
+    """
+
+    def put(self, event: Event) -> bool:
+        """Take one event, in ``seq`` order; never blocks, never raises.
+
+        May be called with the tree's lock held. Returns ``True`` when the
+        buffer is now full and the producer should call :meth:`wait_for_room`
+        (after delivery, outside any lock) before its next event.
+        """
+        ...
+
+    def wait_for_room(self) -> None:
+        """Block the calling (producing) thread until the buffer has room again, or return at once.
+
+        Returns at once when blocking is not the buffer's policy, when the
+        run has been cancelled or the consumer left, and when the caller is
+        the consumer's own event-loop thread (it awaits :meth:`room` instead).
+        """
+        ...
+
+    def room(self) -> t.Awaitable[None] | None:
+        """For an async producer on the consumer's loop: something to await until there is room, or ``None``."""
+        ...
+
 
 class _Registry:
     """The subscriptions that take every sender, per kind, as tuples replaced on change.
@@ -98,7 +163,7 @@ class Subscription:
     Calling it calls the subscriber, so ``@subscribe`` keeps the function usable.
     """
 
-    __slots__ = ("__weakref__", "_async", "_connected", "errors", "fn", "kinds", "name", "sender")
+    __slots__ = ("__weakref__", "_async", "_connected", "failures", "fn", "kinds", "name", "sender")
 
     def __init__(
         self,
@@ -112,10 +177,17 @@ class Subscription:
         self.kinds = kinds
         self.sender = sender
         self.name = _name_of(fn)
-        self.errors = 0
-        """How many times the subscriber raised."""
+        self.failures = FailureLog(
+            f"streamtap subscriber {self.name}", log, "later failures of this subscriber are only counted"
+        )
+        """The subscriber's failures: the first is logged, all are counted."""
         self._async = _AsyncDelivery(self, loop, maxsize) if loop is not None else None
         self._connected = False
+
+    @property
+    def errors(self) -> int:
+        """How many times the subscriber raised."""
+        return self.failures.count
 
     @property
     def dropped(self) -> int:
@@ -137,17 +209,7 @@ class Subscription:
         try:
             self.fn(event)
         except Exception as exc:
-            self._failed(exc)
-
-    def _failed(self, exc: BaseException) -> None:
-        self.errors += 1
-        if self.errors == 1:
-            log.error(
-                "streamtap subscriber %s raised %s; the run goes on, later failures of this subscriber are only counted",
-                self.name,
-                type(exc).__name__,
-                exc_info=exc,
-            )
+            self.failures.record(exc)
 
     def _connect(self) -> None:
         for kind in self.kinds:
@@ -224,7 +286,7 @@ class _AsyncDelivery:
             try:
                 await self.sub.fn(event)
             except Exception as exc:
-                self.sub._failed(exc)
+                self.sub.failures.record(exc)
 
     def close(self) -> None:
         with self._lock:

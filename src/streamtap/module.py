@@ -22,24 +22,28 @@ stops reading early, an abandoned stream collected by the garbage collector.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextlib
 import contextvars
-import dis
 import functools
 import inspect
 import os
+import textwrap
 import threading
 import types
 import typing as t
 
 from . import bus
-from .context import CancelToken, Executor, RunContext, _current, _Root
+from .buffer import Policy, StreamBuffer
+from .context import CancelToken, Executor, RunContext
+from .context import current_var as _current
+from .dispatch import Tree
 from .events import ERROR_DETAIL_PREFIX, ErrorInfo, Run, RunKind, Status
 from .exceptions import RunCancelled, UsageError
-from .streams import Policy, RunHandle, RunStream, _Buffer
+from .streams import RunHandle, RunStream
 
-__all__ = ["Configured", "Delta", "ModuleBase", "default_executor", "new_id"]
+__all__ = ["Configured", "Delta", "ModuleBase", "default_executor", "new_id", "returns_value"]
 
 _chunk_receivers = bus.signals["chunk"].receivers
 _registry = bus.registry
@@ -159,28 +163,51 @@ class _Shape:
     AGEN = 3
 
 
-def _returns_value(fn: t.Callable[..., t.Any]) -> bool:
-    """Whether a generator function may ``return`` a value (conservatively ``True`` when unsure).
+class _ReturnFinder(ast.NodeVisitor):
+    """Finds a ``return <value>`` in a function body, not looking into nested functions, lambdas or classes."""
 
-    Lets the hot path consume a generator at C speed when its return value cannot matter.
+    def __init__(self) -> None:
+        self.found = False
+
+    def visit_Return(self, node: ast.Return) -> None:  # noqa: N802 - the ast.NodeVisitor protocol
+        if node.value is not None and not (isinstance(node.value, ast.Constant) and node.value.value is None):
+            self.found = True
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:  # noqa: N802
+        pass
+
+    def visit_AsyncFunctionDef(self, node: ast.AsyncFunctionDef) -> None:  # noqa: N802
+        pass
+
+    def visit_Lambda(self, node: ast.Lambda) -> None:  # noqa: N802
+        pass
+
+    def visit_ClassDef(self, node: ast.ClassDef) -> None:  # noqa: N802
+        pass
+
+
+def returns_value(fn: t.Callable[..., t.Any]) -> bool:
+    """Whether a generator function may ``return`` a value: it has a ``return <expr>`` other than ``return None``.
+
+    Read once per class from the function's *source*, with :mod:`ast` (whose
+    ``Return`` node is the same on every supported Python), so that a module
+    whose generator cannot return a value is consumed at C speed when nobody
+    listens. ``True`` (the safe answer: the return value is captured) when
+    the source is not available, e.g. for a function made by ``exec``.
     """
-    code = getattr(fn, "__code__", None)
-    if code is None:
-        return True
+    func = inspect.unwrap(getattr(fn, "__func__", fn))
     try:
-        previous = None
-        for ins in dis.get_instructions(code):
-            if ins.opname == "RETURN_CONST" and ins.argval is not None:
-                return True
-            if ins.opname == "RETURN_VALUE" and not (
-                previous is not None and previous.opname == "LOAD_CONST" and previous.argval is None
-            ):
-                return True
-            if ins.opname not in ("CACHE", "EXTENDED_ARG", "NOP"):
-                previous = ins
-    except Exception:  # pragma: no cover - unknown bytecode
+        source = textwrap.dedent(inspect.getsource(func))
+        tree = ast.parse(source)
+    except (OSError, TypeError, SyntaxError, IndentationError):
         return True
-    return False
+    body = tree.body[0] if tree.body else None
+    if not isinstance(body, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return True  # a lambda or something else: be safe
+    finder = _ReturnFinder()
+    for stmt in body.body:
+        finder.visit(stmt)
+    return finder.found
 
 
 def _shape_of(fn: t.Callable[..., t.Any]) -> int:
@@ -264,7 +291,7 @@ class _Call(t.NamedTuple):
 
     args: tuple[t.Any, ...]
     kwargs: dict[str, t.Any]
-    sink: _Buffer | None = None
+    sink: StreamBuffer | None = None
     token: CancelToken | None = None
     run_id: str | None = None
     options: _Options | None = None
@@ -349,7 +376,7 @@ class ModuleBase:
     blocking: bool = True
     join_output: bool = True
     _forward_shape: int = _Shape.SYNC
-    _forward_returns: bool = True
+    _forward_returns: bool | None = None  # read from the source on the first generator call (see returns_value)
 
     def __init__(
         self,
@@ -386,7 +413,7 @@ class ModuleBase:
     def __init_subclass__(cls, **kwargs: t.Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._forward_shape = _shape_of(cls.forward)
-        cls._forward_returns = _returns_value(cls.forward)
+        cls._forward_returns = None
         init = cls.__dict__.get("__init__")
         if init is not None and not getattr(init, "_streamtap_options", False):
             setattr(cls, "__init__", _strip_options(init))  # noqa: B010 - mypy refuses assigning a method
@@ -447,7 +474,7 @@ class ModuleBase:
             meta = self.metadata if options.metadata is None else options.metadata
         if parent is None:
             run = _tuple_new(Run, (rid, name, self.kind, None, rid, tags, meta, (name,)))
-            root = _Root() if sink is not None else None  # else made on first use
+            root = Tree() if sink is not None else None  # else made on first use
             sinks: tuple[t.Any, ...] = (sink,) if sink is not None else ()
             tok = token  # None: made on first use; until then nobody can cancel this call
         else:
@@ -457,11 +484,11 @@ class ModuleBase:
             else:
                 tags = prun.tags
             run = _tuple_new(Run, (rid, name, self.kind, prun.run_id, prun.root_id, tags, meta, prun.path + (name,)))
-            root = parent._root or parent._root_state()
+            root = parent.tree()
             sinks = parent.sinks + (sink,) if sink is not None else parent.sinks
             tok = token or parent.token
         ctx = RunContext(run, self, root, sinks, tok)
-        ctx._start(_inputs_of(args, kwargs))
+        ctx.send_start(_inputs_of(args, kwargs))
         scopes: list[t.Callable[[], t.ContextManager[t.Any]]] = []
         if _scope_signal.receivers:
             try:
@@ -485,7 +512,7 @@ class ModuleBase:
         if isinstance(detail, t.Mapping) and detail:
             # an exception's redacted detail (LLMError.detail): kept for spans and server logs, not for clients
             ctx.annotate(**{f"{ERROR_DETAIL_PREFIX}{key}": value for key, value in detail.items()})
-        ctx._end(status, output, error)
+        ctx.send_end(status, output, error)
 
     def _running(self, call: _Call) -> _Running:
         ctx, scopes = self._open(call)
@@ -566,10 +593,13 @@ class ModuleBase:
             except StopIteration as stop:
                 return stop.value
             ctx.chunk_first()
-            if not (sinks or recv or _registry.chunk or ctx._token is not None):
+            returns = self._forward_returns
+            if returns is None:
+                returns = type(self)._forward_returns = returns_value(type(self).forward)
+            if not (sinks or recv or _registry.chunk or ctx.cancellable):
                 # Nobody listens and nobody can cancel this call: let C consume the rest.
                 append(item)
-                if not self._forward_returns:
+                if not returns:
                     if join:
                         parts.extend(gen)
                     else:
@@ -590,7 +620,7 @@ class ModuleBase:
             else:
                 _emit_item(ctx, item)
             box = []  # type: ignore[no-redef]
-            for item in _capture(gen, box) if self._forward_returns else gen:
+            for item in _capture(gen, box) if returns else gen:
                 append(item)
                 if item.__class__ is str:
                     chunk(item)
@@ -661,9 +691,10 @@ class ModuleBase:
                     first = False
                 append(item)
                 _emit_item(ctx, item)  # checks for listeners and cancellation itself
-                for sink in sinks:
-                    if sink.over():
-                        await sink.wait_for_room()
+                for sink in sinks:  # ctx.wait_for_room(), inlined: this runs per chunk
+                    waiter = sink.room()
+                    if waiter is not None:
+                        await waiter
         finally:
             await agen.aclose()
         return _output_of(parts, None)
@@ -806,15 +837,15 @@ class Buffered:
     __slots__ = ("maxsize", "module", "options", "policy")
 
     def __init__(self, module: ModuleBase, maxsize: int, policy: Policy, options: _Options | None = None) -> None:
-        _Buffer(maxsize, policy)  # validate now, with a clear error
+        StreamBuffer(maxsize, policy)  # validate now, with a clear error
         self.module = module
         self.maxsize = maxsize
         self.policy = policy
         self.options = options
 
-    def _prepare(self) -> tuple[_Buffer, RunHandle, CancelToken, t.Callable[[], None]]:
+    def _prepare(self) -> tuple[StreamBuffer, RunHandle, CancelToken, t.Callable[[], None]]:
         parent = _current.get()
-        buf = _Buffer(self.maxsize, self.policy)
+        buf = StreamBuffer(self.maxsize, self.policy)
         if parent is not None:
             token = parent.token.child()
             ptoken = parent.token
@@ -860,8 +891,7 @@ class Buffered:
             msg = "astart()/astream() need a running event loop; from synchronous code use start()/stream()."
             raise UsageError(msg) from None
         buf, handle, token, finish = self._prepare()
-        buf._loop = loop
-        buf._loop_thread = threading.get_ident()
+        buf.bind_loop(loop)
 
         run_id = handle.run_id
         module = self.module

@@ -277,10 +277,7 @@ async def _aemit(item: t.Any) -> None:
     _emit(item)
     ctx = current()
     if ctx is not None:
-        for sink in ctx.sinks:
-            over = getattr(sink, "over", None)
-            if over is not None and over():
-                await sink.wait_for_room()
+        await ctx.wait_for_room()
 
 
 # -- batches ---------------------------------------------------------------------

@@ -734,7 +734,7 @@ def _create_cancellable(ctx: RunContext, create: t.Callable[..., t.Any], kwargs:
     it on cancel; a response that arrives later is closed straight away. A
     call that nobody can cancel is made directly.
     """
-    if ctx._token is None:
+    if not ctx.cancellable:
         return create(**kwargs)
     cancelled: concurrent.futures.Future[None] = concurrent.futures.Future()
     remove = ctx.on_cancel(lambda: cancelled.done() or cancelled.set_result(None))
@@ -815,10 +815,7 @@ async def _emit(ctx: RunContext, deltas: list[Delta]) -> None:
         return
     for d in deltas:
         ctx.chunk(d.delta, d.channel, d.call_id)
-    for sink in ctx.sinks:
-        over = getattr(sink, "over", None)
-        if over is not None and over():
-            await sink.wait_for_room()
+    await ctx.wait_for_room()
 
 
 async def _keep_until_loop_closes(client: t.Any) -> t.AsyncGenerator[None, None]:
