@@ -124,7 +124,7 @@ class StreamBuffer:
             self.error = StreamOverflowError(self.maxsize)
             self._limit = 0
             self._wake()
-            return
+            return False
         if self.closed:
             return False
         q.append(event)

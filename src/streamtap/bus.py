@@ -126,12 +126,15 @@ class _Registry:
     through blinker, whose sender index does the filtering.
     """
 
-    __slots__ = ("_lock", *KINDS)
+    __slots__ = ("_lock", "chunk", "custom", "end", "start", "tool")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        for kind in KINDS:
-            setattr(self, kind, ())
+        self.start: tuple[Subscription, ...] = ()
+        self.chunk: tuple[Subscription, ...] = ()
+        self.tool: tuple[Subscription, ...] = ()
+        self.custom: tuple[Subscription, ...] = ()
+        self.end: tuple[Subscription, ...] = ()
 
     def add(self, kind: str, sub: Subscription) -> None:
         with self._lock:

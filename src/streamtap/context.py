@@ -155,15 +155,11 @@ class RunContext(Emitter):
     """
 
     __slots__ = (
-        "_t0",
-        "_t_first",
         "_token",
-        "_tree",
         "attributes",
         "module",
         "run",
         "sinks",
-        "started_at",
         "usage",
     )
 
@@ -224,7 +220,7 @@ class RunContext(Emitter):
                 tok = self._token
                 if tok is None:
                     tok = self._token = CancelToken()
-        return tok
+        return t.cast(CancelToken, tok)
 
     @property
     def cancellable(self) -> bool:

@@ -90,14 +90,22 @@ class Tree:
             time.sleep(0)
 
 
+class _Cancellable(t.Protocol):
+    """What an emitter reads of its run's cancel token."""
+
+    cancelled: bool
+    reason: str | None
+
+
 class Emitter:
     """The emission methods of a run (mixed into :class:`~streamtap.RunContext`, which holds the state).
 
-    Subclasses provide the slots ``run``, ``module``, ``sinks``, ``_tree``,
-    ``_token``, ``attributes``, ``usage``, ``started_at``, ``_t0`` and ``_t_first``.
+    Subclasses provide ``run``, ``module``, ``sinks``, ``_token``,
+    ``attributes`` and ``usage``; the emitter keeps the tree and the clocks.
     """
 
-    __slots__ = ()
+    # The ordering and clock state that dispatch writes; the rest of the run state is the subclass's.
+    __slots__ = ("_t0", "_t_first", "_tree", "started_at")
 
     run: Run
     module: t.Any
@@ -106,7 +114,7 @@ class Emitter:
     usage: Usage | None
     started_at: float
     _tree: Tree | None
-    _token: t.Any
+    _token: _Cancellable | None
     _t0: float
     _t_first: float | None
 

@@ -162,7 +162,7 @@ class Usage(t.NamedTuple):
     reasoning_tokens: int | None = None
     cached_input_tokens: int | None = None
 
-    def __add__(self, other: object) -> Usage:  # type: ignore[override]
+    def __add__(self, other: object) -> Usage:
         """Add two usages field by field (``None`` counts as absent)."""
         if not isinstance(other, Usage):
             return NotImplemented
@@ -268,9 +268,8 @@ def _run_dict(value: Run) -> dict[str, t.Any]:
     return value.to_dict()
 
 
-_RUN_WIRE: tuple[tuple[str, Convert], ...] = tuple(
-    (name, {"tags": list, "path": list, "metadata": to_jsonable}.get(name, _same)) for name in Run._fields
-)
+_RUN_CONVERT: dict[str, Convert] = {"tags": list, "path": list, "metadata": to_jsonable}
+_RUN_WIRE: tuple[tuple[str, Convert], ...] = tuple((name, _RUN_CONVERT.get(name, _same)) for name in Run._fields)
 
 # How each field crosses the wire; a field not named here is already JSON-safe (str, int, float, None).
 _CONVERT: dict[str, Convert] = {
@@ -340,7 +339,7 @@ class Chunk(_Wire, _ChunkFields):
     kind: t.ClassVar[t.Literal["chunk"]] = "chunk"
     _wire = _wire_format(_ChunkFields._fields)
 
-    def __add__(self, other: object) -> Chunk:  # type: ignore[override]
+    def __add__(self, other: object) -> Chunk:
         """Join two chunks of the same run, channel and call into one."""
         if not isinstance(other, Chunk):
             return NotImplemented

@@ -122,9 +122,9 @@ def _output_of(parts: list[t.Any], returned: t.Any) -> t.Any:
     except TypeError:
         pass
     texts = [
-        p if p.__class__ is str else p.delta
+        p if isinstance(p, str) else p.delta
         for p in parts
-        if p.__class__ is str or (p.__class__ is Delta and p.channel == "text" and isinstance(p.delta, str))
+        if isinstance(p, str) or (isinstance(p, Delta) and p.channel == "text" and isinstance(p.delta, str))
     ]
     if texts:
         return "".join(texts)
@@ -619,7 +619,7 @@ class ModuleBase:
                 chunk(item)
             else:
                 _emit_item(ctx, item)
-            box = []  # type: ignore[no-redef]
+            box = []
             for item in _capture(gen, box) if returns else gen:
                 append(item)
                 if item.__class__ is str:

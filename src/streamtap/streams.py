@@ -100,7 +100,7 @@ class _Iterable:
                 return False
             return (
                 (k is None or ev.kind in k)
-                and (c is None or ev.__class__ is not Chunk or ev.channel in c)  # type: ignore[union-attr]
+                and (c is None or ev.__class__ is not Chunk or ev.channel in c)
                 and (n is None or run.name in n)
                 and (xn is None or run.name not in xn)
                 and (tg is None or not tg.isdisjoint(run.tags))
@@ -268,7 +268,7 @@ class RunStream(_Iterable):
             raise StopAsyncIteration
         return ev
 
-    def __aiter__(self) -> RunStream:  # type: ignore[override]
+    def __aiter__(self) -> RunStream:
         return self
 
     def result(self, timeout: float | None = None) -> t.Any:

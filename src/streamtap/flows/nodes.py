@@ -417,7 +417,7 @@ class ParallelBatchNode(Node):
 
     max_workers: int = 8
 
-    def forward(self, shared: t.Any) -> t.Any:  # type: ignore[override]
+    def forward(self, shared: t.Any) -> t.Any:
         """prep -> exec per item in a bounded thread pool -> post."""
         slot = take_slot()
         batch = _Batch(self._run_name())
