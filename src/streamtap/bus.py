@@ -126,7 +126,7 @@ class _Registry:
     through blinker, whose sender index does the filtering.
     """
 
-    __slots__ = ("_lock", "chunk", "custom", "end", "start", "tool")
+    __slots__ = ("_lock", "chunk", "chunk_calls", "custom", "end", "start", "tool")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -135,14 +135,23 @@ class _Registry:
         self.tool: tuple[Subscription, ...] = ()
         self.custom: tuple[Subscription, ...] = ()
         self.end: tuple[Subscription, ...] = ()
+        self.chunk_calls: tuple[tuple[Subscriber, t.Callable[[BaseException], None]], ...] = ()
+        """The chunk subscribers as ``(call, on_failure)`` pairs: the hot path calls them without a method hop."""
 
     def add(self, kind: str, sub: Subscription) -> None:
+        """Add ``sub`` to the subscribers of ``kind``."""
         with self._lock:
             setattr(self, kind, (*getattr(self, kind), sub))
+            self._rebuild()
 
     def remove(self, kind: str, sub: Subscription) -> None:
+        """Remove ``sub`` from the subscribers of ``kind``."""
         with self._lock:
             setattr(self, kind, tuple(s for s in getattr(self, kind) if s is not sub))
+            self._rebuild()
+
+    def _rebuild(self) -> None:
+        self.chunk_calls = tuple(s.direct_call() for s in self.chunk)
 
 
 registry = _Registry()
@@ -200,6 +209,12 @@ class Subscription:
     def __call__(self, *args: t.Any, **kwargs: t.Any) -> t.Any:
         """Call the subscriber itself."""
         return self.fn(*args, **kwargs)
+
+    def direct_call(self) -> tuple[Subscriber, t.Callable[[BaseException], None]]:
+        """``(call, on_failure)``: what a producer calls per event, and what it calls when that raises."""
+        if self._async is not None:
+            return self._async.put, self.failures.record
+        return self.fn, self.failures.record
 
     def _receive(self, sender: t.Any, /, *, event: Event, **_: t.Any) -> None:
         self.deliver(event)

@@ -140,9 +140,9 @@ class Emitter:
         if tok is not None and tok.cancelled:
             msg = tok.reason or f"run {self.run.run_id} was cancelled"
             raise RunCancelled(msg)
-        subs = _registry.chunk
+        calls = _registry.chunk_calls
         sinks = self.sinks
-        if not (sinks or subs or _chunk_receivers):
+        if not (sinks or calls or _chunk_receivers):
             return
         tree = self._tree or self.tree()
         full = done = False
@@ -155,8 +155,11 @@ class Emitter:
                     for sink in sinks:
                         if sink.put(ev):
                             full = True
-                    for sub in subs:
-                        sub.deliver(ev)
+                    for call, failed in calls:
+                        try:
+                            call(ev)
+                        except Exception as exc:
+                            failed(exc)
                     if _chunk_receivers:
                         _chunk_sig.send(self.module, event=ev)
                     done = True
@@ -170,8 +173,11 @@ class Emitter:
                 for sink in sinks:
                     if sink.put(ev):
                         full = True
-                for sub in subs:
-                    sub.deliver(ev)
+                for call, failed in calls:
+                    try:
+                        call(ev)
+                    except Exception as exc:
+                        failed(exc)
                 if _chunk_receivers:
                     _chunk_sig.send(self.module, event=ev)
         if full:
@@ -284,4 +290,4 @@ class Emitter:
 
     def listened(self) -> bool:
         """Whether anything at all can receive this run's chunks (a stream, a subscriber, a receiver)."""
-        return bool(self.sinks or _registry.chunk or _chunk_receivers)
+        return bool(self.sinks or _registry.chunk_calls or _chunk_receivers)

@@ -596,7 +596,7 @@ class ModuleBase:
             returns = self._forward_returns
             if returns is None:
                 returns = type(self)._forward_returns = returns_value(type(self).forward)
-            if not (sinks or recv or _registry.chunk or ctx.cancellable):
+            if not (sinks or recv or _registry.chunk_calls or ctx.cancellable):
                 # Nobody listens and nobody can cancel this call: let C consume the rest.
                 append(item)
                 if not returns:
