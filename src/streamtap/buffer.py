@@ -21,12 +21,25 @@ import typing as t
 from .events import Event
 from .exceptions import StreamOverflowError, UsageError
 
-__all__ = ["Policy", "StreamBuffer"]
+__all__ = ["Driver", "Policy", "StreamBuffer"]
 
 Policy = t.Literal["block", "drop_oldest", "error"]
 """What a stream does when its consumer lags (see :mod:`streamtap.streams`)."""
 
 _POLICIES = ("block", "drop_oldest", "error")
+
+
+class Driver(t.Protocol):
+    """A run its reader can advance (:class:`streamtap.driven.DrivenRun`)."""
+
+    @property
+    def pumping(self) -> int | None:
+        """The thread advancing the run right now, or ``None``."""
+        ...
+
+    def step(self) -> bool:
+        """Advance the run by one step; ``False`` when the calling thread cannot."""
+        ...
 
 
 class StreamBuffer:
@@ -57,6 +70,8 @@ class StreamBuffer:
         "_q",
         "_room_waiter",
         "closed",
+        "driver",
+        "put",
         "dropped",
         "error",
         "finished",
@@ -66,12 +81,7 @@ class StreamBuffer:
     )
 
     def __init__(self, maxsize: int, policy: Policy) -> None:
-        if not isinstance(maxsize, int) or maxsize < 1:
-            msg = f"A stream's maxsize must be a whole number of at least 1, got {maxsize!r}."
-            raise UsageError(msg)
-        if policy not in _POLICIES:
-            msg = f"Unknown stream policy {policy!r}; choose one of {list(_POLICIES)}."
-            raise UsageError(msg)
+        self.validate(maxsize, policy)
         self.maxsize = maxsize
         self.policy = policy
         self._limit = maxsize  # 0 once the stream takes no more events (closed, or overflowed)
@@ -89,10 +99,29 @@ class StreamBuffer:
         self.finished = False  # the producer is done: no more events will come
         self.closed = False  # the consumer left: events are discarded
         self.released = False  # the run was cancelled: producers no longer wait for room
+        self.put: t.Callable[[Event], bool | None] = self._put
+        """Take one event, in ``seq`` order (the :class:`~streamtap.bus.Sink` method). ``True``: the buffer is
+        full, call :meth:`wait_for_room`. While the reader drives the run itself, a bare append."""
+        self.driver: Driver | None = None
+        """Set when the reader may advance the run itself (a same-thread stream, :mod:`streamtap.driven`)."""
+
+    @staticmethod
+    def validate(maxsize: int, policy: Policy) -> None:
+        """Check a buffer's settings.
+
+        Raises:
+            UsageError: a ``maxsize`` below 1 or an unknown ``policy``, naming it.
+        """
+        if not isinstance(maxsize, int) or maxsize < 1:
+            msg = f"A stream's maxsize must be a whole number of at least 1, got {maxsize!r}."
+            raise UsageError(msg)
+        if policy not in _POLICIES:
+            msg = f"Unknown stream policy {policy!r}; choose one of {list(_POLICIES)}."
+            raise UsageError(msg)
 
     # -- producer side -------------------------------------------------
 
-    def put(self, event: Event) -> bool:
+    def _put(self, event: Event) -> bool:
         """Take one event (see :meth:`streamtap.bus.Sink.put`); ``True``: full, call :meth:`wait_for_room`."""
         q = self._q
         n = len(q)
@@ -133,6 +162,9 @@ class StreamBuffer:
         return self.policy == "block"
 
     def _wait_for_room(self) -> None:
+        driver = self.driver
+        if driver is not None and driver.pumping is not None:
+            return  # the reader is producing: nobody else would make room (see streamtap.driven)
         if self._loop_thread is not None and self._loop_thread == threading.get_ident():
             # The producer runs on the async consumer's own loop: blocking would
             # deadlock. It goes over by one; the module awaits room at its next chunk.
@@ -217,8 +249,19 @@ class StreamBuffer:
                             pass
 
     def get(self, timeout: float | None = None) -> Event | None:
-        """Next event, or ``None`` at the end of the stream."""
+        """Next event, or ``None`` at the end of the stream.
+
+        Raises:
+            StreamOverflowError: under the ``"error"`` policy, once the buffered events are read.
+            TimeoutError: no event within ``timeout`` seconds.
+            UsageError: the stream is fed by a task of this thread's own event loop.
+        """
         q = self._q
+        if q and not self._producers_waiting and self._room_waiter is None:
+            try:
+                return q.popleft()  # the hot path
+            except IndexError:
+                pass
         while True:
             if q:
                 try:
@@ -240,6 +283,17 @@ class StreamBuffer:
                     "here would block that task forever. Iterate it with 'async for' (or use module.stream())."
                 )
                 raise UsageError(msg)
+            driver = self.driver
+            if driver is not None:
+                # The reader advances the run itself; its own events need no wake-up nor room.
+                if self.policy == "block":
+                    self.put = q.append
+                try:
+                    stepped = driver.step()
+                finally:
+                    self.put = self._put
+                if stepped:
+                    continue
             with self._cond:
                 # Left set after waiting: the next wake clears it (clearing it here could lose another reader's).
                 self._consumer_waiting = True

@@ -95,12 +95,14 @@ class Sink(t.Protocol):
     else. A third party can feed its own buffer to a run the same way.
     """
 
-    def put(self, event: Event) -> bool:
+    @property
+    def put(self) -> t.Callable[[Event], bool | None]:
         """Take one event, in ``seq`` order; never blocks, never raises.
 
         May be called with the tree's lock held. Returns ``True`` when the
         buffer is now full and the producer should call :meth:`wait_for_room`
-        (after delivery, outside any lock) before its next event.
+        (after delivery, outside any lock) before its next event. (A callable
+        attribute, so that a buffer can make it a bare ``deque.append``.)
         """
         ...
 

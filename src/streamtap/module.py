@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import concurrent.futures
 import contextlib
 import contextvars
 import functools
@@ -31,6 +32,7 @@ import inspect
 import os
 import textwrap
 import threading
+import time
 import types
 import typing as t
 
@@ -39,6 +41,7 @@ from .buffer import Policy, StreamBuffer
 from .context import CancelToken, Executor, RunContext
 from .context import current_var as _current
 from .dispatch import Tree
+from .driven import DrivenRun
 from .events import ERROR_DETAIL_PREFIX, ErrorInfo, Run, RunKind, Status
 from .exceptions import RunCancelled, UsageError
 from .streams import RunHandle, RunStream
@@ -51,6 +54,8 @@ _tuple_new = tuple.__new__
 _GEN = types.GeneratorType
 _scope_signal = bus.scope_signal
 _EMPTY_META: t.Mapping[str, t.Any] = types.MappingProxyType({})
+_BATCH = 64  # a same-thread stream hands its reader at most this many items at once...
+_BATCH_S = 0.001  # ...or what one millisecond produced, whichever comes first
 
 # -- ids ----------------------------------------------------------------------
 
@@ -566,6 +571,53 @@ class ModuleBase:
             running.output = self._forward_sync(running.ctx, call.args, call.kwargs)
             return running.output
 
+    def _steps(self, call: _Call, future: concurrent.futures.Future[t.Any], finish: t.Callable[[], None]) -> t.Generator[None, None, None]:
+        """The run of a generator ``forward`` as steps: one yield per item (see :mod:`streamtap.driven`).
+
+        Records the output or the exception in ``future`` instead of raising it (the stream's
+        reader learns of a failure from the ``End`` event, the caller from the handle).
+        """
+        try:
+            with self._running(call) as running:
+                ctx = running.ctx
+                gen = self.forward(*call.args, **call.kwargs)
+                parts: list[t.Any] = []
+                append = parts.append if self.join_output else _discard
+                chunk = ctx.chunk
+                box: list[t.Any] = []
+                clock = time.perf_counter
+                due = 0.0  # the first item is handed over at once
+                n = 0
+                returns = self._forward_returns
+                if returns is None:
+                    returns = type(self)._forward_returns = returns_value(type(self).forward)
+                try:
+                    for item in _capture(gen, box) if returns else gen:
+                        append(item)
+                        if item.__class__ is str:
+                            chunk(item)
+                        else:
+                            _emit_item(ctx, item)
+                        n += 1
+                        # Hand over in batches: every _BATCH items, or once _BATCH_S has passed since the last.
+                        if n >= _BATCH or clock() >= due:
+                            yield
+                            n = 0
+                            due = clock() + _BATCH_S
+                finally:
+                    gen.close()
+                running.output = _output_of(parts, box[0] if box else None)
+        except BaseException as exc:
+            if not future.done():
+                future.set_exception(exc)
+            if isinstance(exc, (GeneratorExit, KeyboardInterrupt, SystemExit)):
+                raise
+        else:
+            if not future.done():
+                future.set_result(running.output)
+        finally:
+            finish()
+
     def _forward_sync(self, ctx: RunContext, args: tuple[t.Any, ...], kwargs: dict[str, t.Any]) -> t.Any:
         result = self.forward(*args, **kwargs)
         cls = result.__class__
@@ -837,7 +889,7 @@ class Buffered:
     __slots__ = ("maxsize", "module", "options", "policy")
 
     def __init__(self, module: ModuleBase, maxsize: int, policy: Policy, options: _Options | None = None) -> None:
-        StreamBuffer(maxsize, policy)  # validate now, with a clear error
+        StreamBuffer.validate(maxsize, policy)  # now, with a clear error
         self.module = module
         self.maxsize = maxsize
         self.policy = policy
@@ -879,9 +931,25 @@ class Buffered:
         return handle
 
     def stream(self, *args: t.Any, **kwargs: t.Any) -> RunStream:
-        """See :meth:`ModuleBase.stream`."""
-        handle = self.start(*args, **kwargs)
-        return RunStream(handle._buffer, handle)  # type: ignore[arg-type]
+        """See :meth:`ModuleBase.stream`.
+
+        A synchronous generator ``forward`` is driven by the stream's reader
+        when it reads first (see :mod:`streamtap.driven`); any other shape runs
+        in the SDK's pool.
+        """
+        module = self.module
+        if module._forward_shape != _Shape.GEN:
+            handle = self.start(*args, **kwargs)
+            return RunStream(handle.buffer, handle)
+        buf, handle, token, finish = self._prepare()
+        future: concurrent.futures.Future[t.Any] = concurrent.futures.Future()
+        call = _Call(args, kwargs, buf, token, handle.run_id, self.options)
+        driven = DrivenRun(module._steps(call, future, finish), future)
+        buf.driver = driven
+        handle._future = future
+        handle._driven = driven
+        default_executor().submit(driven.run_in_thread)
+        return RunStream(buf, handle)
 
     def astart(self, *args: t.Any, **kwargs: t.Any) -> RunHandle:
         """See :meth:`ModuleBase.astart`."""
@@ -922,4 +990,4 @@ class Buffered:
     def astream(self, *args: t.Any, **kwargs: t.Any) -> RunStream:
         """See :meth:`ModuleBase.astream`."""
         handle = self.astart(*args, **kwargs)
-        return RunStream(handle._buffer, handle)  # type: ignore[arg-type]
+        return RunStream(handle.buffer, handle)

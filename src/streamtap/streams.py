@@ -33,6 +33,7 @@ import typing as t
 from .answer import AnswerText
 from .buffer import Policy, StreamBuffer
 from .context import CancelToken
+from .driven import DrivenRun
 from .events import Chunk, Event
 from .exceptions import RunCancelled, StreamOverflowError, UsageError
 
@@ -294,7 +295,11 @@ class RunStream(_Iterable):
         if not buf.closed:
             buf.close()
             if self._owns_run and not buf.finished:
-                self.handle.cancel("the stream was closed before the run ended")
+                reason = "the stream was closed before the run ended"
+                self.handle.cancel(reason)
+                driven = self.handle._driven
+                if driven is not None:
+                    driven.abandon(reason)
 
     async def aclose(self) -> None:
         """Async :meth:`close`."""
@@ -333,7 +338,7 @@ class RunHandle:
     cancelled.
     """
 
-    __slots__ = ("_buffer", "_future", "run_id", "token")
+    __slots__ = ("_buffer", "_driven", "_future", "run_id", "token")
 
     def __init__(self, run_id: str, token: CancelToken, buffer: StreamBuffer | None = None) -> None:
         self.run_id = run_id
@@ -342,6 +347,19 @@ class RunHandle:
         self._future: concurrent.futures.Future[t.Any] | asyncio.Future[t.Any] | None = None
         # The buffer, not a RunStream: no reference cycle, so a dropped stream is collected at once.
         self._buffer = buffer
+        self._driven: DrivenRun | None = None  # set for a same-thread stream (streamtap.driven)
+
+    @property
+    def buffer(self) -> StreamBuffer:
+        """The buffer of the call's stream.
+
+        Raises:
+            UsageError: when the call was started without a stream.
+        """
+        if self._buffer is None:
+            msg = "This run was started without a stream. Use module.start(...) or module.stream(...) to get one."
+            raise UsageError(msg)
+        return self._buffer
 
     def events(self) -> RunStream:
         """The stream of the call's events (every call reads the same buffer).
@@ -386,6 +404,8 @@ class RunHandle:
         """
         fut = self._future
         assert fut is not None
+        if self._driven is not None:
+            self._driven.finish()  # a run its reader took: nobody else advances it
         if isinstance(fut, asyncio.Future):
             if fut.done():
                 return fut.result()
