@@ -11,9 +11,10 @@ SDK's pool, and whoever comes first takes it.
   runs outside the run). The first chunk costs no pool submit to wait for
   and no thread wake-up; no lock is taken while nothing else emits into the
   tree.
-* When the pool thread comes first (nobody read the stream yet), the run goes
-  on in that thread exactly as a background run does; the reader reads the
-  buffer as usual.
+* When nobody has read the stream :data:`GRACE` (5 ms) after ``stream()``,
+  the pool thread takes the run, which goes on in that thread exactly as a
+  background run does; the reader reads the buffer as usual. A stream nobody
+  reads still runs (and, under ``"block"``, waits for room), only 5 ms later.
 
 While the reader drives a step, no producer waits for room in that stream's
 buffer (the one who would make room is the one producing): events emitted
@@ -42,6 +43,9 @@ __all__ = ["DrivenRun"]
 
 Steps = t.Generator[None, None, None]
 
+GRACE = 0.005
+"""Seconds a pool thread leaves the reader to take a run before it takes it (a stream nobody reads still runs)."""
+
 
 class DrivenRun:
     """A run that the first of its reader or a pool thread takes and advances.
@@ -54,7 +58,7 @@ class DrivenRun:
         reason: what to cancel with when the reader leaves early.
     """
 
-    __slots__ = ("_lock", "_owner", "_pumping", "context", "done", "future", "steps")
+    __slots__ = ("_lock", "_owner", "_pumping", "_taken", "context", "done", "future", "steps")
 
     def __init__(self, steps: Steps, future: concurrent.futures.Future[t.Any]) -> None:
         self.steps = steps
@@ -64,6 +68,7 @@ class DrivenRun:
         self._lock = threading.Lock()  # claim, and one step at a time
         self._owner: str | None = None  # "reader" | "thread"
         self._pumping: int | None = None
+        self._taken = threading.Event()  # set by the reader's first step
         self.done = False
         """Whether the run has finished."""
 
@@ -73,7 +78,9 @@ class DrivenRun:
         return self._pumping
 
     def run_in_thread(self) -> None:
-        """The pool's side: run to the end here, unless the reader has taken the run."""
+        """The pool's side: unless the reader takes the run within :data:`GRACE` seconds, run it to the end here."""
+        if self._taken.wait(GRACE):
+            return
         if not self._lock.acquire(blocking=False):
             return  # the reader is advancing it
         try:
@@ -98,6 +105,7 @@ class DrivenRun:
         try:
             if self._owner is None:
                 self._owner = "reader"
+                self._taken.set()
             elif self._owner != "reader" or self.done:
                 return False
             self._pumping = threading.get_ident()
