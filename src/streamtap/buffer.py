@@ -60,23 +60,23 @@ class StreamBuffer:
 
     __slots__ = (
         "_async_waiters",
+        "_block_at",
         "_cond",
         "_consumer_waiting",
+        "_limit",
         "_loop",
         "_loop_thread",
         "_producers_waiting",
-        "_block_at",
-        "_limit",
         "_q",
         "_room_waiter",
         "closed",
         "driver",
-        "put",
         "dropped",
         "error",
         "finished",
         "maxsize",
         "policy",
+        "put",
         "released",
     )
 

@@ -228,7 +228,7 @@ class Subscription:
             return
         try:
             self.fn(event)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a subscriber never breaks the producer
             self.failures.record(exc)
 
     def _connect(self) -> None:
@@ -251,7 +251,7 @@ class Subscription:
         if self._async is not None:
             self._async.close()
 
-    def __enter__(self) -> Subscription:
+    def __enter__(self) -> Subscription:  # noqa: PYI034 - Self needs typing_extensions on 3.10
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -305,7 +305,7 @@ class _AsyncDelivery:
                 event = self._queue.popleft()
             try:
                 await self.sub.fn(event)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - an async subscriber never breaks delivery
                 self.sub.failures.record(exc)
 
     def close(self) -> None:
@@ -360,7 +360,7 @@ def subscribe(
     if maxsize < 1:
         msg = f"maxsize must be at least 1, got {maxsize!r}."
         raise UsageError(msg)
-    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None)):
+    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None)):  # noqa: B004 - an object whose __call__ is async
         if loop is None:
             try:
                 loop = asyncio.get_running_loop()

@@ -174,20 +174,20 @@ class _ReturnFinder(ast.NodeVisitor):
     def __init__(self) -> None:
         self.found = False
 
-    def visit_Return(self, node: ast.Return) -> None:  # noqa: N802 - the ast.NodeVisitor protocol
+    def visit_Return(self, node: ast.Return) -> None:
         if node.value is not None and not (isinstance(node.value, ast.Constant) and node.value.value is None):
             self.found = True
 
-    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:  # noqa: N802
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
         pass
 
-    def visit_AsyncFunctionDef(self, node: ast.AsyncFunctionDef) -> None:  # noqa: N802
+    def visit_AsyncFunctionDef(self, node: ast.AsyncFunctionDef) -> None:
         pass
 
-    def visit_Lambda(self, node: ast.Lambda) -> None:  # noqa: N802
+    def visit_Lambda(self, node: ast.Lambda) -> None:
         pass
 
-    def visit_ClassDef(self, node: ast.ClassDef) -> None:  # noqa: N802
+    def visit_ClassDef(self, node: ast.ClassDef) -> None:
         pass
 
 
@@ -316,7 +316,7 @@ class _Running:
         self.output: t.Any = None
         self.stack: contextlib.ExitStack | None = None
 
-    def __enter__(self) -> _Running:
+    def __enter__(self) -> _Running:  # noqa: PYI034 - Self needs typing_extensions on 3.10
         self.var = _current.set(self.ctx)
         if self.scopes:
             stack = self.stack = contextlib.ExitStack()
@@ -328,7 +328,7 @@ class _Running:
                 raise
         return self
 
-    def __exit__(self, tp: type[BaseException] | None, exc: BaseException | None, tb: t.Any) -> None:
+    def __exit__(self, tp: type[BaseException] | None, exc: BaseException | None, tb: types.TracebackType | None) -> None:
         try:
             if self.stack is not None:
                 self.stack.__exit__(tp, exc, tb)

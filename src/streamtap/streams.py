@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import threading
 import typing as t
 
 from .answer import AnswerText
@@ -305,13 +304,13 @@ class RunStream(_Iterable):
         """Async :meth:`close`."""
         self.close()
 
-    def __enter__(self) -> RunStream:
+    def __enter__(self) -> RunStream:  # noqa: PYI034 - Self needs typing_extensions on 3.10
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    async def __aenter__(self) -> RunStream:
+    async def __aenter__(self) -> RunStream:  # noqa: PYI034 - Self needs typing_extensions on 3.10
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -321,7 +320,7 @@ class RunStream(_Iterable):
         if self._owns_run:
             try:
                 self.close()
-            except Exception:  # pragma: no cover - interpreter shutdown
+            except Exception:  # noqa: BLE001, S110 - never raise from __del__ (interpreter shutdown)
                 pass
 
     def __repr__(self) -> str:
