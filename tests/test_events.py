@@ -8,7 +8,19 @@ import math
 
 import pytest
 
-from streamtap.events import Chunk, Custom, End, ErrorInfo, Run, Start, Timings, Tool, Usage, event_from_dict, to_jsonable
+from streamtap.events import (
+    Chunk,
+    Custom,
+    End,
+    ErrorInfo,
+    Run,
+    Start,
+    Timings,
+    Tool,
+    Usage,
+    event_from_dict,
+    to_jsonable,
+)
 
 RUN = Run("r1", "Echo", "module", None, "r1", ("t",), {"k": 1})
 
