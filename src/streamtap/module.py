@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import collections.abc
 import concurrent.futures
 import contextlib
 import contextvars
@@ -49,9 +50,11 @@ from .streams import RunHandle, RunStream
 __all__ = ["Configured", "Delta", "ModuleBase", "default_executor", "new_id", "returns_value"]
 
 _chunk_receivers = bus.signals["chunk"].receivers
+_start_receivers = bus.signals["start"].receivers
 _registry = bus.registry
 _tuple_new = tuple.__new__
 _GEN = types.GeneratorType
+_PLAIN = frozenset({str, int, float, bool, type(None), dict, list, tuple, bytes})  # never awaitable
 _scope_signal = bus.scope_signal
 _EMPTY_META: t.Mapping[str, t.Any] = types.MappingProxyType({})
 _BATCH = 64  # a same-thread stream hands its reader at most this many items at once...
@@ -493,7 +496,8 @@ class ModuleBase:
             sinks = parent.sinks + (sink,) if sink is not None else parent.sinks
             tok = token or parent.token
         ctx = RunContext(run, self, root, sinks, tok)
-        ctx.send_start(_inputs_of(args, kwargs))
+        # The inputs are only built for someone who will see them.
+        ctx.send_start(_inputs_of(args, kwargs) if sinks or _registry.start or _start_receivers else None)
         scopes: list[t.Callable[[], t.ContextManager[t.Any]]] = []
         if _scope_signal.receivers:
             try:
@@ -507,6 +511,9 @@ class ModuleBase:
 
     @staticmethod
     def _close(ctx: RunContext, status: Status, output: t.Any, exc: BaseException | None) -> None:
+        if exc is None:
+            ctx.send_end(status, output, None)
+            return
         error = ErrorInfo.from_exception(exc) if exc is not None and status == "error" else None
         if exc is not None and status == "cancelled" and not isinstance(exc, GeneratorExit):
             error = ErrorInfo.from_exception(exc)
@@ -514,7 +521,7 @@ class ModuleBase:
             # the pause record of an interrupt; the partial answer of a broken model stream (LLMError.partial)
             output = getattr(exc, "streamtap_output", output)
         detail = getattr(exc, "detail", None) if error is not None else None
-        if isinstance(detail, t.Mapping) and detail:
+        if detail is not None and isinstance(detail, collections.abc.Mapping) and detail:
             # an exception's redacted detail (LLMError.detail): kept for spans and server logs, not for clients
             ctx.annotate(**{f"{ERROR_DETAIL_PREFIX}{key}": value for key, value in detail.items()})
         ctx.send_end(status, output, error)
@@ -567,9 +574,22 @@ class ModuleBase:
         return asyncio.run(main())
 
     def _run_sync(self, call: _Call) -> t.Any:
-        with self._running(call) as running:
-            running.output = self._forward_sync(running.ctx, call.args, call.kwargs)
-            return running.output
+        ctx, scopes = self._open(call)
+        if scopes:  # an OpenTelemetry span to make current, say
+            with _Running(ctx, scopes) as running:
+                running.output = self._forward_sync(ctx, call.args, call.kwargs)
+                return running.output
+        # The same lifecycle as _Running, inlined: this is the per-run hot path.
+        var = _current.set(ctx)
+        try:
+            output = self._forward_sync(ctx, call.args, call.kwargs)
+        except BaseException as exc:
+            _current.reset(var)
+            ModuleBase._close(ctx, _status_of(exc), None, exc)
+            raise
+        _current.reset(var)
+        ctx.send_end("ok", output, None)
+        return output
 
     def _steps(self, call: _Call, future: concurrent.futures.Future[t.Any], finish: t.Callable[[], None]) -> t.Generator[None, None, None]:
         """The run of a generator ``forward`` as steps: one yield per item (see :mod:`streamtap.driven`).
@@ -623,6 +643,8 @@ class ModuleBase:
         cls = result.__class__
         if cls is _GEN:
             return self._drive(ctx, result)
+        if cls in _PLAIN:
+            return result
         if _is_awaitable_type(cls):
             if inspect.iscoroutine(result):
                 result.close()
