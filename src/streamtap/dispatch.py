@@ -183,6 +183,64 @@ class Emitter:
         if full:
             self._wait_for_room_sync()
 
+    def chunk_all(
+        self,
+        items: t.Iterable[t.Any],
+        keep: t.Callable[[t.Any], t.Any],
+        other: t.Callable[[t.Any, t.Any], None],
+    ) -> None:
+        """Stream every item of ``items``: the inlined fast path of a generator ``forward``.
+
+        A ``str`` item is a ``text`` chunk, numbered and delivered right here
+        while this thread owns an unshared tree; anything else goes to
+        ``other(self, item)``, and every case this loop does not handle to
+        :meth:`chunk`. ``keep(item)`` is called first for each (to build the output).
+
+        Raises:
+            RunCancelled: the run has been asked to stop.
+        """
+        run = self.run
+        module = self.module
+        sinks = self.sinks
+        tree = self._tree or self.tree()
+        counter = tree.counter
+        me = _get_ident()
+        for item in items:
+            keep(item)
+            if item.__class__ is not str:
+                other(self, item)
+                continue
+            tok = self._token
+            if tok is not None and tok.cancelled:
+                msg = tok.reason or f"run {run.run_id} was cancelled"
+                raise RunCancelled(msg)
+            calls = _registry.chunk_calls
+            if tree.owner != me or tree.shared or not (sinks or calls or _chunk_receivers):
+                self.chunk(item)  # locking, or nobody listens any more
+                continue
+            full = sent = False
+            tree.busy += 1
+            try:
+                if not tree.shared:
+                    ev = _tuple_new(Chunk, (run, next(counter), item, "text", None))
+                    for sink in sinks:
+                        if sink.put(ev):
+                            full = True
+                    for call, failed in calls:
+                        try:
+                            call(ev)
+                        except Exception as exc:  # noqa: BLE001 - a subscriber never breaks the producer (bus.FailureLog)
+                            failed(exc)
+                    if _chunk_receivers:
+                        _chunk_sig.send(module, event=ev)
+                    sent = True
+            finally:
+                tree.busy -= 1
+            if not sent:
+                self.chunk(item)  # another thread shared the tree meanwhile
+            elif full:
+                self._wait_for_room_sync()
+
     def _send(self, cls: type[t.Any], fields: tuple[t.Any, ...], subs: tuple[t.Any, ...], sig: t.Any) -> t.Any:
         """Number, build and deliver one event of ``cls`` (``fields`` are those after ``run, seq``)."""
         tree = self._tree or self.tree()

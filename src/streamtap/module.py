@@ -694,12 +694,7 @@ class ModuleBase:
             else:
                 _emit_item(ctx, item)
             box = []
-            for item in _capture(gen, box) if returns else gen:
-                append(item)
-                if item.__class__ is str:
-                    chunk(item)
-                else:
-                    _emit_item(ctx, item)
+            ctx.chunk_all(_capture(gen, box) if returns else gen, append, _emit_item)
             return _output_of(parts, box[0] if box else None)
         finally:
             gen.close()
