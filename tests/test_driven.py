@@ -122,3 +122,32 @@ def test_a_cancel_from_another_thread_stops_a_reader_driven_run() -> None:
     assert got[-1].kind == "end" and got[-1].status == "cancelled"
     assert len(got) < 1_000_000
     check_invariants(got)
+
+
+def test_closing_from_another_thread_during_a_step_never_blocks() -> None:
+    """close() from another thread while the reader is inside a step returns at once; the run then ends cancelled."""
+    entered, release = threading.Event(), threading.Event()
+
+    class Slow(ModuleBase):
+        def forward(self) -> t.Iterator[str]:
+            yield "a"
+            entered.set()
+            assert release.wait(5), "close() blocked while the reader was inside a step"
+            yield "b"
+
+    with capture_events() as seen:
+        stream = Slow().stream()
+        assert [next(stream).kind, next(stream).kind] == ["start", "chunk"]
+
+        def close_then_release() -> None:
+            assert entered.wait(5)
+            stream.close()  # the reader holds the step: this must not wait for it
+            release.set()
+
+        closer = threading.Thread(target=close_then_release)
+        closer.start()
+        list(stream)
+        closer.join(5)
+        assert not closer.is_alive()
+    assert [e.status for e in seen.of("end")] == ["cancelled"]
+    check_invariants(seen)

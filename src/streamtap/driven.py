@@ -58,7 +58,7 @@ class DrivenRun:
         reason: what to cancel with when the reader leaves early.
     """
 
-    __slots__ = ("_lock", "_owner", "_pumping", "_taken", "context", "done", "future", "steps")
+    __slots__ = ("_abandoned", "_lock", "_owner", "_pumping", "_taken", "context", "done", "future", "steps")
 
     def __init__(self, steps: Steps, future: concurrent.futures.Future[t.Any]) -> None:
         self.steps = steps
@@ -69,6 +69,7 @@ class DrivenRun:
         self._owner: str | None = None  # "reader" | "thread"
         self._pumping: int | None = None
         self._taken = threading.Event()  # set by the reader's first step
+        self._abandoned: str | None = None  # why the reader left, for the thread inside a step to finish
         self.done = False
         """Whether the run has finished."""
 
@@ -114,6 +115,8 @@ class DrivenRun:
                     self.done = True
             finally:
                 self._pumping = None
+                if self._abandoned is not None and not self.done:
+                    self._end(self._abandoned)  # the reader left while this step ran
             return True
         finally:
             self._lock.release()
@@ -127,16 +130,24 @@ class DrivenRun:
         """The reader left early: end a run it owns now, with status ``cancelled``.
 
         A run not yet taken is left to the pool thread, which starts it cancelled
-        and ends it at once; a run inside a step of this very thread winds down
-        at its next chunk (its token is cancelled already).
+        and ends it at once. A run inside a step (of this thread or another) is
+        ended by that step's thread when the step returns: this never blocks,
+        so a cancel callback may call it from any thread.
         """
+        self._abandoned = reason
         if self._pumping == threading.get_ident():
-            return
-        with self._lock:
-            if self._owner != "reader" or self.done:
-                return
-            self.done = True
-            try:
-                self.context.run(self.steps.throw, RunCancelled(reason))
-            except (RunCancelled, StopIteration):
-                pass
+            return  # inside a step of this thread: it ends the run when the step returns
+        if not self._lock.acquire(blocking=False):
+            return  # another thread is inside a step: it ends the run when the step returns (never block a canceller)
+        try:
+            if self._owner == "reader" and not self.done:
+                self._end(reason)
+        finally:
+            self._lock.release()
+
+    def _end(self, reason: str) -> None:
+        self.done = True
+        try:
+            self.context.run(self.steps.throw, RunCancelled(reason))
+        except (RunCancelled, StopIteration):
+            pass
