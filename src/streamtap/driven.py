@@ -58,7 +58,7 @@ class DrivenRun:
         reason: what to cancel with when the reader leaves early.
     """
 
-    __slots__ = ("_abandoned", "_lock", "_owner", "_pumping", "_taken", "context", "done", "future", "steps")
+    __slots__ = ("_abandoned", "_lock", "_owner", "_pumping", "_taken", "_told", "context", "done", "future", "steps")
 
     def __init__(self, steps: Steps, future: concurrent.futures.Future[t.Any]) -> None:
         self.steps = steps
@@ -68,7 +68,11 @@ class DrivenRun:
         self._lock = threading.Lock()  # claim, and one step at a time
         self._owner: str | None = None  # "reader" | "thread"
         self._pumping: int | None = None
-        self._taken = threading.Event()  # set by the reader's first step
+        # Held until the reader has taken the run (or it ended); the pool thread waits on it.
+        # A bare lock, not an Event: an Event costs a Condition, a measurable share of stream().
+        self._taken = threading.Lock()
+        self._taken.acquire()
+        self._told = False
         self._abandoned: str | None = None  # why the reader left, for the thread inside a step to finish
         self.done = False
         """Whether the run has finished."""
@@ -80,7 +84,7 @@ class DrivenRun:
 
     def run_in_thread(self) -> None:
         """The pool's side: unless the reader takes the run within :data:`GRACE` seconds, run it to the end here."""
-        if self._taken.wait(GRACE):
+        if self._taken.acquire(timeout=GRACE):
             return
         if not self._lock.acquire(blocking=False):
             return  # the reader is advancing it
@@ -105,14 +109,18 @@ class DrivenRun:
             return False  # another reader thread is advancing it; its events wake us
         try:
             if self._owner is None:
+                # Taken. The pool thread is told at the next step, not now: waking it here would
+                # compete for the GIL with the very first chunk this step hands over.
                 self._owner = "reader"
-                self._taken.set()
             elif self._owner != "reader" or self.done:
                 return False
+            elif not self._told:
+                self._tell()
             self._pumping = threading.get_ident()
             try:
                 if self.context.run(next, self.steps, self) is self:
                     self.done = True
+                    self._tell()
             finally:
                 self._pumping = None
                 if self._abandoned is not None and not self.done:
@@ -120,6 +128,12 @@ class DrivenRun:
             return True
         finally:
             self._lock.release()
+
+    def _tell(self) -> None:
+        """Let the waiting pool thread go (called with ``_lock`` held, so at most once)."""
+        if not self._told:
+            self._told = True
+            self._taken.release()
 
     def finish(self) -> None:
         """Drive a reader-owned run to its end in this thread (for ``handle.result()``)."""
@@ -147,6 +161,7 @@ class DrivenRun:
 
     def _end(self, reason: str) -> None:
         self.done = True
+        self._tell()
         try:
             self.context.run(self.steps.throw, RunCancelled(reason))
         except (RunCancelled, StopIteration):
