@@ -8,7 +8,19 @@ import math
 
 import pytest
 
-from streamtap.events import Chunk, Custom, End, ErrorInfo, Run, Start, Timings, Tool, Usage, to_jsonable
+from streamtap.events import (
+    Chunk,
+    Custom,
+    End,
+    ErrorInfo,
+    Run,
+    Start,
+    Timings,
+    Tool,
+    Usage,
+    event_from_dict,
+    to_jsonable,
+)
 
 RUN = Run("r1", "Echo", "module", None, "r1", ("t",), {"k": 1})
 
@@ -112,3 +124,67 @@ class TestAddingChunks:
         """Partial objects are whole values: adding them is refused with what to do instead."""
         with pytest.raises(TypeError, match="keep the last one"):
             Chunk(RUN, 0, {"a": 1}, "data") + Chunk(RUN, 1, {"a": 12}, "data")
+
+
+PATHED = Run("r2", "Plan", "node", "r1", "r1", ("t",), {"k": [1, 2]}, ("plan_act", "Plan"))
+EVENTS = [
+    Start(PATHED, 0, {"q": "hi"}, 1.5),
+    Chunk(PATHED, 1, "x", "tool_args", "c1"),
+    Tool(PATHED, 2, "c1", "weather", "error", {"city": "Paris"}, None, ErrorInfo("ValueError", "bad")),
+    Custom(PATHED, 3, "progress", {"pct": 50}),
+    End(PATHED, 4, "ok", "done", None, Usage(3, 4, None, 1), Timings(1.0, 0.5, 0.1), {"model": "m"}),
+]
+
+
+class TestWireFormat:
+    def test_to_dict_is_exactly_the_wire_format(self) -> None:
+        """The generated to_dict gives exactly the historic wire dicts, key order included (run.path too)."""
+        run = {
+            "run_id": "r2", "name": "Plan", "kind": "node", "parent_id": "r1", "root_id": "r1",
+            "tags": ["t"], "metadata": {"k": [1, 2]}, "path": ["plan_act", "Plan"],
+        }  # fmt: skip
+        expected = [
+            {"kind": "start", "seq": 0, "run": run, "inputs": {"q": "hi"}, "started_at": 1.5},
+            {"kind": "chunk", "seq": 1, "run": run, "delta": "x", "channel": "tool_args", "call_id": "c1"},
+            {
+                "kind": "tool", "seq": 2, "run": run, "call_id": "c1", "name": "weather", "phase": "error",
+                "arguments": {"city": "Paris"}, "result": None, "error": {"type": "ValueError", "message": "bad"},
+            },
+            {"kind": "custom", "seq": 3, "run": run, "name": "progress", "data": {"pct": 50}},
+            {
+                "kind": "end", "seq": 4, "run": run, "status": "ok", "output": "done", "error": None,
+                "usage": {"input_tokens": 3, "output_tokens": 4, "cached_input_tokens": 1},
+                "timings": {"started_at": 1.0, "duration": 0.5, "time_to_first_chunk": 0.1},
+                "attributes": {"model": "m"},
+            },
+        ]  # fmt: skip
+        got = [ev.to_dict() for ev in EVENTS]
+        assert got == expected
+        assert [list(d) for d in got] == [list(d) for d in expected]
+
+    @pytest.mark.parametrize("event", EVENTS, ids=lambda e: e.kind)
+    def test_event_from_dict_is_the_inverse(self, event) -> None:
+        """event_from_dict(ev.to_dict()) gives back an equal event of the same class."""
+        back = event_from_dict(json.loads(json.dumps(event.to_dict())))
+        assert type(back) is type(event)
+        assert back.to_dict() == event.to_dict()
+
+    def test_event_from_dict_names_what_is_wrong(self) -> None:
+        """An unknown kind or a missing field raises ValueError naming it."""
+        with pytest.raises(ValueError, match="Unknown event kind 'bogus'"):
+            event_from_dict({"kind": "bogus", "seq": 0, "run": {"run_id": "r"}})
+        with pytest.raises(ValueError, match="call_id"):
+            event_from_dict({"kind": "tool", "seq": 0, "run": {"run_id": "r"}, "name": "n", "phase": "result"})
+
+    def test_kind_is_a_class_level_literal(self) -> None:
+        """`kind` is a class attribute, not a field: it is not in the tuple, and costs nothing per event."""
+        for ev in EVENTS:
+            assert "kind" not in type(ev)._fields
+            assert type(ev).kind == ev.kind
+
+
+def test_the_typed_events_example_runs(run_example) -> None:
+    """examples/typed_events.py streams, narrows by kind and round-trips every event through JSON."""
+    out = run_example("typed_events.py")
+    assert "STREAMTAP STREAMS TYPED EVENTS DONE" in out
+    assert "end   Pipeline ok" in out and "round-trip ok" in out

@@ -34,7 +34,7 @@ class IsolatedReceivers:
         log: the logger of the first failure.
     """
 
-    __slots__ = ("_connected", "_handlers", "_lock", "_log", "_scope", "_wrapped", "errors", "owner")
+    __slots__ = ("_connected", "_handlers", "_lock", "_scope", "_wrapped", "failures", "owner")
 
     def __init__(
         self,
@@ -46,29 +46,23 @@ class IsolatedReceivers:
         self.owner = owner
         self._handlers = dict(handlers)
         self._scope = scope
-        self._log = log or logging.getLogger("streamtap.bus")
-        self.errors = 0
-        """How many times a handler raised."""
+        self.failures = bus.FailureLog(owner, log or logging.getLogger("streamtap.bus"))
+        """The handlers' failures: the first is logged, all are counted."""
         self._wrapped: dict[str, t.Callable[..., t.Any]] = {}
         self._connected = False
         self._lock = threading.Lock()  # connect() may be called from any producing thread
 
-    def _failed(self, exc: BaseException) -> None:
-        self.errors += 1
-        if self.errors == 1:
-            self._log.error(
-                "%s raised %s; the run goes on, later failures are only counted",
-                self.owner,
-                type(exc).__name__,
-                exc_info=exc,
-            )
+    @property
+    def errors(self) -> int:
+        """How many times a handler raised."""
+        return self.failures.count
 
     def _wrap(self, handler: Handler) -> t.Callable[..., None]:
         def receive(sender: t.Any, /, *, event: t.Any, **_: t.Any) -> None:
             try:
                 handler(sender, event)
-            except Exception as exc:
-                self._failed(exc)
+            except Exception as exc:  # noqa: BLE001 - a hook never breaks the producer
+                self.failures.record(exc)
 
         return receive
 
@@ -76,8 +70,8 @@ class IsolatedReceivers:
         def receive(sender: t.Any, /, *, run: t.Any, context: t.Any = None, **_: t.Any) -> t.Any:
             try:
                 return scope(sender, run, context)
-            except Exception as exc:
-                self._failed(exc)
+            except Exception as exc:  # noqa: BLE001 - a hook never breaks the producer
+                self.failures.record(exc)
                 return None
 
         return receive

@@ -36,7 +36,7 @@ import blinker
 from .events import Event
 from .exceptions import UsageError
 
-__all__ = ["KINDS", "Subscriber", "Subscription", "registry", "signals", "subscribe", "unsubscribe"]
+__all__ = ["KINDS", "FailureLog", "Sink", "Subscriber", "Subscription", "registry", "signals", "subscribe", "unsubscribe"]
 
 log = logging.getLogger("streamtap.bus")
 
@@ -53,6 +53,73 @@ scope_signal = _namespace.signal("scope")
 that returns a context manager; the run enters it around ``forward()``. The
 tracing subscriber uses it to make the run's span current."""
 
+class FailureLog:
+    """The failure policy of everything the bus calls: log the first failure, count the rest.
+
+    One per subscriber, hook or receiver set. Its owner catches the exception
+    and calls :meth:`record`; the producer goes on.
+
+    Args:
+        owner: who failed, as the log line names it (``"streamtap subscriber my_fn"``).
+        logger: where the first failure is logged (at ``ERROR``, with its traceback).
+        later: the end of the log line, saying what happens to later failures.
+    """
+
+    __slots__ = ("_later", "_logger", "count", "owner")
+
+    def __init__(
+        self,
+        owner: str,
+        logger: logging.Logger | None = None,
+        later: str = "later failures are only counted",
+    ) -> None:
+        self.owner = owner
+        self._logger = logger or log
+        self._later = later
+        self.count = 0
+        """How many failures were recorded."""
+
+    def record(self, exc: BaseException) -> None:
+        """Count ``exc``; log it if it is the first. Never raises."""
+        self.count += 1
+        if self.count == 1:
+            self._logger.error(
+                "%s raised %s; the run goes on, %s", self.owner, type(exc).__name__, self._later, exc_info=exc
+            )
+
+
+class Sink(t.Protocol):
+    """Where a run tree's events go besides the subscribers: the buffer of a run stream.
+
+    Producers (:mod:`streamtap.dispatch`) use these three methods and nothing
+    else. A third party can feed its own buffer to a run the same way.
+    """
+
+    @property
+    def put(self) -> t.Callable[[Event], bool | None]:
+        """Take one event, in ``seq`` order; never blocks, never raises.
+
+        May be called with the tree's lock held. Returns ``True`` when the
+        buffer is now full and the producer should call :meth:`wait_for_room`
+        (after delivery, outside any lock) before its next event. (A callable
+        attribute, so that a buffer can make it a bare ``deque.append``.)
+        """
+        ...
+
+    def wait_for_room(self) -> None:
+        """Block the calling (producing) thread until the buffer has room again, or return at once.
+
+        Returns at once when blocking is not the buffer's policy, when the
+        run has been cancelled or the consumer left, and when the caller is
+        the consumer's own event-loop thread (it awaits :meth:`room` instead).
+        """
+        ...
+
+    def room(self) -> t.Awaitable[None] | None:
+        """For an async producer on the consumer's loop: something to await until there is room, or ``None``."""
+        ...
+
+
 class _Registry:
     """The subscriptions that take every sender, per kind, as tuples replaced on change.
 
@@ -61,20 +128,32 @@ class _Registry:
     through blinker, whose sender index does the filtering.
     """
 
-    __slots__ = ("_lock", *KINDS)
+    __slots__ = ("_lock", "chunk", "chunk_calls", "custom", "end", "start", "tool")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        for kind in KINDS:
-            setattr(self, kind, ())
+        self.start: tuple[Subscription, ...] = ()
+        self.chunk: tuple[Subscription, ...] = ()
+        self.tool: tuple[Subscription, ...] = ()
+        self.custom: tuple[Subscription, ...] = ()
+        self.end: tuple[Subscription, ...] = ()
+        self.chunk_calls: tuple[tuple[Subscriber, t.Callable[[BaseException], None]], ...] = ()
+        """The chunk subscribers as ``(call, on_failure)`` pairs: the hot path calls them without a method hop."""
 
     def add(self, kind: str, sub: Subscription) -> None:
+        """Add ``sub`` to the subscribers of ``kind``."""
         with self._lock:
             setattr(self, kind, (*getattr(self, kind), sub))
+            self._rebuild()
 
     def remove(self, kind: str, sub: Subscription) -> None:
+        """Remove ``sub`` from the subscribers of ``kind``."""
         with self._lock:
             setattr(self, kind, tuple(s for s in getattr(self, kind) if s is not sub))
+            self._rebuild()
+
+    def _rebuild(self) -> None:
+        self.chunk_calls = tuple(s.direct_call() for s in self.chunk)
 
 
 registry = _Registry()
@@ -98,7 +177,7 @@ class Subscription:
     Calling it calls the subscriber, so ``@subscribe`` keeps the function usable.
     """
 
-    __slots__ = ("__weakref__", "_async", "_connected", "errors", "fn", "kinds", "name", "sender")
+    __slots__ = ("__weakref__", "_async", "_connected", "failures", "fn", "kinds", "name", "sender")
 
     def __init__(
         self,
@@ -112,10 +191,17 @@ class Subscription:
         self.kinds = kinds
         self.sender = sender
         self.name = _name_of(fn)
-        self.errors = 0
-        """How many times the subscriber raised."""
+        self.failures = FailureLog(
+            f"streamtap subscriber {self.name}", log, "later failures of this subscriber are only counted"
+        )
+        """The subscriber's failures: the first is logged, all are counted."""
         self._async = _AsyncDelivery(self, loop, maxsize) if loop is not None else None
         self._connected = False
+
+    @property
+    def errors(self) -> int:
+        """How many times the subscriber raised."""
+        return self.failures.count
 
     @property
     def dropped(self) -> int:
@@ -125,6 +211,12 @@ class Subscription:
     def __call__(self, *args: t.Any, **kwargs: t.Any) -> t.Any:
         """Call the subscriber itself."""
         return self.fn(*args, **kwargs)
+
+    def direct_call(self) -> tuple[Subscriber, t.Callable[[BaseException], None]]:
+        """``(call, on_failure)``: what a producer calls per event, and what it calls when that raises."""
+        if self._async is not None:
+            return self._async.put, self.failures.record
+        return self.fn, self.failures.record
 
     def _receive(self, sender: t.Any, /, *, event: Event, **_: t.Any) -> None:
         self.deliver(event)
@@ -136,18 +228,8 @@ class Subscription:
             return
         try:
             self.fn(event)
-        except Exception as exc:
-            self._failed(exc)
-
-    def _failed(self, exc: BaseException) -> None:
-        self.errors += 1
-        if self.errors == 1:
-            log.error(
-                "streamtap subscriber %s raised %s; the run goes on, later failures of this subscriber are only counted",
-                self.name,
-                type(exc).__name__,
-                exc_info=exc,
-            )
+        except Exception as exc:  # noqa: BLE001 - a subscriber never breaks the producer
+            self.failures.record(exc)
 
     def _connect(self) -> None:
         for kind in self.kinds:
@@ -169,7 +251,7 @@ class Subscription:
         if self._async is not None:
             self._async.close()
 
-    def __enter__(self) -> Subscription:
+    def __enter__(self) -> Subscription:  # noqa: PYI034 - Self needs typing_extensions on 3.10
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -223,8 +305,8 @@ class _AsyncDelivery:
                 event = self._queue.popleft()
             try:
                 await self.sub.fn(event)
-            except Exception as exc:
-                self.sub._failed(exc)
+            except Exception as exc:  # noqa: BLE001 - an async subscriber never breaks delivery
+                self.sub.failures.record(exc)
 
     def close(self) -> None:
         with self._lock:
@@ -278,7 +360,7 @@ def subscribe(
     if maxsize < 1:
         msg = f"maxsize must be at least 1, got {maxsize!r}."
         raise UsageError(msg)
-    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None)):
+    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None)):  # noqa: B004 - an object whose __call__ is async
         if loop is None:
             try:
                 loop = asyncio.get_running_loop()

@@ -18,43 +18,29 @@ from __future__ import annotations
 import concurrent.futures
 import contextvars
 import functools
-import itertools
 import logging
 import threading
 import time
-import types
 import typing as t
 from contextvars import ContextVar
 
-from . import bus
-from .events import Chunk, Custom, End, ErrorInfo, Run, Start, Status, Timings, Tool, ToolPhase, Usage
+from .bus import Sink
+from .dispatch import Emitter, Tree
+from .events import Run, Usage
 from .exceptions import RunCancelled, UsageError
 
-__all__ = ["CancelToken", "Executor", "RunContext", "current", "emit", "propagate", "wrap"]
+__all__ = ["CancelToken", "Executor", "RunContext", "current", "current_var", "emit", "propagate", "wrap"]
 
 log = logging.getLogger("streamtap.context")
 
-_current: ContextVar[RunContext | None] = ContextVar("streamtap_run", default=None)
+current_var: ContextVar[RunContext | None] = ContextVar("streamtap_run", default=None)
+"""The one variable that holds the run executing here (``None`` outside any module).
 
-_tuple_new = tuple.__new__
-_registry = bus.registry
-_chunk_sig = bus.signals["chunk"]
-_chunk_receivers = _chunk_sig.receivers
-_start_sig = bus.signals["start"]
-_tool_sig = bus.signals["tool"]
-_custom_sig = bus.signals["custom"]
-_end_sig = bus.signals["end"]
-_EMPTY: t.Mapping[str, t.Any] = types.MappingProxyType({})
+:class:`~streamtap.ModuleBase` sets and resets it around ``forward()``; read it with :func:`current`."""
+_current = current_var  # the name the rest of the package has used
 
 P = t.ParamSpec("P")
 R = t.TypeVar("R")
-
-
-class Sink(t.Protocol):
-    """Where a run tree's events go besides the bus: a :class:`~streamtap.streams.RunStream`."""
-
-    def put(self, event: t.Any) -> None:
-        """Take one event. Called with the root's lock held; must not raise."""
 
 
 def current() -> RunContext | None:
@@ -84,7 +70,7 @@ def emit(name: str, data: t.Any = None) -> None:
 
 
 _TOKEN_LOCK = threading.Lock()  # guards the rare token mutations; tokens themselves stay allocation-free
-_LAZY_LOCK = threading.Lock()  # guards the first use of a run's root state or token
+_LAZY_LOCK = threading.Lock()  # guards the first use of a run's token
 
 
 class CancelToken:
@@ -157,37 +143,23 @@ class CancelToken:
                 self._children.remove(token)
 
 
-class _Root:
-    """What every run of one tree shares: the lock that orders delivery and the ``seq`` counter."""
-
-    __slots__ = ("acquire", "counter", "lock", "release")
-
-    def __init__(self) -> None:
-        # Re-entrant: a subscriber may call a module, whose events belong to the same root.
-        self.lock = threading.RLock()
-        self.acquire = self.lock.acquire
-        self.release = self.lock.release
-        self.counter = itertools.count()
-
-
-class RunContext:
+class RunContext(Emitter):
     """The live state of one run, current inside its module's ``forward()``.
 
-    Get it with :func:`streamtap.current`. Through it a module streams chunks,
-    reports tool calls and custom events, records attributes and usage for its
-    :class:`~streamtap.events.End`, and checks for cancellation.
+    Get it with :func:`streamtap.current`. Through it a module streams chunks
+    (:meth:`chunk`), reports tool calls (:meth:`tool`) and custom events
+    (:meth:`emit`), records attributes and usage for its
+    :class:`~streamtap.events.End`, and checks for cancellation. The emission
+    methods come from :class:`streamtap.dispatch.Emitter`, where delivery
+    lives; this class holds the state.
     """
 
     __slots__ = (
-        "_root",
-        "_t0",
-        "_t_first",
+        "_token",
         "attributes",
         "module",
         "run",
-        "_token",
         "sinks",
-        "started_at",
         "usage",
     )
 
@@ -195,7 +167,7 @@ class RunContext:
         self,
         run: Run,
         module: t.Any,
-        root: _Root | None,
+        tree: Tree | None,
         sinks: tuple[Sink, ...],
         token: CancelToken | None,
     ) -> None:
@@ -203,16 +175,17 @@ class RunContext:
         """The :class:`~streamtap.events.Run` identity."""
         self.module = module
         """The module instance (the sender of every event of this run)."""
-        self._root = root
+        self._tree = tree
         self.sinks = sinks
-        """The run streams that receive this run's events (its own and its ancestors')."""
-        # Both made on first use: a plain call that nobody listens to and nobody
-        # can cancel never needs a lock, a seq counter or a cancel token.
+        """The run streams' buffers that receive this run's events (its own and its ancestors')."""
+        # Made on first use: a plain call that nobody can cancel never needs a cancel token.
         self._token = token
         self.attributes: dict[str, t.Any] = {}
         """What :meth:`annotate` recorded."""
         self.usage: Usage | None = None
+        """Token usage added with :meth:`add_usage`, or ``None``."""
         self.started_at = 0.0
+        """Wall-clock start of the run (seconds since the epoch)."""
         self._t0 = 0.0
         self._t_first: float | None = None
 
@@ -231,23 +204,28 @@ class RunContext:
         """Seconds from start to the first chunk so far, or ``None``."""
         return None if self._t_first is None else self._t_first - self._t0
 
+    def chunk_first(self) -> None:
+        """Note that the first chunk is being produced now (for time to first chunk)."""
+        if self._t_first is None:
+            self._t_first = time.perf_counter()
+
     # -- cancellation ------------------------------------------------------
 
     @property
     def token(self) -> CancelToken:
         """The :class:`CancelToken` of this run (shared with its tree unless started with its own)."""
-        return self._token or self._first_use("_token", CancelToken)
+        tok = self._token
+        if tok is None:
+            with _LAZY_LOCK:  # two threads of one tree must get the same token
+                tok = self._token
+                if tok is None:
+                    tok = self._token = CancelToken()
+        return t.cast(CancelToken, tok)
 
-    def _root_state(self) -> _Root:
-        return self._root or self._first_use("_root", _Root)
-
-    def _first_use(self, slot: str, make: t.Callable[[], t.Any]) -> t.Any:
-        with _LAZY_LOCK:  # two threads of one tree must get the same object
-            value = getattr(self, slot)
-            if value is None:
-                value = make()
-                setattr(self, slot, value)
-        return value
+    @property
+    def cancellable(self) -> bool:
+        """Whether anyone can cancel this run yet (a token exists); ``False`` for a plain call nobody holds."""
+        return self._token is not None
 
     @property
     def cancelled(self) -> bool:
@@ -272,122 +250,6 @@ class RunContext:
         blocked reading it.
         """
         return self.token.add_callback(fn)
-
-    # -- emission ----------------------------------------------------------
-
-    def chunk_first(self) -> None:
-        """Note that the first chunk is being produced now (for time to first chunk)."""
-        if self._t_first is None:
-            self._t_first = time.perf_counter()
-
-    def chunk(self, delta: t.Any, channel: str = "text", call_id: str | None = None) -> None:
-        """Stream one piece of output. Cheap when nobody listens."""
-        if self._t_first is None:
-            self._t_first = time.perf_counter()
-        tok = self._token
-        if tok is not None and tok.cancelled:
-            self.raise_if_cancelled()
-        subs = _registry.chunk
-        sinks = self.sinks
-        if sinks or subs or _chunk_receivers:
-            for sink in sinks:  # back-pressure outside the root lock: a consumer in the tree can still emit
-                if len(sink._q) >= sink._limit:
-                    sink.reserve()
-            # The hot path: acquire()/release() cost half of a with-block here.
-            root = self._root or self._root_state()
-            root.acquire()
-            try:
-                ev = _tuple_new(Chunk, (self.run, next(root.counter), delta, channel, call_id))
-                for sink in sinks:
-                    sink.put(ev)
-                for sub in subs:
-                    sub.deliver(ev)
-                if _chunk_receivers:
-                    _chunk_sig.send(self.module, event=ev)
-            finally:
-                root.release()
-
-    def tool(
-        self,
-        call_id: str,
-        name: str,
-        phase: ToolPhase,
-        *,
-        arguments: t.Any = None,
-        result: t.Any = None,
-        error: ErrorInfo | BaseException | str | None = None,
-    ) -> None:
-        """Report a tool call's progress on this run (``requested``, then ``result`` or ``error``)."""
-        if phase not in ("requested", "result", "error"):
-            msg = f"Tool phase must be 'requested', 'result' or 'error', not {phase!r}."
-            raise UsageError(msg)
-        if isinstance(error, BaseException):
-            error = ErrorInfo.from_exception(error)
-        elif isinstance(error, str):
-            error = ErrorInfo("ToolError", error)
-        subs = _registry.tool
-        if self.sinks or subs or _tool_sig.receivers:
-            self._reserve()
-            root = self._root or self._root_state()
-            with root.lock:
-                ev = Tool(self.run, next(root.counter), call_id, name, phase, arguments, result, error)
-                self._deliver(ev, subs, _tool_sig)
-
-    def emit(self, name: str, data: t.Any = None) -> None:
-        """Send a custom progress event (see :func:`streamtap.emit`)."""
-        subs = _registry.custom
-        if self.sinks or subs or _custom_sig.receivers:
-            self._reserve()
-            root = self._root or self._root_state()
-            with root.lock:
-                self._deliver(Custom(self.run, next(root.counter), name, data), subs, _custom_sig)
-
-    def _reserve(self) -> None:
-        for sink in self.sinks:
-            if len(sink._q) >= sink._limit:
-                sink.reserve()
-
-    def _deliver(self, ev: t.Any, subs: tuple[t.Any, ...], sig: t.Any) -> None:
-        # Called with the root's lock held, so that delivery order is seq order.
-        for sink in self.sinks:
-            sink.put(ev)
-        for sub in subs:
-            sub.deliver(ev)
-        if sig.receivers:
-            sig.send(self.module, event=ev)
-
-    def _listened(self) -> bool:
-        """Whether anything at all can receive this run's events."""
-        return bool(self.sinks or _registry.chunk or _chunk_receivers)
-
-    # -- lifecycle (called by ModuleBase only) -------------------------------
-
-    def _start(self, inputs: t.Any) -> None:
-        self.started_at = time.time()
-        self._t0 = time.perf_counter()
-        subs = _registry.start
-        if self.sinks or subs or _start_sig.receivers:
-            self._reserve()
-            root = self._root or self._root_state()
-            with root.lock:
-                ev = _tuple_new(Start, (self.run, next(root.counter), inputs, self.started_at))
-                self._deliver(ev, subs, _start_sig)
-
-    def _end(self, status: Status, output: t.Any = None, error: ErrorInfo | None = None) -> End | None:
-        subs = _registry.end
-        if not (self.sinks or subs or _end_sig.receivers):
-            return None
-        now = time.perf_counter()
-        timings = _tuple_new(Timings, (self.started_at, now - self._t0, self.time_to_first_chunk))
-        attrs = self.attributes
-        self._reserve()
-        root = self._root or self._root_state()
-        with root.lock:
-            ev = _tuple_new(
-                End, (self.run, next(root.counter), status, output, error, self.usage, timings, attrs or _EMPTY)
-            )
-            self._deliver(ev, subs, _end_sig)
-        return ev
 
     def __repr__(self) -> str:
         return f"<RunContext {self.run.kind} {self.run.name!r} {self.run.run_id}>"

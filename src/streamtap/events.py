@@ -6,12 +6,16 @@ Every module run produces exactly one :class:`Start`, any number of
 a number that is strictly increasing and gap-free within one root run, across
 threads and tasks, so a consumer can order, de-duplicate and resume.
 
-Events are :class:`typing.NamedTuple` subclasses rather than frozen
-dataclasses. They are just as immutable and slotted (no ``__dict__``,
+Events are slotted subclasses of :class:`typing.NamedTuple` field sets rather
+than frozen dataclasses. They are just as immutable (no ``__dict__``,
 assignment raises ``AttributeError``), but are built about five times faster,
-which matters on the per-chunk hot path (see ``bench/bench_core.py``). Each has
-a class-level ``kind`` discriminator and a JSON-safe :meth:`to_dict` whose
-field names are a stable wire format.
+which matters on the per-chunk hot path (see ``bench/bench_core.py`` and
+``docs/guide/events.md``). Each has a class-level ``kind`` discriminator typed
+as a :data:`typing.Literal` (``Chunk.kind: ClassVar[Literal["chunk"]]``), so a
+type checker narrows :data:`Event` by ``ev.kind == "chunk"``, by
+``isinstance`` or by ``match``. :meth:`to_dict` is generated once per class
+from its fields; its output is a stable wire format, and
+:func:`event_from_dict` is its inverse.
 
 This module imports nothing else from streamtap.
 """
@@ -19,6 +23,7 @@ This module imports nothing else from streamtap.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import types
 import typing as t
@@ -38,6 +43,7 @@ __all__ = [
     "Tool",
     "ToolPhase",
     "Usage",
+    "event_from_dict",
     "to_jsonable",
 ]
 
@@ -89,7 +95,7 @@ def to_jsonable(value: t.Any, _depth: int = 0) -> t.Any:
     if callable(dump):
         try:
             return to_jsonable(dump(mode="json"), d)
-        except Exception:  # pragma: no cover - exotic pydantic objects
+        except Exception:  # noqa: BLE001, S110 - an exotic model that cannot dump falls back to its repr  # pragma: no cover
             pass
     return repr(value)
 
@@ -123,17 +129,8 @@ class Run(t.NamedTuple):
     rebuilding the tree from ``Start`` events. Empty only for a hand-made ``Run``."""
 
     def to_dict(self) -> dict[str, t.Any]:
-        """Return the run as a JSON-safe dict."""
-        return {
-            "run_id": self.run_id,
-            "name": self.name,
-            "kind": self.kind,
-            "parent_id": self.parent_id,
-            "root_id": self.root_id,
-            "tags": list(self.tags),
-            "metadata": to_jsonable(self.metadata),
-            "path": list(self.path),
-        }
+        """Return the run as a JSON-safe dict (keys in field order)."""
+        return {name: convert(value) for (name, convert), value in zip(_RUN_WIRE, self)}
 
 
 class ErrorInfo(t.NamedTuple):
@@ -165,7 +162,7 @@ class Usage(t.NamedTuple):
     reasoning_tokens: int | None = None
     cached_input_tokens: int | None = None
 
-    def __add__(self, other: object) -> Usage:  # type: ignore[override]
+    def __add__(self, other: object) -> Usage:
         """Add two usages field by field (``None`` counts as absent)."""
         if not isinstance(other, Usage):
             return NotImplemented
@@ -200,9 +197,7 @@ class Timings(t.NamedTuple):
         return self._asdict()
 
 
-class Start(t.NamedTuple):
-    """A run has started."""
-
+class _StartFields(t.NamedTuple):
     run: Run
     seq: int
     inputs: t.Any = None
@@ -210,20 +205,119 @@ class Start(t.NamedTuple):
     started_at: float = 0.0
     """Wall-clock start (seconds since the epoch)."""
 
-    kind = "start"
+
+class _ChunkFields(t.NamedTuple):
+    run: Run
+    seq: int
+    delta: t.Any
+    """The new piece: usually a string; any object for custom channels."""
+    channel: str = "text"
+    call_id: str | None = None
+    """For ``tool_args`` chunks: the tool call the fragment belongs to."""
+
+
+class _ToolFields(t.NamedTuple):
+    run: Run
+    seq: int
+    call_id: str
+    name: str
+    phase: ToolPhase
+    arguments: t.Any = None
+    """Parsed arguments (``requested``), or the raw text when they did not parse."""
+    result: t.Any = None
+    """The tool's return value (``result``)."""
+    error: ErrorInfo | None = None
+    """What went wrong (``error``)."""
+
+
+class _CustomFields(t.NamedTuple):
+    run: Run
+    seq: int
+    name: str
+    data: t.Any = None
+
+
+class _EndFields(t.NamedTuple):
+    run: Run
+    seq: int
+    status: Status
+    output: t.Any = None
+    """The call's return value (``ok``), the pause record (``interrupted``), or what a failed call had produced
+    (``error``, when its exception carries it: the partial answer of a broken model stream)."""
+    error: ErrorInfo | None = None
+    usage: Usage | None = None
+    timings: Timings | None = None
+    attributes: t.Mapping[str, t.Any] = _EMPTY
+    """What the module recorded with :meth:`RunContext.annotate` (model, finish reasons, ...)."""
+
+
+# -- the wire format, generated once from the fields ------------------------------
+
+Convert = t.Callable[[t.Any], t.Any]
+
+
+def _same(value: t.Any) -> t.Any:
+    return value
+
+
+def _optional_dict(value: t.Any) -> t.Any:
+    return value.to_dict() if value else None
+
+
+def _run_dict(value: Run) -> dict[str, t.Any]:
+    return value.to_dict()
+
+
+_RUN_CONVERT: dict[str, Convert] = {"tags": list, "path": list, "metadata": to_jsonable}
+_RUN_WIRE: tuple[tuple[str, Convert], ...] = tuple((name, _RUN_CONVERT.get(name, _same)) for name in Run._fields)
+
+# How each field crosses the wire; a field not named here is already JSON-safe (str, int, float, None).
+_CONVERT: dict[str, Convert] = {
+    "run": _run_dict,
+    "inputs": to_jsonable,
+    "delta": to_jsonable,
+    "arguments": to_jsonable,
+    "result": to_jsonable,
+    "data": to_jsonable,
+    "output": to_jsonable,
+    "attributes": to_jsonable,
+    "error": _optional_dict,
+    "usage": _optional_dict,
+    "timings": _optional_dict,
+}
+
+
+def _wire_format(fields: tuple[str, ...]) -> tuple[tuple[str, int, Convert], ...]:
+    """``(key, field index, converter)`` in wire order: ``seq``, ``run``, then the other fields as declared."""
+    order = ("seq", "run", *(f for f in fields if f not in ("seq", "run")))
+    return tuple((name, fields.index(name), _CONVERT.get(name, _same)) for name in order)
+
+
+class _Wire:
+    """The generated :meth:`to_dict` shared by every event class (a mixin without state)."""
+
+    __slots__ = ()
+    _wire: t.ClassVar[tuple[tuple[str, int, Convert], ...]]
+    kind: t.ClassVar[str]
 
     def to_dict(self) -> dict[str, t.Any]:
-        """Return the event as a JSON-safe dict."""
-        return {
-            "kind": "start",
-            "seq": self.seq,
-            "run": self.run.to_dict(),
-            "inputs": to_jsonable(self.inputs),
-            "started_at": self.started_at,
-        }
+        """Return the event as a JSON-safe dict: ``kind``, ``seq``, ``run``, then its own fields."""
+        values = t.cast(tuple[t.Any, ...], self)
+        out: dict[str, t.Any] = {"kind": self.kind}
+        for name, index, convert in self._wire:
+            out[name] = convert(values[index])
+        return out
 
 
-class Chunk(t.NamedTuple):
+class Start(_Wire, _StartFields):
+    """A run has started."""
+
+    __slots__ = ()
+    kind: t.ClassVar[t.Literal["start"]] = "start"
+    _wire = _wire_format(_StartFields._fields)
+
+
+class Chunk(_Wire, _ChunkFields):
     """A piece of a run's output, as it is produced.
 
     ``channel`` says who it is for: ``text`` is user-facing, ``reasoning`` is
@@ -241,17 +335,11 @@ class Chunk(t.NamedTuple):
     far) raise ``TypeError``: keep the last one instead.
     """
 
-    run: Run
-    seq: int
-    delta: t.Any
-    """The new piece: usually a string; any object for custom channels."""
-    channel: str = "text"
-    call_id: str | None = None
-    """For ``tool_args`` chunks: the tool call the fragment belongs to."""
+    __slots__ = ()
+    kind: t.ClassVar[t.Literal["chunk"]] = "chunk"
+    _wire = _wire_format(_ChunkFields._fields)
 
-    kind = "chunk"
-
-    def __add__(self, other: object) -> Chunk:  # type: ignore[override]
+    def __add__(self, other: object) -> Chunk:
         """Join two chunks of the same run, channel and call into one."""
         if not isinstance(other, Chunk):
             return NotImplemented
@@ -270,106 +358,106 @@ class Chunk(t.NamedTuple):
             raise TypeError(msg)
         return Chunk(self.run, other.seq, self.delta + other.delta, self.channel, self.call_id)
 
-    def to_dict(self) -> dict[str, t.Any]:
-        """Return the event as a JSON-safe dict."""
-        return {
-            "kind": "chunk",
-            "seq": self.seq,
-            "run": self.run.to_dict(),
-            "delta": to_jsonable(self.delta),
-            "channel": self.channel,
-            "call_id": self.call_id,
-        }
 
-
-class Tool(t.NamedTuple):
+class Tool(_Wire, _ToolFields):
     """A tool call's progress: ``requested`` by a model, then ``result`` or ``error``.
 
     The event belongs to the run that asked for the tool (an agent). The
     tool's own execution is a child run with its own start and end.
     """
 
-    run: Run
-    seq: int
-    call_id: str
-    name: str
-    phase: ToolPhase
-    arguments: t.Any = None
-    """Parsed arguments (``requested``), or the raw text when they did not parse."""
-    result: t.Any = None
-    """The tool's return value (``result``)."""
-    error: ErrorInfo | None = None
-    """What went wrong (``error``)."""
-
-    kind = "tool"
-
-    def to_dict(self) -> dict[str, t.Any]:
-        """Return the event as a JSON-safe dict."""
-        return {
-            "kind": "tool",
-            "seq": self.seq,
-            "run": self.run.to_dict(),
-            "call_id": self.call_id,
-            "name": self.name,
-            "phase": self.phase,
-            "arguments": to_jsonable(self.arguments),
-            "result": to_jsonable(self.result),
-            "error": self.error.to_dict() if self.error else None,
-        }
+    __slots__ = ()
+    kind: t.ClassVar[t.Literal["tool"]] = "tool"
+    _wire = _wire_format(_ToolFields._fields)
 
 
-class Custom(t.NamedTuple):
+class Custom(_Wire, _CustomFields):
     """A user-defined progress event, sent with :func:`streamtap.emit`."""
 
-    run: Run
-    seq: int
-    name: str
-    data: t.Any = None
-
-    kind = "custom"
-
-    def to_dict(self) -> dict[str, t.Any]:
-        """Return the event as a JSON-safe dict."""
-        return {
-            "kind": "custom",
-            "seq": self.seq,
-            "run": self.run.to_dict(),
-            "name": self.name,
-            "data": to_jsonable(self.data),
-        }
+    __slots__ = ()
+    kind: t.ClassVar[t.Literal["custom"]] = "custom"
+    _wire = _wire_format(_CustomFields._fields)
 
 
-class End(t.NamedTuple):
+class End(_Wire, _EndFields):
     """A run has ended. Exactly one per :class:`Start`, on every path."""
 
-    run: Run
-    seq: int
-    status: Status
-    output: t.Any = None
-    """The call's return value (``ok``), the pause record (``interrupted``), or what a failed call had produced
-    (``error``, when its exception carries it: the partial answer of a broken model stream)."""
-    error: ErrorInfo | None = None
-    usage: Usage | None = None
-    timings: Timings | None = None
-    attributes: t.Mapping[str, t.Any] = _EMPTY
-    """What the module recorded with :meth:`RunContext.annotate` (model, finish reasons, ...)."""
-
-    kind = "end"
-
-    def to_dict(self) -> dict[str, t.Any]:
-        """Return the event as a JSON-safe dict."""
-        return {
-            "kind": "end",
-            "seq": self.seq,
-            "run": self.run.to_dict(),
-            "status": self.status,
-            "output": to_jsonable(self.output),
-            "error": self.error.to_dict() if self.error else None,
-            "usage": self.usage.to_dict() if self.usage else None,
-            "timings": self.timings.to_dict() if self.timings else None,
-            "attributes": to_jsonable(self.attributes),
-        }
+    __slots__ = ()
+    kind: t.ClassVar[t.Literal["end"]] = "end"
+    _wire = _wire_format(_EndFields._fields)
 
 
-Event: t.TypeAlias = t.Union[Start, Chunk, Tool, Custom, End]
-"""Any streamtap event; ``event.kind`` tells which."""
+Event: t.TypeAlias = Start | Chunk | Tool | Custom | End
+"""Any streamtap event; ``event.kind`` (a literal per class) tells which, and narrows the type."""
+
+
+# -- the inverse of to_dict --------------------------------------------------------------
+
+
+def _run_from(d: t.Mapping[str, t.Any]) -> Run:
+    return Run(
+        str(d["run_id"]),
+        str(d.get("name", "")),
+        d.get("kind", "module"),
+        d.get("parent_id"),
+        str(d.get("root_id") or d["run_id"]),
+        tuple(d.get("tags") or ()),
+        types.MappingProxyType(dict(d.get("metadata") or {})),
+        tuple(d.get("path") or ()),
+    )
+
+
+def _error_from(d: t.Mapping[str, t.Any] | None) -> ErrorInfo | None:
+    return ErrorInfo(str(d.get("type", "")), str(d.get("message", ""))) if d else None
+
+
+def event_from_dict(data: t.Mapping[str, t.Any]) -> Event:
+    """The typed event of a wire dict (the output of ``Event.to_dict()``); the inverse of :meth:`to_dict`.
+
+    Extra keys (such as a recording's ``recorded_at``) are ignored. Values that
+    ``to_dict`` made JSON-safe stay as JSON gave them (a tuple delta comes back
+    a list).
+
+    Raises:
+        ValueError: an unknown ``kind`` or a missing or malformed field, naming it.
+
+    .. versionadded:: 0.2
+    """
+    try:
+        kind = data["kind"]
+        run = _run_from(data["run"])
+        seq = int(data["seq"])
+        if kind == "start":
+            return Start._make((run, seq, data.get("inputs"), float(data.get("started_at") or 0.0)))
+        if kind == "chunk":
+            return Chunk._make((run, seq, data.get("delta"), str(data.get("channel", "text")), data.get("call_id")))
+        if kind == "tool":
+            return Tool._make((
+                run, seq, str(data["call_id"]), str(data["name"]), data["phase"],
+                data.get("arguments"), data.get("result"), _error_from(data.get("error")),
+            ))  # fmt: skip
+        if kind == "custom":
+            return Custom._make((run, seq, str(data["name"]), data.get("data")))
+        if kind == "end":
+            usage = data.get("usage")
+            timings = data.get("timings")
+            return End._make((
+                run,
+                seq,
+                data["status"],
+                data.get("output"),
+                _error_from(data.get("error")),
+                Usage(**usage) if usage else None,
+                Timings(**timings) if timings else None,
+                types.MappingProxyType(dict(data.get("attributes") or {})),
+            ))
+    except (KeyError, TypeError, ValueError) as exc:
+        msg = f"Not a streamtap event: {exc!r} in {_short(data)}."
+        raise ValueError(msg) from None
+    msg = f"Unknown event kind {kind!r} in {_short(data)}; expected start, chunk, tool, custom or end."
+    raise ValueError(msg)
+
+
+def _short(data: t.Any) -> str:
+    text = json.dumps(data, default=repr)
+    return text if len(text) <= 200 else text[:200] + "..."

@@ -42,7 +42,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from ._subscriber import KindDispatcher
-from .context import _current
+from .context import current_var as _current
 from .events import to_jsonable
 from .exceptions import UsageError
 from .redaction import Redactor

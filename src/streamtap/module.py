@@ -22,31 +22,43 @@ stops reading early, an abandoned stream collected by the garbage collector.
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import collections.abc
+import concurrent.futures
 import contextlib
 import contextvars
-import dis
 import functools
 import inspect
 import os
+import textwrap
 import threading
+import time
 import types
 import typing as t
 
 from . import bus
-from .context import CancelToken, Executor, RunContext, _current, _Root
+from .buffer import Policy, StreamBuffer
+from .context import CancelToken, Executor, RunContext
+from .context import current_var as _current
+from .dispatch import Tree
+from .driven import DrivenRun
 from .events import ERROR_DETAIL_PREFIX, ErrorInfo, Run, RunKind, Status
 from .exceptions import RunCancelled, UsageError
-from .streams import Policy, RunHandle, RunStream, _Buffer
+from .streams import RunHandle, RunStream
 
-__all__ = ["Configured", "Delta", "ModuleBase", "default_executor", "new_id"]
+__all__ = ["Configured", "Delta", "ModuleBase", "default_executor", "new_id", "returns_value"]
 
 _chunk_receivers = bus.signals["chunk"].receivers
+_start_receivers = bus.signals["start"].receivers
 _registry = bus.registry
 _tuple_new = tuple.__new__
 _GEN = types.GeneratorType
+_PLAIN = frozenset({str, int, float, bool, type(None), dict, list, tuple, bytes})  # never awaitable
 _scope_signal = bus.scope_signal
 _EMPTY_META: t.Mapping[str, t.Any] = types.MappingProxyType({})
+_BATCH = 64  # a same-thread stream hands its reader at most this many items at once...
+_BATCH_S = 0.001  # ...or what one millisecond produced, whichever comes first
 
 # -- ids ----------------------------------------------------------------------
 
@@ -118,9 +130,9 @@ def _output_of(parts: list[t.Any], returned: t.Any) -> t.Any:
     except TypeError:
         pass
     texts = [
-        p if p.__class__ is str else p.delta
+        p if isinstance(p, str) else p.delta
         for p in parts
-        if p.__class__ is str or (p.__class__ is Delta and p.channel == "text" and isinstance(p.delta, str))
+        if isinstance(p, str) or (isinstance(p, Delta) and p.channel == "text" and isinstance(p.delta, str))
     ]
     if texts:
         return "".join(texts)
@@ -159,28 +171,51 @@ class _Shape:
     AGEN = 3
 
 
-def _returns_value(fn: t.Callable[..., t.Any]) -> bool:
-    """Whether a generator function may ``return`` a value (conservatively ``True`` when unsure).
+class _ReturnFinder(ast.NodeVisitor):
+    """Finds a ``return <value>`` in a function body, not looking into nested functions, lambdas or classes."""
 
-    Lets the hot path consume a generator at C speed when its return value cannot matter.
+    def __init__(self) -> None:
+        self.found = False
+
+    def visit_Return(self, node: ast.Return) -> None:
+        if node.value is not None and not (isinstance(node.value, ast.Constant) and node.value.value is None):
+            self.found = True
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
+        pass
+
+    def visit_AsyncFunctionDef(self, node: ast.AsyncFunctionDef) -> None:
+        pass
+
+    def visit_Lambda(self, node: ast.Lambda) -> None:
+        pass
+
+    def visit_ClassDef(self, node: ast.ClassDef) -> None:
+        pass
+
+
+def returns_value(fn: t.Callable[..., t.Any]) -> bool:
+    """Whether a generator function may ``return`` a value: it has a ``return <expr>`` other than ``return None``.
+
+    Read once per class from the function's *source*, with :mod:`ast` (whose
+    ``Return`` node is the same on every supported Python), so that a module
+    whose generator cannot return a value is consumed at C speed when nobody
+    listens. ``True`` (the safe answer: the return value is captured) when
+    the source is not available, e.g. for a function made by ``exec``.
     """
-    code = getattr(fn, "__code__", None)
-    if code is None:
-        return True
+    func = inspect.unwrap(getattr(fn, "__func__", fn))
     try:
-        previous = None
-        for ins in dis.get_instructions(code):
-            if ins.opname == "RETURN_CONST" and ins.argval is not None:
-                return True
-            if ins.opname == "RETURN_VALUE" and not (
-                previous is not None and previous.opname == "LOAD_CONST" and previous.argval is None
-            ):
-                return True
-            if ins.opname not in ("CACHE", "EXTENDED_ARG", "NOP"):
-                previous = ins
-    except Exception:  # pragma: no cover - unknown bytecode
+        source = textwrap.dedent(inspect.getsource(func))
+        tree = ast.parse(source)
+    except (OSError, TypeError, SyntaxError, IndentationError):
         return True
-    return False
+    body = tree.body[0] if tree.body else None
+    if not isinstance(body, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return True  # a lambda or something else: be safe
+    finder = _ReturnFinder()
+    for stmt in body.body:
+        finder.visit(stmt)
+    return finder.found
 
 
 def _shape_of(fn: t.Callable[..., t.Any]) -> int:
@@ -264,7 +299,7 @@ class _Call(t.NamedTuple):
 
     args: tuple[t.Any, ...]
     kwargs: dict[str, t.Any]
-    sink: _Buffer | None = None
+    sink: StreamBuffer | None = None
     token: CancelToken | None = None
     run_id: str | None = None
     options: _Options | None = None
@@ -284,7 +319,7 @@ class _Running:
         self.output: t.Any = None
         self.stack: contextlib.ExitStack | None = None
 
-    def __enter__(self) -> _Running:
+    def __enter__(self) -> _Running:  # noqa: PYI034 - Self needs typing_extensions on 3.10
         self.var = _current.set(self.ctx)
         if self.scopes:
             stack = self.stack = contextlib.ExitStack()
@@ -296,7 +331,7 @@ class _Running:
                 raise
         return self
 
-    def __exit__(self, tp: type[BaseException] | None, exc: BaseException | None, tb: t.Any) -> None:
+    def __exit__(self, tp: type[BaseException] | None, exc: BaseException | None, tb: types.TracebackType | None) -> None:
         try:
             if self.stack is not None:
                 self.stack.__exit__(tp, exc, tb)
@@ -349,7 +384,7 @@ class ModuleBase:
     blocking: bool = True
     join_output: bool = True
     _forward_shape: int = _Shape.SYNC
-    _forward_returns: bool = True
+    _forward_returns: bool | None = None  # read from the source on the first generator call (see returns_value)
 
     def __init__(
         self,
@@ -386,7 +421,7 @@ class ModuleBase:
     def __init_subclass__(cls, **kwargs: t.Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._forward_shape = _shape_of(cls.forward)
-        cls._forward_returns = _returns_value(cls.forward)
+        cls._forward_returns = None
         init = cls.__dict__.get("__init__")
         if init is not None and not getattr(init, "_streamtap_options", False):
             setattr(cls, "__init__", _strip_options(init))  # noqa: B010 - mypy refuses assigning a method
@@ -447,7 +482,7 @@ class ModuleBase:
             meta = self.metadata if options.metadata is None else options.metadata
         if parent is None:
             run = _tuple_new(Run, (rid, name, self.kind, None, rid, tags, meta, (name,)))
-            root = _Root() if sink is not None else None  # else made on first use
+            root = Tree() if sink is not None else None  # else made on first use
             sinks: tuple[t.Any, ...] = (sink,) if sink is not None else ()
             tok = token  # None: made on first use; until then nobody can cancel this call
         else:
@@ -457,11 +492,12 @@ class ModuleBase:
             else:
                 tags = prun.tags
             run = _tuple_new(Run, (rid, name, self.kind, prun.run_id, prun.root_id, tags, meta, prun.path + (name,)))
-            root = parent._root or parent._root_state()
+            root = parent.tree()
             sinks = parent.sinks + (sink,) if sink is not None else parent.sinks
             tok = token or parent.token
         ctx = RunContext(run, self, root, sinks, tok)
-        ctx._start(_inputs_of(args, kwargs))
+        # The inputs are only built for someone who will see them.
+        ctx.send_start(_inputs_of(args, kwargs) if sinks or _registry.start or _start_receivers else None)
         scopes: list[t.Callable[[], t.ContextManager[t.Any]]] = []
         if _scope_signal.receivers:
             try:
@@ -475,6 +511,9 @@ class ModuleBase:
 
     @staticmethod
     def _close(ctx: RunContext, status: Status, output: t.Any, exc: BaseException | None) -> None:
+        if exc is None:
+            ctx.send_end(status, output, None)
+            return
         error = ErrorInfo.from_exception(exc) if exc is not None and status == "error" else None
         if exc is not None and status == "cancelled" and not isinstance(exc, GeneratorExit):
             error = ErrorInfo.from_exception(exc)
@@ -485,10 +524,10 @@ class ModuleBase:
             # the pause record of an interrupt; the partial answer of a broken model stream (LLMError.partial)
             output = getattr(exc, "streamtap_output", output)
         detail = getattr(exc, "detail", None) if error is not None else None
-        if isinstance(detail, t.Mapping) and detail:
+        if detail is not None and isinstance(detail, collections.abc.Mapping) and detail:
             # an exception's redacted detail (LLMError.detail): kept for spans and server logs, not for clients
             ctx.annotate(**{f"{ERROR_DETAIL_PREFIX}{key}": value for key, value in detail.items()})
-        ctx._end(status, output, error)
+        ctx.send_end(status, output, error)
 
     def _running(self, call: _Call) -> _Running:
         ctx, scopes = self._open(call)
@@ -564,15 +603,77 @@ class ModuleBase:
         return asyncio.run(main())
 
     def _run_sync(self, call: _Call) -> t.Any:
-        with self._running(call) as running:
-            running.output = self._forward_sync(running.ctx, call.args, call.kwargs)
-            return running.output
+        ctx, scopes = self._open(call)
+        if scopes:  # an OpenTelemetry span to make current, say
+            with _Running(ctx, scopes) as running:
+                running.output = self._forward_sync(ctx, call.args, call.kwargs)
+                return running.output
+        # The same lifecycle as _Running, inlined: this is the per-run hot path.
+        var = _current.set(ctx)
+        try:
+            output = self._forward_sync(ctx, call.args, call.kwargs)
+        except BaseException as exc:
+            _current.reset(var)
+            ModuleBase._close(ctx, _status_of(exc), None, exc)
+            raise
+        _current.reset(var)
+        ctx.send_end("ok", output, None)
+        return output
+
+    def _steps(self, call: _Call, future: concurrent.futures.Future[t.Any], finish: t.Callable[[], None]) -> t.Generator[None, None, None]:
+        """The run of a generator ``forward`` as steps: one yield per item (see :mod:`streamtap.driven`).
+
+        Records the output or the exception in ``future`` instead of raising it (the stream's
+        reader learns of a failure from the ``End`` event, the caller from the handle).
+        """
+        try:
+            with self._running(call) as running:
+                ctx = running.ctx
+                gen = self.forward(*call.args, **call.kwargs)
+                parts: list[t.Any] = []
+                append = parts.append if self.join_output else _discard
+                chunk = ctx.chunk
+                box: list[t.Any] = []
+                clock = time.perf_counter
+                due = 0.0  # the first item is handed over at once
+                n = 0
+                returns = self._forward_returns
+                if returns is None:
+                    returns = type(self)._forward_returns = returns_value(type(self).forward)
+                try:
+                    for item in _capture(gen, box) if returns else gen:
+                        append(item)
+                        if item.__class__ is str:
+                            chunk(item)
+                        else:
+                            _emit_item(ctx, item)
+                        n += 1
+                        # Hand over in batches: every _BATCH items, or once _BATCH_S has passed since the last.
+                        if n >= _BATCH or clock() >= due:
+                            yield
+                            n = 0
+                            due = clock() + _BATCH_S
+                finally:
+                    gen.close()
+                running.output = _output_of(parts, box[0] if box else None)
+        except BaseException as exc:
+            if not future.done():
+                future.set_exception(exc)
+            if isinstance(exc, (GeneratorExit, KeyboardInterrupt, SystemExit)):
+                raise
+        else:
+            if not future.done():
+                future.set_result(running.output)
+        finally:
+            finish()
 
     def _forward_sync(self, ctx: RunContext, args: tuple[t.Any, ...], kwargs: dict[str, t.Any]) -> t.Any:
         result = self.forward(*args, **kwargs)
         cls = result.__class__
         if cls is _GEN:
             return self._drive(ctx, result)
+        if cls in _PLAIN:
+            return result
         if _is_awaitable_type(cls):
             if inspect.iscoroutine(result):
                 result.close()
@@ -595,10 +696,13 @@ class ModuleBase:
             except StopIteration as stop:
                 return stop.value
             ctx.chunk_first()
-            if not (sinks or recv or _registry.chunk or ctx._token is not None):
+            returns = self._forward_returns
+            if returns is None:
+                returns = type(self)._forward_returns = returns_value(type(self).forward)
+            if not (sinks or recv or _registry.chunk_calls or ctx.cancellable):
                 # Nobody listens and nobody can cancel this call: let C consume the rest.
                 append(item)
-                if not self._forward_returns:
+                if not returns:
                     if join:
                         parts.extend(gen)
                     else:
@@ -618,13 +722,8 @@ class ModuleBase:
                 chunk(item)
             else:
                 _emit_item(ctx, item)
-            box = []  # type: ignore[no-redef]
-            for item in _capture(gen, box) if self._forward_returns else gen:
-                append(item)
-                if item.__class__ is str:
-                    chunk(item)
-                else:
-                    _emit_item(ctx, item)
+            box = []
+            ctx.chunk_all(_capture(gen, box) if returns else gen, append, _emit_item)
             return _output_of(parts, box[0] if box else None)
         finally:
             gen.close()
@@ -690,9 +789,10 @@ class ModuleBase:
                     first = False
                 append(item)
                 _emit_item(ctx, item)  # checks for listeners and cancellation itself
-                for sink in sinks:
-                    if sink.over():
-                        await sink.wait_for_room()
+                for sink in sinks:  # ctx.wait_for_room(), inlined: this runs per chunk
+                    waiter = sink.room()
+                    if waiter is not None:
+                        await waiter
         finally:
             await agen.aclose()
         return _output_of(parts, None)
@@ -840,7 +940,7 @@ class Buffered:
     def __init__(
         self, module: ModuleBase, maxsize: int, policy: Policy, options: _Options | None = None, *, run_id: str | None = None
     ) -> None:
-        _Buffer(maxsize, policy)  # validate now, with a clear error
+        StreamBuffer.validate(maxsize, policy)  # now, with a clear error
         if run_id is not None and not (isinstance(run_id, str) and 0 < len(run_id) <= 128 and run_id.isprintable()):
             msg = f"run_id must be a non-empty printable string of at most 128 characters, got {run_id!r}."
             raise UsageError(msg)
@@ -850,9 +950,9 @@ class Buffered:
         self.options = options
         self.run_id = run_id
 
-    def _prepare(self) -> tuple[_Buffer, RunHandle, CancelToken, t.Callable[[], None]]:
+    def _prepare(self) -> tuple[StreamBuffer, RunHandle, CancelToken, t.Callable[[], None]]:
         parent = _current.get()
-        buf = _Buffer(self.maxsize, self.policy)
+        buf = StreamBuffer(self.maxsize, self.policy)
         if parent is not None:
             token = parent.token.child()
             ptoken = parent.token
@@ -886,9 +986,25 @@ class Buffered:
         return handle
 
     def stream(self, *args: t.Any, **kwargs: t.Any) -> RunStream:
-        """See :meth:`ModuleBase.stream`."""
-        handle = self.start(*args, **kwargs)
-        return RunStream(handle._buffer, handle)  # type: ignore[arg-type]
+        """See :meth:`ModuleBase.stream`.
+
+        A synchronous generator ``forward`` is driven by the stream's reader
+        when it reads first (see :mod:`streamtap.driven`); any other shape runs
+        in the SDK's pool.
+        """
+        module = self.module
+        if module._forward_shape != _Shape.GEN:
+            handle = self.start(*args, **kwargs)
+            return RunStream(handle.buffer, handle)
+        buf, handle, token, finish = self._prepare()
+        future: concurrent.futures.Future[t.Any] = concurrent.futures.Future()
+        call = _Call(args, kwargs, buf, token, handle.run_id, self.options)
+        driven = DrivenRun(module._steps(call, future, finish), future)
+        buf.driver = driven
+        handle._future = future
+        handle._driven = driven
+        default_executor().submit(driven.run_in_thread)
+        return RunStream(buf, handle)
 
     def astart(self, *args: t.Any, **kwargs: t.Any) -> RunHandle:
         """See :meth:`ModuleBase.astart`."""
@@ -898,8 +1014,7 @@ class Buffered:
             msg = "astart()/astream() need a running event loop; from synchronous code use start()/stream()."
             raise UsageError(msg) from None
         buf, handle, token, finish = self._prepare()
-        buf._loop = loop
-        buf._loop_thread = threading.get_ident()
+        buf.bind_loop(loop)
 
         run_id = handle.run_id
         module = self.module
@@ -930,7 +1045,7 @@ class Buffered:
     def astream(self, *args: t.Any, **kwargs: t.Any) -> RunStream:
         """See :meth:`ModuleBase.astream`."""
         handle = self.astart(*args, **kwargs)
-        return RunStream(handle._buffer, handle)  # type: ignore[arg-type]
+        return RunStream(handle.buffer, handle)
 
 
 class OpenRun:

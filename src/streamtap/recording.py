@@ -39,11 +39,11 @@ import os
 import pathlib
 import threading
 import time
-import types
 import typing as t
 
+from . import events
 from .bus import Subscription, subscribe
-from .events import Chunk, Custom, End, ErrorInfo, Event, Run, Start, Timings, Tool, Usage
+from .events import Chunk, Custom, End, Event, Start, Tool
 from .exceptions import UsageError
 from .redaction import Redactor
 
@@ -176,23 +176,6 @@ def process_startup() -> Recorder | None:
 # -- reading -------------------------------------------------------------------------
 
 
-def _run(d: t.Mapping[str, t.Any]) -> Run:
-    return Run(
-        str(d["run_id"]),
-        str(d.get("name", "")),
-        d.get("kind", "module"),
-        d.get("parent_id"),
-        str(d.get("root_id") or d["run_id"]),
-        tuple(d.get("tags") or ()),
-        types.MappingProxyType(dict(d.get("metadata") or {})),
-        tuple(d.get("path") or ()),
-    )
-
-
-def _error(d: t.Mapping[str, t.Any] | None) -> ErrorInfo | None:
-    return ErrorInfo(str(d.get("type", "")), str(d.get("message", ""))) if d else None
-
-
 def is_event(value: object) -> bool:
     """Whether ``value`` is a typed streamtap event (not a wire dict)."""
     return isinstance(value, (Start, Chunk, Tool, Custom, End))
@@ -204,47 +187,15 @@ def as_events(items: t.Iterable[Event | t.Mapping[str, t.Any]]) -> list[Event]:
 
 
 def event_from_dict(data: t.Mapping[str, t.Any]) -> Event:
-    """The typed event of a wire dict (``Event.to_dict()``); extra keys such as ``recorded_at`` are ignored.
+    """The typed event of a wire dict: :func:`streamtap.events.event_from_dict`, with a recording's error.
 
     Raises:
         RecordingError: an unknown ``kind`` or a missing field, naming it.
     """
     try:
-        kind = data["kind"]
-        run = _run(data["run"])
-        seq = int(data["seq"])
-        if kind == "start":
-            return Start._make((run, seq, data.get("inputs"), float(data.get("started_at") or 0.0)))
-        if kind == "chunk":
-            return Chunk._make((run, seq, data.get("delta"), str(data.get("channel", "text")), data.get("call_id")))
-        if kind == "tool":
-            return Tool._make((
-                run, seq, str(data["call_id"]), str(data["name"]), data["phase"],
-                data.get("arguments"), data.get("result"), _error(data.get("error")),
-            ))  # fmt: skip
-        if kind == "custom":
-            return Custom._make((run, seq, str(data["name"]), data.get("data")))
-        if kind == "end":
-            usage = data.get("usage")
-            timings = data.get("timings")
-            return End._make((
-                run,
-                seq,
-                data["status"],
-                data.get("output"),
-                _error(data.get("error")),
-                Usage(**usage) if usage else None,
-                Timings(**timings) if timings else None,
-                types.MappingProxyType(dict(data.get("attributes") or {})),
-            ))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise RecordingError(f"Not a streamtap event: {exc!r} in {_short(data)}.") from None
-    raise RecordingError(f"Unknown event kind {kind!r} in {_short(data)}; expected start, chunk, tool, custom or end.")
-
-
-def _short(data: t.Any) -> str:
-    text = json.dumps(data, default=repr)
-    return text if len(text) <= 200 else text[:200] + "..."
+        return events.event_from_dict(data)
+    except ValueError as exc:
+        raise RecordingError(str(exc)) from None
 
 
 class Recording(t.NamedTuple):

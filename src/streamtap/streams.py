@@ -26,292 +26,17 @@ leaving its ``with`` block, or dropping it) cancels its run; use
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
-import threading
 import typing as t
 
 from .answer import AnswerText
+from .buffer import Policy, StreamBuffer
 from .context import CancelToken
+from .driven import DrivenRun
 from .events import Chunk, Event
 from .exceptions import RunCancelled, StreamOverflowError, UsageError
 
-__all__ = ["Policy", "RunHandle", "RunStream", "StreamView"]
-
-Policy = t.Literal["block", "drop_oldest", "error"]
-"""What a stream does when its consumer lags (see the module docstring)."""
-
-_POLICIES = ("block", "drop_oldest", "error")
-
-
-class _Buffer:
-    """The sink half of a stream: bounded, thread-safe, wakes sync or async consumers."""
-
-    __slots__ = (
-        "_async_waiters",
-        "_cond",
-        "_consumer_waiting",
-        "_loop",
-        "_loop_thread",
-        "_producers_waiting",
-        "_limit",
-        "_q",
-        "_room_waiter",
-        "closed",
-        "dropped",
-        "error",
-        "finished",
-        "maxsize",
-        "policy",
-        "released",
-    )
-
-    def __init__(self, maxsize: int, policy: Policy) -> None:
-        if not isinstance(maxsize, int) or maxsize < 1:
-            msg = f"A stream's maxsize must be a whole number of at least 1, got {maxsize!r}."
-            raise UsageError(msg)
-        if policy not in _POLICIES:
-            msg = f"Unknown stream policy {policy!r}; choose one of {list(_POLICIES)}."
-            raise UsageError(msg)
-        self.maxsize = maxsize
-        self.policy = policy
-        self._limit = maxsize  # 0 once the stream takes no more events (closed, or overflowed)
-        self._q: collections.deque[Event] = collections.deque()
-        self._cond = threading.Condition(threading.Lock())
-        self._consumer_waiting = False
-        self._producers_waiting = 0
-        self._async_waiters: list[asyncio.Future[None]] = []  # one per async reader waiting
-        self._room_waiter: asyncio.Future[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread: int | None = None
-        self.dropped = 0
-        self.error: BaseException | None = None
-        self.finished = False  # the producer is done: no more events will come
-        self.closed = False  # the consumer left: events are discarded
-        self.released = False  # the run was cancelled: producers no longer wait for room
-
-    # -- producer side -------------------------------------------------
-
-    def put(self, event: Event) -> None:
-        q = self._q
-        if len(q) < self._limit:  # the hot path: one comparison
-            q.append(event)
-            if self._consumer_waiting:
-                self._wake()
-            return
-        self._put_slow(event)
-
-    def _put_slow(self, event: Event) -> None:
-        if self.closed or self.error is not None:
-            return
-        q = self._q
-        if self.policy == "block":
-            pass  # the producer waited in reserve(), before taking the root lock; it may go over by a few
-        elif self.policy == "drop_oldest":
-            try:
-                q.popleft()
-            except IndexError:  # the consumer took it meanwhile
-                pass
-            else:
-                self.dropped += 1
-        else:
-            self.error = StreamOverflowError(self.maxsize)
-            self._limit = 0
-            self._wake()
-            return
-        if self.closed:
-            return
-        q.append(event)
-        if self._consumer_waiting:
-            self._wake()
-
-    def _wait_for_room(self) -> None:
-        if self._loop_thread is not None and self._loop_thread == threading.get_ident():
-            # The producer runs on the async consumer's own loop: blocking would
-            # deadlock. It goes over by one; the module awaits room at its next chunk.
-            return
-        with self._cond:
-            while len(self._q) > self.maxsize >> 1 and not self.closed and not self.released:
-                if self._consumer_waiting:
-                    self._wake_locked()
-                # The consumer resets the count when it notifies: one notification per wait,
-                # not one per event it pops while this thread is still waking up.
-                self._producers_waiting += 1
-                self._cond.wait()
-
-    def reserve(self) -> None:
-        """Called by a producer *before* it takes the root lock: wait for room (policy "block")."""
-        if len(self._q) >= self.maxsize and self.policy == "block" and not self.closed:
-            self._wait_for_room()
-
-    def over(self) -> bool:
-        return (
-            len(self._q) >= self.maxsize
-            and not self.closed
-            and self.policy == "block"
-            and self._loop_thread == threading.get_ident()
-            and not self.released
-        )
-
-    async def wait_for_room(self) -> None:
-        """Await until the consumer has made room (for async producers on the consumer's loop)."""
-        while self.over():
-            with self._cond:
-                if not self.over():
-                    return
-                fut = self._room_waiter
-                if fut is None or fut.done():
-                    fut = self._room_waiter = asyncio.get_running_loop().create_future()
-            await asyncio.shield(fut)
-
-    def finish(self) -> None:
-        with self._cond:
-            self.finished = True
-        self._wake()
-
-    def _wake(self) -> None:
-        with self._cond:
-            self._wake_locked()
-
-    def _wake_locked(self) -> None:
-        # Wake once per wait: a consumer that is waking up (waiting for the GIL)
-        # must not be notified again for every event the producer adds meanwhile.
-        self._consumer_waiting = False
-        self._cond.notify_all()
-        waiters, self._async_waiters = self._async_waiters, []
-        for fut in waiters:
-            _resolve(fut)
-
-    # -- consumer side -----------------------------------------------------
-
-    def _made_room(self) -> None:
-        if self._producers_waiting or self._room_waiter is not None:
-            with self._cond:
-                self._producers_waiting = 0
-                self._cond.notify_all()
-                fut = self._room_waiter
-                if fut is not None:
-                    self._room_waiter = None
-                    if self._loop_thread == threading.get_ident():
-                        if not fut.done():
-                            fut.set_result(None)
-                    else:
-                        try:
-                            fut.get_loop().call_soon_threadsafe(_set_done, fut)
-                        except RuntimeError:
-                            pass
-
-    def get(self, timeout: float | None = None) -> Event | None:
-        """Next event, or ``None`` at the end of the stream."""
-        q = self._q
-        while True:
-            if q:
-                try:
-                    ev = q.popleft()
-                except IndexError:  # a drop_oldest producer took it meanwhile
-                    continue
-                # Hysteresis: wake a blocked producer only once half the buffer is free,
-                # so that producer and consumer hand over in batches, not per event.
-                if (self._producers_waiting or self._room_waiter is not None) and len(q) <= self.maxsize >> 1:
-                    self._made_room()
-                return ev
-            if self.error is not None:
-                raise StreamOverflowError(self.maxsize)
-            if self.finished or self.closed:
-                return None
-            if self._loop_thread == threading.get_ident():
-                msg = (
-                    "This stream is fed by a task of the event loop running in this thread, so waiting for it "
-                    "here would block that task forever. Iterate it with 'async for' (or use module.stream())."
-                )
-                raise UsageError(msg)
-            with self._cond:
-                # Left set after waiting: the next wake clears it (clearing it here could lose another reader's).
-                self._consumer_waiting = True
-                if not q and not self.finished and self.error is None and not self.closed:
-                    if self._producers_waiting:
-                        self._cond.notify_all()
-                    if not self._cond.wait(timeout):
-                        raise TimeoutError(f"No event arrived within {timeout} s.")
-
-    async def aget(self) -> Event | None:
-        q = self._q
-        loop = asyncio.get_running_loop()
-        if self._loop is None:
-            self._loop = loop
-            self._loop_thread = threading.get_ident()
-        while True:
-            if q:
-                try:
-                    ev = q.popleft()
-                except IndexError:
-                    continue
-                if len(q) <= self.maxsize >> 1:
-                    self._made_room()
-                return ev
-            if self.error is not None:
-                raise StreamOverflowError(self.maxsize)
-            if self.finished or self.closed:
-                return None
-            fut = loop.create_future()
-            with self._cond:
-                if q or self.finished or self.error is not None or self.closed:
-                    continue
-                self._async_waiters.append(fut)
-                self._consumer_waiting = True
-                if self._producers_waiting:
-                    self._cond.notify_all()
-            try:
-                await fut
-            finally:
-                with self._cond:
-                    # The flag is left for the next wake to clear: clearing it here could
-                    # lose the wakeup of another reader that is still waiting.
-                    if fut in self._async_waiters:
-                        self._async_waiters.remove(fut)
-
-    def release(self) -> None:
-        """The run is cancelled: let its producers through so that it can wind down and end."""
-        with self._cond:
-            self.released = True
-            self._producers_waiting = 0
-            self._cond.notify_all()
-            fut, self._room_waiter = self._room_waiter, None
-        if fut is not None:
-            try:
-                fut.get_loop().call_soon_threadsafe(_set_done, fut)
-            except RuntimeError:
-                pass
-
-    def close(self) -> None:
-        with self._cond:
-            self.closed = True
-            self._limit = 0
-            self._q.clear()
-            self._producers_waiting = 0
-            self._cond.notify_all()
-            waiters = [*self._async_waiters, *([self._room_waiter] if self._room_waiter is not None else [])]
-            self._room_waiter, self._async_waiters = None, []
-        for fut in waiters:
-            _resolve(fut)
-
-
-def _set_done(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
-
-def _resolve(fut: asyncio.Future[None]) -> None:
-    """Resolve ``fut`` from any thread: directly on its own loop, else through that loop."""
-    loop = fut.get_loop()  # the reader's loop, which may differ from an astart() producer's
-    if asyncio._get_running_loop() is loop:
-        _set_done(fut)
-    else:
-        try:
-            loop.call_soon_threadsafe(_set_done, fut)
-        except RuntimeError:  # the loop is closed: that reader is gone
-            pass
-
+__all__ = ["CancelToken", "Policy", "RunHandle", "RunStream", "StreamBuffer", "StreamOverflowError", "StreamView"]
 
 class _Iterable:
     """Sync and async iteration over a stream, with an optional predicate and mapping."""
@@ -375,7 +100,7 @@ class _Iterable:
                 return False
             return (
                 (k is None or ev.kind in k)
-                and (c is None or ev.__class__ is not Chunk or ev.channel in c)  # type: ignore[union-attr]
+                and (c is None or ev.__class__ is not Chunk or ev.channel in c)
                 and (n is None or run.name in n)
                 and (xn is None or run.name not in xn)
                 and (tg is None or not tg.isdisjoint(run.tags))
@@ -499,7 +224,7 @@ class RunStream(_Iterable):
 
     __slots__ = ("__weakref__", "_buf", "_owns_run", "handle")
 
-    def __init__(self, buffer: _Buffer, handle: RunHandle, owns_run: bool = True) -> None:
+    def __init__(self, buffer: StreamBuffer, handle: RunHandle, owns_run: bool = True) -> None:
         self._buf = buffer
         self._owns_run = owns_run
         self.handle = handle
@@ -520,7 +245,7 @@ class RunStream(_Iterable):
 
     def __len__(self) -> int:
         """Events buffered now."""
-        return len(self._buf._q)
+        return len(self._buf)
 
     def _next_event(self) -> Event | None:
         return self._buf.get()
@@ -529,14 +254,7 @@ class RunStream(_Iterable):
         return await self._buf.aget()
 
     def __next__(self) -> Event:
-        buf = self._buf
-        q = buf._q
-        if q and not buf._producers_waiting and buf._room_waiter is None:
-            try:
-                return q.popleft()
-            except IndexError:
-                pass
-        ev = buf.get()
+        ev = self._buf.get()
         if ev is None:
             raise StopIteration
         return ev
@@ -550,7 +268,7 @@ class RunStream(_Iterable):
             raise StopAsyncIteration
         return ev
 
-    def __aiter__(self) -> RunStream:  # type: ignore[override]
+    def __aiter__(self) -> RunStream:
         return self
 
     def result(self, timeout: float | None = None) -> t.Any:
@@ -576,19 +294,23 @@ class RunStream(_Iterable):
         if not buf.closed:
             buf.close()
             if self._owns_run and not buf.finished:
-                self.handle.cancel("the stream was closed before the run ended")
+                reason = "the stream was closed before the run ended"
+                self.handle.cancel(reason)
+                driven = self.handle._driven
+                if driven is not None:
+                    driven.abandon(reason)
 
     async def aclose(self) -> None:
         """Async :meth:`close`."""
         self.close()
 
-    def __enter__(self) -> RunStream:
+    def __enter__(self) -> RunStream:  # noqa: PYI034 - Self needs typing_extensions on 3.10
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    async def __aenter__(self) -> RunStream:
+    async def __aenter__(self) -> RunStream:  # noqa: PYI034 - Self needs typing_extensions on 3.10
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -598,7 +320,7 @@ class RunStream(_Iterable):
         if self._owns_run:
             try:
                 self.close()
-            except Exception:  # pragma: no cover - interpreter shutdown
+            except Exception:  # noqa: BLE001, S110 - never raise from __del__ (interpreter shutdown)
                 pass
 
     def __repr__(self) -> str:
@@ -615,15 +337,28 @@ class RunHandle:
     cancelled.
     """
 
-    __slots__ = ("_buffer", "_future", "run_id", "token")
+    __slots__ = ("_buffer", "_driven", "_future", "run_id", "token")
 
-    def __init__(self, run_id: str, token: CancelToken, buffer: _Buffer | None = None) -> None:
+    def __init__(self, run_id: str, token: CancelToken, buffer: StreamBuffer | None = None) -> None:
         self.run_id = run_id
         """The id the call's root run has (known before it starts)."""
         self.token = token
         self._future: concurrent.futures.Future[t.Any] | asyncio.Future[t.Any] | None = None
         # The buffer, not a RunStream: no reference cycle, so a dropped stream is collected at once.
         self._buffer = buffer
+        self._driven: DrivenRun | None = None  # set for a same-thread stream (streamtap.driven)
+
+    @property
+    def buffer(self) -> StreamBuffer:
+        """The buffer of the call's stream.
+
+        Raises:
+            UsageError: when the call was started without a stream.
+        """
+        if self._buffer is None:
+            msg = "This run was started without a stream. Use module.start(...) or module.stream(...) to get one."
+            raise UsageError(msg)
+        return self._buffer
 
     def events(self) -> RunStream:
         """The stream of the call's events (every call reads the same buffer).
@@ -668,6 +403,8 @@ class RunHandle:
         """
         fut = self._future
         assert fut is not None
+        if self._driven is not None:
+            self._driven.finish()  # a run its reader took: nobody else advances it
         if isinstance(fut, asyncio.Future):
             if fut.done():
                 return fut.result()

@@ -104,13 +104,13 @@ def check_invariants(events: t.Iterable[Event]) -> None:
         by_root[ev.run.root_id].append(ev.seq)
         if ev.kind == "start":
             assert rid not in starts, f"run {rid} ({ev.run.name}) started twice"
-            starts[rid] = ev  # type: ignore[assignment]
+            starts[rid] = ev
             position[("start", rid)] = i
         else:
             assert rid in starts, f"{ev.kind} event of run {rid} ({ev.run.name}) came before its start"
             assert rid not in ends, f"{ev.kind} event of run {rid} ({ev.run.name}) came after its end"
             if ev.kind == "end":
-                ends[rid] = ev  # type: ignore[assignment]
+                ends[rid] = ev
                 position[("end", rid)] = i
     missing = set(starts) - set(ends)
     assert not missing, f"runs started but never ended: {sorted(starts[r].run.name + ':' + r for r in missing)}"
@@ -192,7 +192,7 @@ class _Tree:
             if ev.kind == "start":
                 parent = self.key.get(ev.run.parent_id or "", "")
                 # Tools run concurrently: they are told apart by their arguments, not by start order.
-                which = _brief(ev.inputs) if ev.run.kind == "tool" else ""  # type: ignore[union-attr]
+                which = _brief(ev.inputs) if ev.run.kind == "tool" else ""
                 base = f"{parent}/{ev.run.name}{which}" if parent else ev.run.name + which
                 counts[base] += 1
                 self.key[rid] = base if counts[base] == 1 else f"{base}#{counts[base]}"
@@ -200,11 +200,11 @@ class _Tree:
             if k is None:
                 continue
             if ev.kind == "chunk":
-                self.text[(k, ev.channel, ev.call_id)] += str(ev.delta)  # type: ignore[union-attr]
+                self.text[(k, ev.channel, ev.call_id)] += str(ev.delta)
             else:
                 self.by_key[k].append(ev)
-                if ev.kind == "tool" and ev.phase == "requested":  # type: ignore[union-attr]
-                    self.calls[k].append(str(ev.call_id))  # type: ignore[union-attr]
+                if ev.kind == "tool" and ev.phase == "requested":
+                    self.calls[k].append(str(ev.call_id))
 
 
 _COMPARED: dict[str, tuple[str, ...]] = {
@@ -238,14 +238,14 @@ def first_divergence(expected: _EventsLike, actual: _EventsLike) -> Divergence |
         if k is None:
             continue
         if ev.kind == "chunk":
-            tk = (k, ev.channel, _mapped_call(exp, act, k, ev.call_id))  # type: ignore[union-attr]
-            seen_text[tk] += str(ev.delta)  # type: ignore[union-attr]
+            tk = (k, ev.channel, _mapped_call(exp, act, k, ev.call_id))
+            seen_text[tk] += str(ev.delta)
             new = act.text.get(tk, "")
             if not new.startswith(seen_text[tk]):
                 at = _common_prefix(seen_text[tk], new)
                 return Divergence(
                     index, k, "text", ev, None,
-                    f"Event {index} ({k}, {ev.channel} chunk): the new run's text departs at character {at}: "  # type: ignore[union-attr]
+                    f"Event {index} ({k}, {ev.channel} chunk): the new run's text departs at character {at}: "
                     f"recorded {seen_text[tk][at:at + 60]!r}, new {new[at:at + 60]!r}.",
                 )  # fmt: skip
             continue
@@ -293,8 +293,8 @@ def _counterpart(exp: _Tree, act: _Tree, key: str, ev: Event) -> Event | None:
     if ev.kind == "start" or ev.kind == "end":
         return next((c for c in candidates if c.kind == ev.kind), None)
     if ev.kind == "tool":
-        mapped = _mapped_call(exp, act, key, ev.call_id)  # type: ignore[union-attr]
-        return next((c for c in candidates if c.kind == "tool" and c.call_id == mapped and c.phase == ev.phase), None)  # type: ignore[union-attr]
+        mapped = _mapped_call(exp, act, key, ev.call_id)
+        return next((c for c in candidates if c.kind == "tool" and c.call_id == mapped and c.phase == ev.phase), None)
     same = [c for c in exp.by_key[key] if c.kind == ev.kind]
     others = [c for c in candidates if c.kind == ev.kind]
     i = same.index(ev)

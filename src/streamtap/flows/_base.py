@@ -7,6 +7,7 @@ import contextlib
 import contextvars
 import typing as t
 
+from ..events import RunKind
 from ..exceptions import RunCancelled, StreamtapError, UsageError
 from ..module import Configured, ModuleBase
 
@@ -78,7 +79,7 @@ class BaseNode(ModuleBase):
             (enforced by the flow that runs it; a root flow enforces its own).
     """
 
-    kind = "node"
+    kind: RunKind = "node"
     timeout: float | None = None
 
     @property

@@ -104,7 +104,7 @@ class AsyncSequential(Sequential):
 
     _sync = False
 
-    async def forward(self, x: t.Any) -> t.Any:  # type: ignore[override]
+    async def forward(self, x: t.Any) -> t.Any:
         """Pipe ``x`` through the steps."""
         call = Call(self, x)
         with call, call.raising_timeouts():
@@ -270,7 +270,7 @@ class AsyncParallel(Parallel):
 
     _sync = False
 
-    async def forward(self, x: t.Any) -> t.Any:  # type: ignore[override]
+    async def forward(self, x: t.Any) -> t.Any:
         """Run every branch on ``x`` as tasks; wait for all."""
         call = Call(self, x)
         with call, call.raising_timeouts():

@@ -168,7 +168,7 @@ class AsyncFlow(Flow):
 
     _sync = False
 
-    async def forward(self, shared: t.Any) -> t.Any:  # type: ignore[override]
+    async def forward(self, shared: t.Any) -> t.Any:
         """Run the graph on the shared store (or a :class:`~streamtap.interrupts.Resume`)."""
         with self._walking(shared) as walk:
             walk.call.arm_async()

@@ -277,10 +277,7 @@ async def _aemit(item: t.Any) -> None:
     _emit(item)
     ctx = current()
     if ctx is not None:
-        for sink in ctx.sinks:
-            over = getattr(sink, "over", None)
-            if over is not None and over():
-                await sink.wait_for_room()
+        await ctx.wait_for_room()
 
 
 # -- batches ---------------------------------------------------------------------
@@ -420,7 +417,7 @@ class ParallelBatchNode(Node):
 
     max_workers: int = 8
 
-    def forward(self, shared: t.Any) -> t.Any:  # type: ignore[override]
+    def forward(self, shared: t.Any) -> t.Any:
         """prep -> exec per item in a bounded thread pool -> post."""
         slot = take_slot()
         batch = _Batch(self._run_name())

@@ -214,7 +214,7 @@ def _tool_schema(tool: t.Any) -> dict[str, t.Any]:
         return tool
     to_openai = getattr(tool, "to_openai", None)
     if callable(to_openai):
-        return t.cast(dict, to_openai())
+        return t.cast("dict[str, t.Any]", to_openai())
     msg = f"A tool must be an OpenAI tool dict or have a to_openai() method (like a @tool); got {tool!r}."
     raise UsageError(msg)
 
@@ -734,12 +734,16 @@ def _create_cancellable(ctx: RunContext, create: t.Callable[..., t.Any], kwargs:
     it on cancel; a response that arrives later is closed straight away. A
     call that nobody can cancel is made directly.
     """
-    if ctx._token is None:
+    if not ctx.cancellable:
         return create(**kwargs)
     cancelled: concurrent.futures.Future[None] = concurrent.futures.Future()
-    remove = ctx.on_cancel(lambda: cancelled.done() or cancelled.set_result(None))
+    def settle() -> None:
+        if not cancelled.done():
+            cancelled.set_result(None)
+
+    remove = ctx.on_cancel(settle)
     try:
-        fut = _waiting_pool().submit(contextvars.copy_context().run, create, **kwargs)
+        fut = _waiting_pool().submit(functools.partial(contextvars.copy_context().run, create, **kwargs))
         concurrent.futures.wait({fut, cancelled}, return_when=concurrent.futures.FIRST_COMPLETED)
         if not fut.done():
             fut.add_done_callback(_close_late)
@@ -815,10 +819,7 @@ async def _emit(ctx: RunContext, deltas: list[Delta]) -> None:
         return
     for d in deltas:
         ctx.chunk(d.delta, d.channel, d.call_id)
-    for sink in ctx.sinks:
-        over = getattr(sink, "over", None)
-        if over is not None and over():
-            await sink.wait_for_room()
+    await ctx.wait_for_room()
 
 
 async def _keep_until_loop_closes(client: t.Any) -> t.AsyncGenerator[None, None]:
@@ -1084,10 +1085,12 @@ def _server_message(exc: BaseException) -> str:
     body = getattr(exc, "body", None)
     if isinstance(body, dict):
         err = body.get("error", body)
-        if isinstance(err, dict) and isinstance(err.get("message"), str):
-            return err["message"]
-        if isinstance(body.get("message"), str):
-            return body["message"]
+        message = err.get("message") if isinstance(err, dict) else None
+        if isinstance(message, str):
+            return message
+        message = body.get("message")
+        if isinstance(message, str):
+            return message
     return str(getattr(exc, "message", exc))
 
 
