@@ -127,9 +127,15 @@ def per_run(runs: int, rounds: int) -> None:
             for i in range(n):
                 m(i)
 
-    rows: dict[str, list[tuple[float, float]]] = {"ModuleBase call, no subscriber": [], "ModuleBase call, 1 subscriber": []}
+    rows: dict[str, list[tuple[float, float]]] = {
+        "ModuleBase call, no subscriber": [],
+        "ModuleBase call, 1 subscriber": [],
+    }
     for _ in range(rounds):
-        for name, fn in (("ModuleBase call, no subscriber", module_loop), ("ModuleBase call, 1 subscriber", module_loop_sub)):
+        for name, fn in (
+            ("ModuleBase call, no subscriber", module_loop),
+            ("ModuleBase call, 1 subscriber", module_loop_sub),
+        ):
             b = timed(base_loop, runs)
             c = timed(fn, runs)
             rows[name].append((c / runs * 1e9, c / b))
@@ -156,7 +162,7 @@ def memory(n: int) -> None:
         for i, _ in enumerate(s):
             if i % (n // 10) == 0:
                 peaks.append(tracemalloc.get_traced_memory()[0])
-        cur, peak = tracemalloc.get_traced_memory()
+        _cur, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         print(
             f"  {label:<28} allocated at 10%: {peaks[1] / 1e6:6.2f} MB, at 90%: {peaks[-1] / 1e6:6.2f} MB, "

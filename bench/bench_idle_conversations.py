@@ -60,7 +60,10 @@ def open_fds() -> int:
 
 async def converse(client: httpx.AsyncClient, url: str, chat_id: str) -> None:
     """One conversation: one question, read to ``finish`` and ``[DONE]``."""
-    body = {"id": chat_id, "messages": [{"id": "u", "role": "user", "parts": [{"type": "text", "text": "weather in Paris?"}]}]}
+    body = {
+        "id": chat_id,
+        "messages": [{"id": "u", "role": "user", "parts": [{"type": "text", "text": "weather in Paris?"}]}],
+    }
     async with client.stream("POST", url + "/api/chat", json=body) as r:
         text = (await r.aread()).decode()
     assert r.status_code == 200, (r.status_code, text[:200])
@@ -117,10 +120,22 @@ def model_server() -> t.Iterator[str]:
 def main(argv: t.Sequence[str] | None = None) -> int:
     """Run the benchmark; print the figures."""
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    p.add_argument("--chats", type=int, default=1000, help="idle conversations to hold (default 1000; the app keeps at most 1000)")
+    p.add_argument(
+        "--chats", type=int, default=1000, help="idle conversations to hold (default 1000; the app keeps at most 1000)"
+    )
     p.add_argument("--concurrency", type=int, default=8, help="conversations started at a time (default 8)")
-    p.add_argument("--store-ttl", type=float, default=None, metavar="SECONDS", help="the event store's ttl (default 600 s: every answer is kept for replay); a short one measures the conversations alone")
-    p.add_argument("--per-chat-client", action="store_true", help="a model client per conversation (the demo before), for comparison")
+    p.add_argument(
+        "--store-ttl",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="the event store's ttl (default 600 s: every answer is kept for replay); a short one measures the conversations alone",
+    )
+    p.add_argument(
+        "--per-chat-client",
+        action="store_true",
+        help="a model client per conversation (the demo before), for comparison",
+    )
     a = p.parse_args(argv)
     with model_server() as base_url:
         if a.per_chat_client:
@@ -137,11 +152,17 @@ def main(argv: t.Sequence[str] | None = None) -> int:
     per_kb = (m["rss1_kb"] - m["rss0_kb"]) / a.chats
     per_fd = (m["fds1"] - m["fds0"]) / a.chats
     mode = "a model client per conversation" if a.per_chat_client else "one shared model client (streamtap demo)"
-    kept = f"answers expired after {a.store_ttl} s" if a.store_ttl is not None else "each answer kept for replay (store ttl 600 s)"
+    kept = (
+        f"answers expired after {a.store_ttl} s"
+        if a.store_ttl is not None
+        else "each answer kept for replay (store ttl 600 s)"
+    )
     print(f"idle conversations: {a.chats} ({held} held by the app), {mode}, {kept}")
     print(f"  RSS   {m['rss0_kb'] / 1024:.1f} MiB -> {m['rss1_kb'] / 1024:.1f} MiB: {per_kb:.1f} KiB per conversation")
     print(f"  fds   {m['fds0']} -> {m['fds1']}: {per_fd:.3f} per conversation")
-    print(f"  Python allocations held: {m['held_kb'] / 1024:.1f} MiB: {m['held_kb'] / a.chats:.1f} KiB per conversation (tracemalloc)")
+    print(
+        f"  Python allocations held: {m['held_kb'] / 1024:.1f} MiB: {m['held_kb'] / a.chats:.1f} KiB per conversation (tracemalloc)"
+    )
     print(f"  took  {m['seconds']:.1f} s ({a.chats / m['seconds']:.0f} conversations/s)")
     return 0
 

@@ -84,7 +84,9 @@ CASES: dict[str, t.Callable[[int, StreamtapCallbackHandler], int]] = {
 }
 
 
-def timed(fn: t.Callable[[int, StreamtapCallbackHandler], int], tokens: int, handler: StreamtapCallbackHandler) -> tuple[float, int]:
+def timed(
+    fn: t.Callable[[int, StreamtapCallbackHandler], int], tokens: int, handler: StreamtapCallbackHandler
+) -> tuple[float, int]:
     gc.collect()
     t0 = time.perf_counter()
     n = fn(tokens, handler)
@@ -121,7 +123,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         vs_noop = statistics.median(x / y for x, y in zip(ratios[name], noop_r))
         out[name] = r
         out[name + " vs no-op"] = vs_noop
-        print(f"{name:<27} {statistics.median(case_us[name]):9.2f} {r:7.2f}x {(r - 1) * 100:+5.1f}% {vs_noop:9.2f}x {(vs_noop - 1) * 100:+5.1f}%")
+        print(
+            f"{name:<27} {statistics.median(case_us[name]):9.2f} {r:7.2f}x {(r - 1) * 100:+5.1f}% {vs_noop:9.2f}x {(vs_noop - 1) * 100:+5.1f}%"
+        )
     return out
 
 

@@ -34,11 +34,11 @@ import time
 import typing as t
 
 import httpx
-from streamtap_redis import Keys, RedisEventStore, RunLog, connect
-from streamtap_redis.testing import RedisServer, free_port
 
 from streamtap import ModuleBase
 from streamtap.llm import FakeOpenAI
+from streamtap_redis import Keys, RedisEventStore, RunLog, connect
+from streamtap_redis.testing import RedisServer, free_port
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -91,7 +91,13 @@ def env(**extra: str) -> dict[str, str]:
 
 
 def spawn(args: list[str], environ: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "streamtap.cli", *args], env=environ, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-m", "streamtap.cli", *args],
+        env=environ,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def wait_ready(proc: subprocess.Popen[bytes]) -> None:
@@ -143,7 +149,10 @@ async def ttft(base: str, n: int, tag: str) -> list[float]:
     out = []
     async with httpx.AsyncClient(timeout=60) as client:
         for i in range(n):
-            body = {"id": f"{tag}{i}", "messages": [{"id": "u", "role": "user", "parts": [{"type": "text", "text": "hello there"}]}]}
+            body = {
+                "id": f"{tag}{i}",
+                "messages": [{"id": "u", "role": "user", "parts": [{"type": "text", "text": "hello there"}]}],
+            }
             t0 = time.perf_counter()
             async with client.stream("POST", base + "/api/chat", json=body) as r:
                 async for line in r.aiter_lines():
@@ -172,25 +181,60 @@ def main(argv: list[str] | None = None) -> int:
         try:
             wait_http(f"http://127.0.0.1:{port}")
             for streams in (1, 200):
-                ms = [x * 1000 for x in asyncio.run(stream_latencies(f"http://127.0.0.1:{port}", streams, f"l{streams}-"))]
-                rows.append(f"chunk -> SSE frame, in-process baseline (no Redis), {streams} stream(s): p50 {pct(ms, 0.5):.2f} ms, p99 {pct(ms, 0.99):.2f} ms")
+                ms = [
+                    x * 1000 for x in asyncio.run(stream_latencies(f"http://127.0.0.1:{port}", streams, f"l{streams}-"))
+                ]
+                rows.append(
+                    f"chunk -> SSE frame, in-process baseline (no Redis), {streams} stream(s): p50 {pct(ms, 0.5):.2f} ms, p99 {pct(ms, 0.99):.2f} ms"
+                )
         finally:
             stop([local])
         for webs in (1, 4):
             prefix = f"lat{webs}"
             e = env(BENCH_CHUNKS=str(chunks), BENCH_INTERVAL="0.02")
-            workers = [spawn(["worker", "bench.redis_targets:stamped", "--redis", url, "--prefix", prefix, "--concurrency", "200"], e) for _ in range(2)]
+            workers = [
+                spawn(
+                    [
+                        "worker",
+                        "bench.redis_targets:stamped",
+                        "--redis",
+                        url,
+                        "--prefix",
+                        prefix,
+                        "--concurrency",
+                        "200",
+                    ],
+                    e,
+                )
+                for _ in range(2)
+            ]
             for w in workers:
                 wait_ready(w)
             port = free_port()
-            web = spawn(["serve", "bench.redis_targets:stamped", "--redis", url, "--prefix", prefix, "--port", str(port), "--workers", str(webs)], e)
+            web = spawn(
+                [
+                    "serve",
+                    "bench.redis_targets:stamped",
+                    "--redis",
+                    url,
+                    "--prefix",
+                    prefix,
+                    "--port",
+                    str(port),
+                    "--workers",
+                    str(webs),
+                ],
+                e,
+            )
             base = f"http://127.0.0.1:{port}"
             try:
                 wait_http(base)
                 for streams in (1, 200):
                     lat = asyncio.run(stream_latencies(base, streams, f"s{streams}-"))
                     ms = [x * 1000 for x in lat]
-                    rows.append(f"chunk -> SSE frame, {webs} web process(es), {streams} stream(s): p50 {pct(ms, 0.5):.2f} ms, p99 {pct(ms, 0.99):.2f} ms ({len(ms)} chunks)")
+                    rows.append(
+                        f"chunk -> SSE frame, {webs} web process(es), {streams} stream(s): p50 {pct(ms, 0.5):.2f} ms, p99 {pct(ms, 0.99):.2f} ms ({len(ms)} chunks)"
+                    )
             finally:
                 stop([web, *workers])
         # TTFT: in-process vs through Redis, both servers up at once and asked in turn (the machine's load hits both alike)
@@ -199,7 +243,9 @@ def main(argv: list[str] | None = None) -> int:
         worker = spawn(["worker", "bench.redis_targets:chat", "--redis", url, "--prefix", "ttft"], e)
         wait_ready(worker)
         local = spawn(["serve", "bench.redis_targets:chat", "--port", str(local_port)], e)
-        web = spawn(["serve", "bench.redis_targets:chat", "--redis", url, "--prefix", "ttft", "--port", str(redis_port)], e)
+        web = spawn(
+            ["serve", "bench.redis_targets:chat", "--redis", url, "--prefix", "ttft", "--port", str(redis_port)], e
+        )
         in_process: list[float] = []
         redis_path: list[float] = []
         try:
@@ -212,7 +258,9 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             stop([local, web, worker])
         a_ms, b_ms = statistics.median(in_process) * 1000, statistics.median(redis_path) * 1000
-        rows.append(f"TTFT median: in-process {a_ms:.2f} ms, via Redis + worker {b_ms:.2f} ms (ratio {b_ms / a_ms:.2f}x)")
+        rows.append(
+            f"TTFT median: in-process {a_ms:.2f} ms, via Redis + worker {b_ms:.2f} ms (ratio {b_ms / a_ms:.2f}x)"
+        )
     for row in rows:
         print(row)
     return 0

@@ -45,7 +45,12 @@ def _first_content(stream: t.Any, t0: float) -> float:
 
 def raw_chat(client: openai.OpenAI, prompt: str) -> float:
     t0 = time.perf_counter()
-    stream = client.chat.completions.create(model="fake-gpt", messages=[{"role": "user", "content": prompt}], stream=True, stream_options={"include_usage": True})
+    stream = client.chat.completions.create(
+        model="fake-gpt",
+        messages=[{"role": "user", "content": prompt}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     return _first_content(stream, t0)
 
 
@@ -74,7 +79,9 @@ def raw_agent(client: openai.OpenAI, tools: t.Any) -> float:
     schemas = tools.schemas()
     messages: list[dict[str, t.Any]] = [{"role": "user", "content": QUERY}]
     calls: dict[int, dict[str, str]] = {}
-    for chunk in client.chat.completions.create(model="fake-gpt", messages=messages, tools=schemas, stream=True, stream_options={"include_usage": True}):  # type: ignore[arg-type]
+    for chunk in client.chat.completions.create(
+        model="fake-gpt", messages=messages, tools=schemas, stream=True, stream_options={"include_usage": True}
+    ):  # type: ignore[arg-type]
         for choice in chunk.choices:
             for tc in choice.delta.tool_calls or ():
                 slot = calls.setdefault(tc.index, {"id": "", "name": "", "arguments": ""})
@@ -86,13 +93,18 @@ def raw_agent(client: openai.OpenAI, tools: t.Any) -> float:
         {
             "role": "assistant",
             "content": None,
-            "tool_calls": [{"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}} for c in calls.values()],
+            "tool_calls": [
+                {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
+                for c in calls.values()
+            ],
         }
     )
     for c in calls.values():
         result = tools.get(c["name"]).fn(**json.loads(c["arguments"]))
         messages.append({"role": "tool", "tool_call_id": c["id"], "content": result})
-    stream = client.chat.completions.create(model="fake-gpt", messages=messages, tools=schemas, stream=True, stream_options={"include_usage": True})  # type: ignore[arg-type]
+    stream = client.chat.completions.create(
+        model="fake-gpt", messages=messages, tools=schemas, stream=True, stream_options={"include_usage": True}
+    )  # type: ignore[arg-type]
     return _first_content(stream, t0)
 
 
@@ -139,7 +151,12 @@ def main(argv: t.Sequence[str] | None = None) -> None:
         print(f"n={ns.n} per side, server delay {ns.delay * 1000:.0f} ms/token, time to first user-visible token")
         # Interleave the sides so that machine noise hits both alike.
         raw_c, tap_c, raw_a, tap_a = [], [], [], []
-        for fn in (lambda: raw_chat(client, prompt), lambda: tap_chat(llm, prompt), lambda: raw_agent(client, tools), lambda: tap_agent(agent)):
+        for fn in (
+            lambda: raw_chat(client, prompt),
+            lambda: tap_chat(llm, prompt),
+            lambda: raw_agent(client, tools),
+            lambda: tap_agent(agent),
+        ):
             measure(fn, 1)
         for _ in range(ns.n):
             raw_c.append(raw_chat(client, prompt))

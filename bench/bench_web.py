@@ -44,7 +44,11 @@ from streamtap.web.server import BackgroundServer
 
 
 async def one(client: httpx.AsyncClient, url: str, i: int, question: str) -> tuple[float, int, str, list[str]]:
-    body = {"id": f"bench{i}", "messages": [{"id": "u", "role": "user", "parts": [{"type": "text", "text": question}]}], "trigger": "submit-message"}
+    body = {
+        "id": f"bench{i}",
+        "messages": [{"id": "u", "role": "user", "parts": [{"type": "text", "text": question}]}],
+        "trigger": "submit-message",
+    }
     t0 = time.perf_counter()
     ttft = None
     parts: list[dict] = []
@@ -72,7 +76,7 @@ async def one(client: httpx.AsyncClient, url: str, i: int, question: str) -> tup
 
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
-    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
 async def run(url: str, n: int, question: t.Callable[[int], str], expect: t.Callable[[int], str]) -> dict:
@@ -149,7 +153,12 @@ def serve(scenario: str, delay: float) -> int:
 
 @contextlib.contextmanager
 def server(scenario: str, delay: float) -> t.Iterator[str]:
-    proc = subprocess.Popen([sys.executable, __file__, "--serve", scenario, "--delay", str(delay)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--serve", scenario, "--delay", str(delay)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         yield proc.stdout.readline().strip()
@@ -164,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--streams", type=int, default=200)
     ap.add_argument("--delay", type=float, default=0.01, help="model server seconds per token")
     ap.add_argument("--scenario", choices=("chat", "agent", "both"), default="both")
-    ap.add_argument("--baseline", action="store_true", help="also run the model calls without the web layer, for comparison")
+    ap.add_argument(
+        "--baseline", action="store_true", help="also run the model calls without the web layer, for comparison"
+    )
     ap.add_argument("--serve", choices=("chat", "agent"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.serve:
@@ -172,7 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     ok = True
     if args.baseline:
         with FakeOpenAI(token_delay=args.delay) as model:
-            base = asyncio.run(direct(model.base_url, args.streams, lambda i: f"stream {i} " + " ".join(f"w{j}" for j in range(20))))
+            base = asyncio.run(
+                direct(model.base_url, args.streams, lambda i: f"stream {i} " + " ".join(f"w{j}" for j in range(20)))
+            )
         print("direct", json.dumps(base))
     if args.scenario in ("chat", "both"):
         with server("chat", args.delay) as url:
@@ -186,7 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.scenario in ("agent", "both"):
         expected = "The current weather in Paris is 22 degrees Celsius."
         with server("agent", args.delay) as url:
-            res = asyncio.run(run(url, args.streams, lambda i: "What's the weather in Paris in celsius?", lambda i: expected))
+            res = asyncio.run(
+                run(url, args.streams, lambda i: "What's the weather in Paris in celsius?", lambda i: expected)
+            )
         print("agent", json.dumps(res))
         ok &= res["failed"] == 0
     return 0 if ok else 1

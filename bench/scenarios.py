@@ -183,7 +183,9 @@ def _tracing(skip: Skip) -> list[Scenario]:
             n_scale=0.02,
             probe=lambda: Probe(100, bare_spans),
         ),
-        Scenario("per chunk", "OpenTelemetry span.add_event per chunk", span_events, library="opentelemetry", n_scale=0.2),
+        Scenario(
+            "per chunk", "OpenTelemetry span.add_event per chunk", span_events, library="opentelemetry", n_scale=0.2
+        ),
     ]
 
 
@@ -247,7 +249,9 @@ def _langchain(skip: Skip) -> list[Scenario]:
         def _generate(self, messages: t.Any, stop: t.Any = None, run_manager: t.Any = None, **kw: t.Any) -> ChatResult:
             raise NotImplementedError
 
-        def _stream(self, messages: t.Any, stop: t.Any = None, run_manager: t.Any = None, **kw: t.Any) -> t.Iterator[t.Any]:
+        def _stream(
+            self, messages: t.Any, stop: t.Any = None, run_manager: t.Any = None, **kw: t.Any
+        ) -> t.Iterator[t.Any]:
             for size in segments(self.n, self.probe):
                 for _ in range(size):
                     chunk = ChatGenerationChunk(message=AIMessageChunk(content="x"))
@@ -335,7 +339,9 @@ def _llama_index(skip: Skip) -> list[Scenario]:
             for _ in range(size):
                 event(DeltaEvent(delta="x"))
 
-    return [Scenario("per chunk", "LlamaIndex dispatcher event per chunk", dispatch, library="llama_index", n_scale=0.1)]
+    return [
+        Scenario("per chunk", "LlamaIndex dispatcher event per chunk", dispatch, library="llama_index", n_scale=0.1)
+    ]
 
 
 def all_scenarios(skip: Skip) -> list[Scenario]:

@@ -24,7 +24,10 @@ from streamtap.web.server import BackgroundServer
 
 
 def main() -> None:
-    with model_endpoint(token_delay=0.01) as base_url, BackgroundServer(create_app(weather_agent(base_url=base_url))) as srv:
+    with (
+        model_endpoint(token_delay=0.01) as base_url,
+        BackgroundServer(create_app(weather_agent(base_url=base_url))) as srv,
+    ):
         url = srv.url + "/api/agui"
         print(f"AG-UI endpoint: {url}")
         body = {"threadId": "demo", "runId": "run-1", "messages": [{"id": "u1", "role": "user", "content": QUERY}]}
@@ -32,7 +35,12 @@ def main() -> None:
             for line in r.iter_lines():
                 if line.startswith("data: "):
                     event = json.loads(line[6:])
-                    detail = event.get("delta") or event.get("toolCallName") or event.get("stepName") or event.get("outcome", "")
+                    detail = (
+                        event.get("delta")
+                        or event.get("toolCallName")
+                        or event.get("stepName")
+                        or event.get("outcome", "")
+                    )
                     print(f"{event['type']:<24} {detail}")
         if "--serve" in sys.argv:
             print("Serving; Ctrl-C to stop.")

@@ -38,7 +38,9 @@ class WeatherAgent(ModuleBase):
 
     def forward(self, city: str) -> t.Iterator[str]:
         call = {"name": "get_weather", "args": {"city": city}, "id": "call_1", "type": "tool_call"}
-        asked = GenericFakeChatModel(messages=iter([AIMessage(content="", tool_calls=[call])])).invoke(f"Weather in {city}?")
+        asked = GenericFakeChatModel(messages=iter([AIMessage(content="", tool_calls=[call])])).invoke(
+            f"Weather in {city}?"
+        )
         observation = get_weather.invoke(asked.tool_calls[0]).content
         answer = GenericFakeChatModel(messages=iter([AIMessage(content=f"It is {observation}, a fine day.")]))
         chain = ChatPromptTemplate.from_messages([("human", "Summarise: {obs}")]) | answer

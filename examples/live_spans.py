@@ -16,11 +16,10 @@ import contextlib
 import os
 
 import streamtap_otlp
-from streamtap_otlp.testing import OtlpReceiver
-
 from streamtap.llm.server import model_endpoint
 from streamtap.tracing import PENDING_ATTRIBUTE
 from streamtap.weather import QUERY, weather_agent
+from streamtap_otlp.testing import OtlpReceiver
 
 
 def describe(spans: list[object]) -> str:

@@ -30,7 +30,10 @@ class DocsAgent(ModuleBase):
     def __init__(self) -> None:
         Settings.embed_model = MockEmbedding(embed_dim=8)
         index = VectorStoreIndex.from_documents(
-            [Document(text="streamtap makes every step of an LLM app observable while it runs."), Document(text="LlamaIndex retrieves nodes.")]
+            [
+                Document(text="streamtap makes every step of an LLM app observable while it runs."),
+                Document(text="LlamaIndex retrieves nodes."),
+            ]
         )
         self.engine = index.as_query_engine(llm=MockLLM(max_tokens=8), streaming=True, similarity_top_k=1)
 

@@ -27,7 +27,7 @@ from streamtap.weather import QUERY
 @function_tool
 def get_current_weather(location: str, unit: str = "celsius") -> str:
     """Get the current weather in a given location."""
-    temperature = {"Tokyo": "10", "Paris": "22"}.get(location.split(",")[0], "15")
+    temperature = {"Tokyo": "10", "Paris": "22"}.get(location.split(",", maxsplit=1)[0], "15")
     return json.dumps({"location": location, "temperature": temperature, "unit": unit})
 
 
@@ -36,7 +36,12 @@ def main() -> None:
     with model_endpoint(token_delay=0.01) as base_url:
         client = AsyncOpenAI(base_url=base_url, api_key=os.environ.get("OPENAI_API_KEY", "offline"))
         model = OpenAIChatCompletionsModel(model=os.environ.get("OPENAI_MODEL", "fake-model"), openai_client=client)
-        agent = Agent(name="Weather", instructions="Answer weather questions with the tool.", tools=[get_current_weather], model=model)
+        agent = Agent(
+            name="Weather",
+            instructions="Answer weather questions with the tool.",
+            tools=[get_current_weather],
+            model=model,
+        )
         stream = AgentModule(agent).stream(QUERY)
         for ev in stream:
             if ev.kind == "start" and ev.run.parent_id is not None:

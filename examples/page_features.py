@@ -28,7 +28,11 @@ JAEGER = "http://localhost:16686/trace/{trace_id}"
 
 def ask(url: str, question: str) -> str:
     """POST one question as the page does; return the answer's run id and print the answer."""
-    body = {"id": "example-chat", "messages": [{"id": "m1", "role": "user", "parts": [{"type": "text", "text": question}]}], "trigger": "submit-message"}
+    body = {
+        "id": "example-chat",
+        "messages": [{"id": "m1", "role": "user", "parts": [{"type": "text", "text": question}]}],
+        "trigger": "submit-message",
+    }
     run_id, text = "", []
     with httpx.stream("POST", url + "/api/chat", json=body, timeout=30) as r:
         for line in r.iter_lines():

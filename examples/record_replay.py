@@ -39,7 +39,7 @@ def get_current_weather(location: str, unit: str = "fahrenheit") -> str:
         unit (str): The temperature unit to use.
     """
     temperature = "31" if "paris" in location.lower() else "10"
-    return json.dumps({"location": location.split(",")[0], "temperature": temperature, "unit": "celsius"})
+    return json.dumps({"location": location.split(",", maxsplit=1)[0], "temperature": temperature, "unit": "celsius"})
 
 
 def main() -> None:
@@ -54,7 +54,9 @@ def main() -> None:
         weather_agent(llm=ReplayChat(path))(QUERY)
     print(f"replayed offline: {first_divergence(recorded, events) or 'no divergence'}")
 
-    changed = FunctionCallAgent(ReplayChat(path), [get_current_weather, get_n_day_weather_forecast], name="weather_agent")
+    changed = FunctionCallAgent(
+        ReplayChat(path), [get_current_weather, get_n_day_weather_forecast], name="weather_agent"
+    )
     with capture_events() as events:
         changed(QUERY)
     print(f"with a changed tool: {first_divergence(recorded, events)}")

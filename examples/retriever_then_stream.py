@@ -53,7 +53,11 @@ def main() -> None:
     with traces_from_env(), model_endpoint(token_delay=0.01) as base_url:
         model = os.environ.get("OPENAI_MODEL") or ("fake-gpt" if base_url.startswith("http://127.0.0.1") else None)
         # name= and tags= on the constructor, as the seed's retriever.with_config(run_name="Docs").
-        retriever = ToyRetriever(["harrison worked at kensho", "harrison likes spicy food", "bears like honey"], name="Docs", tags=["retriever"])
+        retriever = ToyRetriever(
+            ["harrison worked at kensho", "harrison likes spicy food", "bears like honey"],
+            name="Docs",
+            tags=["retriever"],
+        )
         chain = Sequential(retriever, prompt, OpenAIChat(model, base_url=base_url), name="retrieval_chain")
 
         # The retriever alone: "streaming" it gives one final result, as in the seed.

@@ -25,11 +25,11 @@ import threading
 import typing as t
 
 import httpx
-from streamtap_redis.serve import create_redis_app
-from streamtap_redis.testing import RedisServer
 
 from streamtap.llm import FakeOpenAI
 from streamtap.web.server import BackgroundServer
+from streamtap_redis.serve import create_redis_app
+from streamtap_redis.testing import RedisServer
 
 
 def ui_parts(response: httpx.Response) -> t.Iterator[dict[str, t.Any]]:
@@ -61,7 +61,12 @@ def main() -> int:
         print(f"web A {web_a.url}, web B {web_b.url}, Redis {url}")
 
         with httpx.Client(timeout=30) as client:
-            body = {"id": "paris", "messages": [{"id": "u1", "role": "user", "parts": [{"type": "text", "text": "What is the weather in Paris?"}]}]}
+            body = {
+                "id": "paris",
+                "messages": [
+                    {"id": "u1", "role": "user", "parts": [{"type": "text", "text": "What is the weather in Paris?"}]}
+                ],
+            }
             on_b: list[str] = []
 
             def follow_on_b() -> None:
@@ -83,7 +88,16 @@ def main() -> int:
             print("web A answered:", "".join(answer))
             print("web B read the same answer:", "".join(on_b) == "".join(answer))
 
-            long = {"id": "long", "messages": [{"id": "u1", "role": "user", "parts": [{"type": "text", "text": "[delay=0.05] " + "tell me more " * 40}]}]}
+            long = {
+                "id": "long",
+                "messages": [
+                    {
+                        "id": "u1",
+                        "role": "user",
+                        "parts": [{"type": "text", "text": "[delay=0.05] " + "tell me more " * 40}],
+                    }
+                ],
+            }
             with client.stream("POST", web_a.url + "/api/chat", json=long) as resp:
                 for part in ui_parts(resp):
                     if part["type"] == "text-delta":

@@ -37,7 +37,9 @@ async def async_turn(base_url: str, query: str) -> None:
 
 def main() -> None:
     with traces_from_env(), model_endpoint(token_delay=0.02) as base_url:
-        llm = OpenAIChat(model_name(base_url), base_url=base_url, keep_history=True, system="You are a helpful assistant.")
+        llm = OpenAIChat(
+            model_name(base_url), base_url=base_url, keep_history=True, system="You are a helpful assistant."
+        )
         for query in ("What skills do you have?", "And what did I just ask you?"):
             stream = llm.stream(query)
             for piece in stream.text():

@@ -19,11 +19,11 @@ from __future__ import annotations
 import sys
 import typing as t
 
-import streamtap_otlp
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+import streamtap_otlp
 from streamtap import logs
 from streamtap.llm.server import model_endpoint
 from streamtap.tracing import TracingSubscriber

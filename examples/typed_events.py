@@ -35,7 +35,11 @@ def describe(ev: Event) -> str | None:
     if ev.kind == "start":
         return f"start {'/'.join(ev.run.path)}"
     if ev.kind == "end":
-        return f"end   {'/'.join(ev.run.path)} {ev.status} after {ev.timings.duration * 1000:.2f} ms" if ev.timings else None
+        return (
+            f"end   {'/'.join(ev.run.path)} {ev.status} after {ev.timings.duration * 1000:.2f} ms"
+            if ev.timings
+            else None
+        )
     return None
 
 

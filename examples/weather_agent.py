@@ -28,7 +28,11 @@ def main() -> None:
             if event.kind == "chunk" and event.channel == "text":
                 print(f"output: {event.delta}")
             elif event.kind == "tool" and event.phase == "requested":
-                call = {"id": event.call_id, "type": "function", "function": {"name": event.name, "arguments": event.arguments}}
+                call = {
+                    "id": event.call_id,
+                    "type": "function",
+                    "function": {"name": event.name, "arguments": event.arguments},
+                }
                 print(f"trace: {[call]}")
             elif event.kind == "tool":
                 print(f"trace: {event.result if event.phase == 'result' else event.error}")

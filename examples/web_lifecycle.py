@@ -77,7 +77,9 @@ async def scenario(srv: BackgroundServer) -> None:
         print(f"2. a new message: HTTP {r.status_code}, its answer ends with {r.text.split('data: ')[-2].strip()}")
         print(f"   the first run: {await how_it_ended(client, url, first)}")
         unread = await first_text_then_leave(client, url, "tab-2")
-        await asyncio.sleep(1.0)  # longer than detach_timeout, reading nothing (reading the events would count as reading)
+        await asyncio.sleep(
+            1.0
+        )  # longer than detach_timeout, reading nothing (reading the events would count as reading)
         print(f"3. left unread for detach_timeout: {await how_it_ended(client, url, unread)}")
         async with client.stream("POST", url + "/api/chat", json=ask("weather in Paris?", "tab-3")) as r:
             lines = r.aiter_lines()

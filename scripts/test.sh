@@ -26,6 +26,11 @@ if [ -f tests/js/package.json ] && command -v npm >/dev/null 2>&1; then
   fi
 fi
 
+# Habits: lint, format and strict types, before any test runs (the same checks as .pre-commit-config.yaml).
+python -m ruff check .
+python -m ruff format --check .
+python -m mypy
+
 # Docs: built with warnings as errors.
 python -m sphinx -q -W --keep-going -b html docs docs/_build/html
 

@@ -88,7 +88,7 @@ def test_parallel_tool_calls_run_concurrently(server: FakeOpenAI) -> None:
         """Weather that waits for the other call: it only returns if both run at once."""
         threads.add(threading.current_thread().name)
         barrier.wait()
-        return json.dumps({"location": location.split(",")[0], "temperature": "1", "unit": unit})
+        return json.dumps({"location": location.split(",", maxsplit=1)[0], "temperature": "1", "unit": unit})
 
     llm = OpenAIChat("fake-gpt", base_url=server.base_url, max_retries=0)
     agent = FunctionCallAgent(llm, [get_current_weather])
@@ -192,7 +192,6 @@ def test_weather_agent_example(run_example: t.Callable[..., str]) -> None:
     assert all(line.startswith("trace: ") for line in lines[:first_output])  # tool calls traced before the answer
 
 
-
 async def test_async_agent_runs_tool_calls_as_tasks(server: FakeOpenAI) -> None:
     from streamtap.agents import AsyncFunctionCallAgent
 
@@ -206,7 +205,7 @@ async def test_async_agent_runs_tool_calls_as_tasks(server: FakeOpenAI) -> None:
         if len(started) == 2:
             both_started.set()
         await asyncio.wait_for(both_started.wait(), 5)
-        return json.dumps({"location": location.split(",")[0], "temperature": "3", "unit": unit})
+        return json.dumps({"location": location.split(",", maxsplit=1)[0], "temperature": "3", "unit": unit})
 
     llm = AsyncOpenAIChat("fake-gpt", base_url=server.base_url, max_retries=0)
     agent = AsyncFunctionCallAgent(llm, [get_current_weather])
@@ -221,10 +220,15 @@ async def test_async_agent_runs_tool_calls_as_tasks(server: FakeOpenAI) -> None:
     assert "".join(texts) == answer
 
 
-def test_weather_agent_example_uses_the_configured_endpoint(server: FakeOpenAI, run_example: t.Callable[..., str]) -> None:
+def test_weather_agent_example_uses_the_configured_endpoint(
+    server: FakeOpenAI, run_example: t.Callable[..., str]
+) -> None:
     before = len(server.chat_records())
     stdout = run_example(
-        "weather_agent.py", OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY="from-env", OPENAI_MODEL="internlm2-chat-20b"
+        "weather_agent.py",
+        OPENAI_BASE_URL=server.base_url,
+        OPENAI_API_KEY="from-env",
+        OPENAI_MODEL="internlm2-chat-20b",
     )
     recs = server.chat_records()[before:]
     assert [r.model for r in recs] == ["internlm2-chat-20b"] * 2
@@ -242,7 +246,9 @@ def test_interrupt_inside_a_tool_pauses_the_agent_and_its_flow(server: FakeOpenA
         """Weather, after a human's approval."""
         return "sunny" if interrupt({"approve": location}) else "denied"
 
-    agent = FunctionCallAgent(OpenAIChat("fake-gpt", base_url=server.base_url, api_key="k", max_retries=0), [get_current_weather])
+    agent = FunctionCallAgent(
+        OpenAIChat("fake-gpt", base_url=server.base_url, api_key="k", max_retries=0), [get_current_weather]
+    )
 
     class AskAgent(Node):
         def exec(self, prep: t.Any) -> str:
@@ -269,7 +275,9 @@ def test_cancelled_agent_reports_no_tool_event_after_its_end(server: FakeOpenAI)
             time.sleep(0.005)
         return "{}"
 
-    agent = FunctionCallAgent(OpenAIChat("fake-gpt", base_url=server.base_url, api_key="k", max_retries=0), [get_current_weather])
+    agent = FunctionCallAgent(
+        OpenAIChat("fake-gpt", base_url=server.base_url, api_key="k", max_retries=0), [get_current_weather]
+    )
     with capture_events() as events:
         handle = agent.start("What's the weather like today in Tokyo and Paris?")
         assert started.wait(5)

@@ -78,7 +78,7 @@ class TestFailureIsolation:
         def broken(event):
             raise RuntimeError("boom")
 
-        with caplog.at_level(logging.ERROR, logger="streamtap.bus"):
+        with caplog.at_level(logging.ERROR, logger="streamtap.bus"):  # noqa: SIM117 - nested blocks show which resource lives inside which
             with subscribe(broken) as bad, subscribe(got.append):
                 assert Words()("a b c") == "abc"
                 Words()("d")
@@ -104,10 +104,12 @@ class TestFailureIsolation:
         with subscribe(slow):
             Tracking()()
         assert [o[:2] for o in order] == [
-            ("subscriber", "a"), ("producer-after", "a"), ("subscriber", "b"), ("producer-after", "b")
+            ("subscriber", "a"),
+            ("producer-after", "a"),
+            ("subscriber", "b"),
+            ("producer-after", "b"),
         ]
         assert len({o[2] for o in order}) == 1
-
 
     @pytest.mark.parametrize("policy", ["block", "drop_oldest", "error"])
     def test_raising_subscriber_leaves_every_stream_policy_whole(self, policy):
@@ -206,7 +208,6 @@ class TestAsyncSubscribers:
             await asyncio.wait_for(done.wait(), 5)
         assert sub.errors == 3
 
-
     async def test_raising_async_subscriber_is_logged_once(self, caplog):
         """Its first failure is logged with its name, later ones only counted; a sync subscriber beside it gets everything."""
         done = asyncio.Event()
@@ -217,7 +218,11 @@ class TestAsyncSubscribers:
                 done.set()
             raise KeyError("nope")
 
-        with caplog.at_level(logging.ERROR, logger="streamtap.bus"), subscribe(flaky_async) as sub, subscribe(got.append):
+        with (
+            caplog.at_level(logging.ERROR, logger="streamtap.bus"),
+            subscribe(flaky_async) as sub,
+            subscribe(got.append),
+        ):
             Words()("a b")
             await asyncio.wait_for(done.wait(), 5)
         assert sub.errors == 4 and len(got) == 4

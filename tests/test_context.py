@@ -8,7 +8,6 @@ import threading
 
 import pytest
 
-import streamtap
 from streamtap import Executor, ModuleBase, UsageError, current, emit, propagate, wrap
 from streamtap.context import CancelToken
 from streamtap.testing import capture_events, check_invariants
@@ -120,7 +119,11 @@ class TestThreads:
             assert Outer()("outer") == ["executor", "map1", "map2", "wrapped"]
         check_invariants(events)
         assert parent_names(events) == {
-            "outer": None, "executor": "outer", "map1": "outer", "map2": "outer", "wrapped": "outer"
+            "outer": None,
+            "executor": "outer",
+            "map1": "outer",
+            "map2": "outer",
+            "wrapped": "outer",
         }
 
     def test_plain_thread_starts_a_new_root(self):

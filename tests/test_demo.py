@@ -41,7 +41,10 @@ def test_demo_serves_the_page_and_the_agent_then_exits():
         assert url is not None and url.startswith("http://127.0.0.1:")
         with httpx.Client(timeout=20) as client:
             assert "streamtap demo" in client.get(url).text
-            body = {"id": "demo1", "messages": [{"id": "u", "role": "user", "parts": [{"type": "text", "text": "weather in Paris?"}]}]}
+            body = {
+                "id": "demo1",
+                "messages": [{"id": "u", "role": "user", "parts": [{"type": "text", "text": "weather in Paris?"}]}],
+            }
             r = client.post(url + "api/chat", json=body)
         parts = [json.loads(x[6:]) for x in r.text.splitlines() if x.startswith("data: {")]
         text = "".join(p["delta"] for p in parts if p["type"] == "text-delta")
@@ -71,7 +74,10 @@ async def test_demo_conversations_share_one_model_client_no_descriptor_each():
         return len(os.listdir("/proc/self/fd"))
 
     async def converse(client: httpx.AsyncClient, url: str, chat_id: str) -> None:
-        body = {"id": chat_id, "messages": [{"id": "u", "role": "user", "parts": [{"type": "text", "text": "weather in Paris?"}]}]}
+        body = {
+            "id": chat_id,
+            "messages": [{"id": "u", "role": "user", "parts": [{"type": "text", "text": "weather in Paris?"}]}],
+        }
         r = await client.post(url + "/api/chat", json=body)
         assert r.status_code == 200 and r.text.rstrip().endswith("data: [DONE]") and '"type":"finish"' in r.text
 

@@ -34,7 +34,9 @@ def test_startup_line_masks_the_token_and_the_options_reach_the_app():
         port = base.rsplit(":", 1)[1].strip("/")
         auth = {"authorization": f"Bearer {secret}"}
         with httpx.Client(timeout=20) as client:
-            assert client.get(base + "api/chat/x/stream", headers={**auth, "host": f"chat.lan:{port}"}).status_code == 204
+            assert (
+                client.get(base + "api/chat/x/stream", headers={**auth, "host": f"chat.lan:{port}"}).status_code == 204
+            )
             assert client.get(base + "api/chat/x/stream", headers={**auth, "host": "evil.example"}).status_code == 400
             r = client.post(base + "api/chat/x/stop", headers={**auth, "origin": "https://app.example.com"})
             assert r.status_code == 200

@@ -27,7 +27,7 @@ def test_page_snippets_run(page: Path) -> None:
     namespace: dict[str, t.Any] = {"__name__": f"docs_{page.stem}"}
     try:
         for i, code in enumerate(blocks(page), 1):
-            exec(compile(code, f"{page.relative_to(DOCS)} block {i}", "exec"), namespace)  # noqa: S102 - the docs' own code
+            exec(compile(code, f"{page.relative_to(DOCS)} block {i}", "exec"), namespace)
     finally:
         server = namespace.get("server")
         if server is not None and getattr(server, "_thread", None) is not None:

@@ -38,7 +38,11 @@ def test_the_reader_drives_the_run_in_its_own_thread() -> None:
     assert m.threads == {threading.get_ident()}
     assert [e.seq for e in events] == list(range(202))
     check_invariants(seen)
-    assert events[-1].kind == "end" and events[-1].status == "ok" and events[-1].output == "".join(f"w{i} " for i in range(200))
+    assert (
+        events[-1].kind == "end"
+        and events[-1].status == "ok"
+        and events[-1].output == "".join(f"w{i} " for i in range(200))
+    )
 
 
 def test_reader_code_runs_outside_the_run() -> None:

@@ -50,7 +50,15 @@ class TestShape:
         """The JSON field names are part of the wire format."""
         assert set(Chunk(RUN, 1, "x").to_dict()) == {"kind", "seq", "run", "delta", "channel", "call_id"}
         assert set(End(RUN, 2, "ok").to_dict()) == {
-            "kind", "seq", "run", "status", "output", "error", "usage", "timings", "attributes"
+            "kind",
+            "seq",
+            "run",
+            "status",
+            "output",
+            "error",
+            "usage",
+            "timings",
+            "attributes",
         }
         assert set(RUN.to_dict()) == {"run_id", "name", "kind", "parent_id", "root_id", "tags", "metadata", "path"}
         assert set(Tool(RUN, 1, "c", "n", "error", error=ErrorInfo("E", "m")).to_dict()["error"]) == {"type", "message"}

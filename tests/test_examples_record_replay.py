@@ -22,7 +22,11 @@ def test_record_replay_example_finds_no_divergence_then_the_changed_tool(tmp_pat
     proc = _run(str(EXAMPLES / "record_replay.py"), str(out))
     assert proc.returncode == 0, proc.stderr
     assert "replayed offline: no divergence" in proc.stdout
-    assert "with a changed tool: Event" in proc.stdout and "get_current_weather" in proc.stdout and "output differs" in proc.stdout
+    assert (
+        "with a changed tool: Event" in proc.stdout
+        and "get_current_weather" in proc.stdout
+        and "output differs" in proc.stdout
+    )
     assert out.exists() and f"streamtap replay {out}" in proc.stdout
 
 

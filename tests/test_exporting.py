@@ -54,7 +54,7 @@ def test_spans_reach_the_collector_over_both_protocols(monkeypatch, protocol):
 
 def test_missing_exporter_is_explained(monkeypatch, caplog):
     """An endpoint with no OTLP exporter installed logs what to install instead of failing."""
-    import streamtap.exporting as exporting
+    from streamtap import exporting
 
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
     monkeypatch.setattr(exporting, "find_exporter", lambda name: None)  # as if streamtap-otlp were not installed

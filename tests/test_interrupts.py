@@ -33,7 +33,11 @@ from streamtap.interrupts import (
 )
 from streamtap.testing import capture_events, check_invariants
 
-APPROVAL = {"type": "object", "required": ["approved"], "properties": {"approved": {"type": "boolean"}, "reason": {"type": "string"}}}
+APPROVAL = {
+    "type": "object",
+    "required": ["approved"],
+    "properties": {"approved": {"type": "boolean"}, "reason": {"type": "string"}},
+}
 
 
 class Prepare(Node):
@@ -96,7 +100,10 @@ def test_interrupt_ends_every_run_interrupted_with_a_plain_json_pause_record() -
     assert json.loads(json.dumps(record)) == record  # plain JSON, nothing else
     (entry,) = record["interrupts"]
     assert entry["node"] == "Approve" and entry["path"] == ["ApprovalFlow", "Approve"]
-    assert entry["payload"] == {"question": "Run this tool?", "call": {"tool": "delete_files", "args": {"path": "/tmp/x"}}}
+    assert entry["payload"] == {
+        "question": "Run this tool?",
+        "call": {"tool": "delete_files", "args": {"path": "/tmp/x"}},
+    }
     assert entry["schema"] == APPROVAL
     assert entry["run_id"] == next(e.run.run_id for e in events.of("start") if e.run.name == "Approve")
     assert record["shared"] == {"call": {"tool": "delete_files", "args": {"path": "/tmp/x"}}}
@@ -258,13 +265,29 @@ def test_bad_resumes_are_clear_errors_and_lose_nothing(store: t.Any) -> None:
     iid = record["interrupts"][0]["id"]
     frozen = json.dumps(record)
     cases: list[tuple[t.Callable[[], t.Any], type[Exception], str]] = [
-        (lambda: flow.resume(record, answers={"wrong-id": {"approved": True}}), UnknownInterruptError, f"'wrong-id' is not pending .*{iid}"),
-        (lambda: flow.resume(record, {"approved": "yes"}), AnswerValidationError, "answer.approved should be of type boolean, got 'yes'"),
+        (
+            lambda: flow.resume(record, answers={"wrong-id": {"approved": True}}),
+            UnknownInterruptError,
+            f"'wrong-id' is not pending .*{iid}",
+        ),
+        (
+            lambda: flow.resume(record, {"approved": "yes"}),
+            AnswerValidationError,
+            "answer.approved should be of type boolean, got 'yes'",
+        ),
         (lambda: flow.resume(record, {"reason": "x"}), AnswerValidationError, "missing required property 'approved'"),
-        (lambda: flow.resume("no-such-pause", {"approved": True}), UnknownInterruptError, "No pause record with id 'no-such-pause'"),
+        (
+            lambda: flow.resume("no-such-pause", {"approved": True}),
+            UnknownInterruptError,
+            "No pause record with id 'no-such-pause'",
+        ),
         (lambda: flow.resume({"hello": 1}, 1), ResumeError, "Expected a pause record"),
         (lambda: flow.resume({**record, "format": 99}, 1), StalePauseError, "format 99 is not supported"),
-        (lambda: flow.resume({**record, "flow": {**record["flow"], "name": "Other"}}, 1), StalePauseError, "belongs to flow 'Other'"),
+        (
+            lambda: flow.resume({**record, "flow": {**record["flow"], "name": "Other"}}, 1),
+            StalePauseError,
+            "belongs to flow 'Other'",
+        ),
         (lambda: flow.resume(record), ResumeError, "Resuming needs an answer"),
         (lambda: Resume(record, 1, answers={iid: 1}), UsageError, "not both"),
     ]
@@ -303,9 +326,13 @@ def test_non_json_payload_or_shared_is_a_clear_error() -> None:
         def exec(self, p: t.Any) -> t.Any:
             return interrupt({"fn": print})
 
-    with pytest.raises(UsageError, match=r"the interrupt payload must be plain JSON .*\['fn'\] \(a builtin_function_or_method\)"):
+    with pytest.raises(
+        UsageError, match=r"the interrupt payload must be plain JSON .*\['fn'\] \(a builtin_function_or_method\)"
+    ):
         Flow(Weird())({})
-    with pytest.raises(UsageError, match=r"shared store of ApprovalFlow must be plain JSON .*\['client'\] \(a object\)"):
+    with pytest.raises(
+        UsageError, match=r"shared store of ApprovalFlow must be plain JSON .*\['client'\] \(a object\)"
+    ):
         approval_flow()({"client": object()})
     with pytest.raises(UsageError, match="not supported"):
         Flow(type("S", (Node,), {"exec": lambda self, p: interrupt("x", {"type": "string", "format2": 1})})())({})
@@ -314,7 +341,7 @@ def test_non_json_payload_or_shared_is_a_clear_error() -> None:
 # -- a fresh process -------------------------------------------------------------
 
 
-FLOW_MODULE = '''
+FLOW_MODULE = """
 from streamtap.flows import Flow, Node
 from streamtap.interrupts import SQLitePauseStore, interrupt
 
@@ -336,7 +363,7 @@ def make(path):
     draft = Draft()
     draft >> Review()
     return Flow(draft, name="Newsletter", store=SQLitePauseStore(path))
-'''
+"""
 
 RESUME_SCRIPT = """
 import json, sys
@@ -366,7 +393,12 @@ def test_resume_in_a_fresh_process_from_a_sqlite_pause_record(tmp_path: Path) ->
     assert record["interrupts"][0]["payload"] == {"draft": "Dear team, we ship on Friday."}
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.run(
-        [sys.executable, "-c", RESUME_SCRIPT, str(tmp_path), str(db)], capture_output=True, text=True, timeout=60, env=env, check=False
+        [sys.executable, "-c", RESUME_SCRIPT, str(tmp_path), str(db)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
@@ -388,7 +420,11 @@ def test_resume_in_a_fresh_process_from_a_sqlite_pause_record(tmp_path: Path) ->
         (1.5, {"type": ["integer", "null"]}, "integer or null"),
         ("c", {"enum": ["a", "b"]}, "one of ['a', 'b']"),
         ([1, "2"], {"type": "array", "items": {"type": "integer"}}, "answer[1] should be of type integer"),
-        ({"a": 1, "z": 2}, {"type": "object", "additionalProperties": False, "properties": {"a": {}}}, "unexpected property 'z'"),
+        (
+            {"a": 1, "z": 2},
+            {"type": "object", "additionalProperties": False, "properties": {"a": {}}},
+            "unexpected property 'z'",
+        ),
         ("abc", {"pattern": "^[0-9]+$"}, "should match"),
         (3, {"anyOf": [{"type": "string"}, {"type": "boolean"}]}, "none of anyOf"),
     ],
@@ -514,7 +550,10 @@ def test_a_record_whose_shared_was_edited_is_refused_and_nothing_runs(any_store:
     forged["shared"]["call"]["args"]["path"] = "/"  # same id, forged tool arguments
     ToolLog.ran.clear()
     runs = Approve.runs
-    with capture_events() as events, pytest.raises(TamperedRecordError, match=f"Pause record {record['id']} .*'shared' changed") as info:
+    with (
+        capture_events() as events,
+        pytest.raises(TamperedRecordError, match=f"Pause record {record['id']} .*'shared' changed") as info,
+    ):
         flow.resume(forged, {"approved": True})
     assert info.value.reason == "changed" and info.value.pause_id == record["id"]
     assert "Nothing ran and the pause is still pending" in str(info.value)
@@ -593,7 +632,9 @@ def test_a_record_that_went_through_a_javascript_front_end_still_verifies() -> N
     flow = Flow(Weigh(), name="Weigh")
     record = pause(flow, {"weight": 3.0, "nested": [1.0, {"x": -0.0}]})
     # JSON.stringify writes 2.0 as 2 and -0.0 as 0; JSON.parse gives numbers back.
-    via_js = json.loads(json.dumps(record).replace("2.0", "2").replace("3.0", "3").replace("1.0", "1").replace("-0.0", "0"))
+    via_js = json.loads(
+        json.dumps(record).replace("2.0", "2").replace("3.0", "3").replace("1.0", "1").replace("-0.0", "0")
+    )
     assert via_js["shared"]["weight"] == 3 and isinstance(via_js["shared"]["weight"], int)
     assert flow.resume(via_js, "ok") == "ok"
 
@@ -624,7 +665,9 @@ def test_a_sqlite_store_keeps_its_key_in_the_file(tmp_path: Path) -> None:
 
 
 def test_bad_keys_are_refused_naming_where_they_came_from(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match=r"MemoryPauseStore\(key=...\)\) is 5 bytes; use at least 16 .*secrets.token_hex"):
+    with pytest.raises(
+        UsageError, match=r"MemoryPauseStore\(key=...\)\) is 5 bytes; use at least 16 .*secrets.token_hex"
+    ):
         MemoryPauseStore(key="short")
     with pytest.raises(UsageError, match=r"SQLitePauseStore\(key=...\)\) must be str or bytes, got int"):
         SQLitePauseStore(tmp_path / "p.db", key=12345678901234567890)  # type: ignore[arg-type]
@@ -634,7 +677,11 @@ def test_bad_keys_are_refused_naming_where_they_came_from(monkeypatch: pytest.Mo
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53), 2**53)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=20,
 )
@@ -642,7 +689,9 @@ json_values = st.recursive(
 
 @settings(max_examples=60, deadline=None)
 @given(shared=json_values, edit=st.text(min_size=1, max_size=8))
-def test_property_a_signed_record_verifies_after_a_json_round_trip_and_any_edit_breaks_it(shared: t.Any, edit: str) -> None:
+def test_property_a_signed_record_verifies_after_a_json_round_trip_and_any_edit_breaks_it(
+    shared: t.Any, edit: str
+) -> None:
     key = b"property-test-key-0123456789abcdef"
     record = sign_record({"type": "streamtap.pause", "format": 1, "id": "p1", "shared": shared, "state": {}}, key)
     verify_record(json.loads(json.dumps(record)), key)  # a round trip changes nothing that counts

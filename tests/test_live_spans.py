@@ -59,10 +59,16 @@ def test_markers_arrive_while_the_run_goes_on_and_the_final_tree_is_the_run_tree
             unit (str): The temperature unit to use.
         """
         # What the backend holds while this tool runs: the markers of the runs in progress.
-        seen_while_running.append(sorted(s.name for s in exp.get_finished_spans() if s.attributes.get(PENDING_ATTRIBUTE)))
+        seen_while_running.append(
+            sorted(s.name for s in exp.get_finished_spans() if s.attributes.get(PENDING_ATTRIBUTE))
+        )
         return json.dumps({"location": location, "temperature": "10", "unit": unit})
 
-    agent = FunctionCallAgent(OpenAIChat("fake-gpt", base_url=model.base_url), [get_current_weather, get_n_day_weather_forecast], name="weather_agent")
+    agent = FunctionCallAgent(
+        OpenAIChat("fake-gpt", base_url=model.base_url),
+        [get_current_weather, get_n_day_weather_forecast],
+        name="weather_agent",
+    )
     with TracingSubscriber(provider, live_spans=True), capture_events(kinds=["start"]) as starts:
         agent(QUERY)
     # During the first tool call the agent (still running) was already in the backend, with the first model call.

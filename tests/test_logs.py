@@ -142,7 +142,12 @@ class TestLogSubscriber:
         with logs.LogSubscriber() as sub:
             Agent()("find")
         events = [(e["event"], e["log_level"]) for e in captured.entries]
-        assert events == [("run.start", "info"), ("tool.requested", "info"), ("tool.error", "warning"), ("run.end", "info")]
+        assert events == [
+            ("run.start", "info"),
+            ("tool.requested", "info"),
+            ("tool.error", "warning"),
+            ("run.end", "info"),
+        ]
         end = captured.entries[-1]
         assert end["status"] == "ok" and end["run_kind"] == "agent" and end["run_name"] == "Agent"
         assert end["duration_ms"] >= 0 and end["ttfc_ms"] >= 0
@@ -161,7 +166,10 @@ class TestLogSubscriber:
         with logs.LogSubscriber(chunks=True, capture_content=True):
             Two()("x")
         chunks = [e for e in captured.entries if e["event"] == "run.chunk"]
-        assert [(c["delta"], c["log_level"], c["channel"]) for c in chunks] == [("a", "debug", "text"), ("b", "debug", "text")]
+        assert [(c["delta"], c["log_level"], c["channel"]) for c in chunks] == [
+            ("a", "debug", "text"),
+            ("b", "debug", "text"),
+        ]
 
     def test_failure_levels_content_and_redaction(self, captured: LogCapture) -> None:
         """A failed run's end line is an error with a redacted message; content only on opt-in, redacted too."""
@@ -171,9 +179,8 @@ class TestLogSubscriber:
             def forward(self, x: str) -> str:
                 raise PermissionError(f"bad key {secret}")
 
-        with logs.LogSubscriber(capture_content=True):
-            with pytest.raises(PermissionError):
-                Fails()(f"key={secret}")
+        with logs.LogSubscriber(capture_content=True), pytest.raises(PermissionError):
+            Fails()(f"key={secret}")
         start, end = captured.entries
         assert end["log_level"] == "error" and end["status"] == "error"
         assert end["error"] == "bad key [REDACTED]"

@@ -47,7 +47,9 @@ class Boom(Exception):
 
 
 class TestShapes:
-    @pytest.mark.parametrize("module, arg, out", [(Ret(), 2, 4), (ARet(), 2, 4), (Gen(), "a b", "a b "), (AGen(), "a b", "a b ")])
+    @pytest.mark.parametrize(
+        "module, arg, out", [(Ret(), 2, 4), (ARet(), 2, 4), (Gen(), "a b", "a b "), (AGen(), "a b", "a b ")]
+    )
     def test_sync_call(self, module, arg, out):
         """module(x) returns the output for all four shapes; chunks reach subscribers."""
         with capture_events() as events:
@@ -55,7 +57,9 @@ class TestShapes:
         check_invariants(events)
         assert events.text() == ("" if isinstance(out, int) else out)
 
-    @pytest.mark.parametrize("module, arg, out", [(Ret(), 2, 4), (ARet(), 2, 4), (Gen(), "a b", "a b "), (AGen(), "a b", "a b ")])
+    @pytest.mark.parametrize(
+        "module, arg, out", [(Ret(), 2, 4), (ARet(), 2, 4), (Gen(), "a b", "a b "), (AGen(), "a b", "a b ")]
+    )
     async def test_acall(self, module, arg, out):
         """await module.acall(x) returns the output for all four shapes."""
         with capture_events() as events:
@@ -90,8 +94,11 @@ class TestShapes:
             assert M()() == "Hello world"
         chunks = [(e.channel, e.delta, e.call_id) for e in events.of("chunk")]
         assert chunks == [
-            ("reasoning", "hmm", None), ("text", "Hello", None), ("tool_args", '{"a"', "c1"),
-            ("data", {"partial": 1}, None), ("text", " world", None),
+            ("reasoning", "hmm", None),
+            ("text", "Hello", None),
+            ("tool_args", '{"a"', "c1"),
+            ("data", {"partial": 1}, None),
+            ("text", " world", None),
         ]
 
     def test_data_only_generator_returns_last_item(self):
@@ -153,9 +160,8 @@ class TestEndings:
                 yield "x"
                 raise err
 
-        with capture_events() as events:
-            with pytest.raises(Boom) as info:
-                Fails()()
+        with capture_events() as events, pytest.raises(Boom) as info:
+            Fails()()
         assert info.value is err
         end = events.of("end")[0]
         assert end.status == "error" and end.error.type.endswith("Boom") and end.error.message == "bad input 42"
@@ -286,7 +292,7 @@ class TestRecording:
             name = "parent-flow"
             kind = "flow"
             tags = ("p",)
-            metadata = {"v": 2}
+            metadata = {"v": 2}  # noqa: RUF012 - a class attribute of a test double
 
             def forward(self):
                 return Child()(1, b=2)
@@ -313,9 +319,10 @@ class TestRecording:
         assert await Where().acall() != loop_thread
         assert await Inline().acall() == loop_thread
 
-
     @pytest.mark.parametrize("returns", [False, True], ids=["plain-generator", "generator-with-return"])
-    async def test_cancelling_acall_of_a_blocking_generator_nobody_listens_to_stops_it_within_a_few_chunks(self, returns):
+    async def test_cancelling_acall_of_a_blocking_generator_nobody_listens_to_stops_it_within_a_few_chunks(
+        self, returns
+    ):
         """No subscriber, no stream: cancelling the awaiting task still reaches the generator in its worker thread."""
         state = {"produced": 0}
         third, closed, never = threading.Event(), threading.Event(), threading.Event()
@@ -390,14 +397,18 @@ def trees(draw: st.DrawFn, depth: int = 0) -> dict[str, t.Any]:
         "shape": draw(st.sampled_from(SHAPES)),
         "chunks": draw(st.integers(0, 4)),
         "fail": draw(st.booleans()),
-        "children": [(draw(trees(depth + 1)), draw(st.sampled_from(("direct", "thread", "task")))) for _ in range(n_children)],
+        "children": [
+            (draw(trees(depth + 1)), draw(st.sampled_from(("direct", "thread", "task")))) for _ in range(n_children)
+        ],
     }
 
 
 def build(spec: dict[str, t.Any], label: str, labels: list[str]) -> ModuleBase:
     """A module tree following `spec`; each module's input is its unique label."""
     labels.append(label)
-    kids = [(build(child, f"{label}.{i}", labels), via, f"{label}.{i}") for i, (child, via) in enumerate(spec["children"])]
+    kids = [
+        (build(child, f"{label}.{i}", labels), via, f"{label}.{i}") for i, (child, via) in enumerate(spec["children"])
+    ]
     shape, n, fail = spec["shape"], spec["chunks"], spec["fail"]
 
     def run_kids_sync() -> None:
@@ -422,6 +433,7 @@ def build(spec: dict[str, t.Any], label: str, labels: list[str]) -> ModuleBase:
                 pass
 
     if shape == "ret":
+
         class M(ModuleBase):
             def forward(self, lab):
                 run_kids_sync()
@@ -430,6 +442,7 @@ def build(spec: dict[str, t.Any], label: str, labels: list[str]) -> ModuleBase:
                     raise Boom(lab)
                 return lab
     elif shape == "aret":
+
         class M(ModuleBase):  # type: ignore[no-redef]
             async def forward(self, lab):
                 await run_kids_async()
@@ -437,6 +450,7 @@ def build(spec: dict[str, t.Any], label: str, labels: list[str]) -> ModuleBase:
                     raise Boom(lab)
                 return lab
     elif shape == "gen":
+
         class M(ModuleBase):  # type: ignore[no-redef]
             def forward(self, lab):
                 run_kids_sync()
@@ -445,6 +459,7 @@ def build(spec: dict[str, t.Any], label: str, labels: list[str]) -> ModuleBase:
                 if fail:
                     raise Boom(lab)
     else:
+
         class M(ModuleBase):  # type: ignore[no-redef]
             async def forward(self, lab):
                 await run_kids_async()
@@ -453,6 +468,7 @@ def build(spec: dict[str, t.Any], label: str, labels: list[str]) -> ModuleBase:
                     yield f"{lab}:{i} "
                 if fail:
                     raise Boom(lab)
+
     M.name = "M-" + shape
     return M()
 
@@ -465,7 +481,11 @@ def expected_parents(spec: dict[str, t.Any], label: str, parent: str | None, out
 
 def parents_seen(events: list[t.Any]) -> dict[str, str | None]:
     label_of = {e.run.run_id: e.inputs for e in events if e.kind == "start"}
-    return {label_of[e.run.run_id]: (label_of[e.run.parent_id] if e.run.parent_id else None) for e in events if e.kind == "start"}
+    return {
+        label_of[e.run.run_id]: (label_of[e.run.parent_id] if e.run.parent_id else None)
+        for e in events
+        if e.kind == "start"
+    }
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -508,10 +528,15 @@ def test_random_trees_keep_the_invariants(spec, mode, stop_after):
 
 def test_concurrent_roots_never_mix():
     """Several random-ish roots streaming at once: each stream holds exactly its own root's events."""
-    spec = {"shape": "gen", "chunks": 50, "fail": False, "children": [
-        ({"shape": "agen", "chunks": 20, "fail": False, "children": []}, "thread"),
-        ({"shape": "ret", "chunks": 0, "fail": False, "children": []}, "direct"),
-    ]}
+    spec = {
+        "shape": "gen",
+        "chunks": 50,
+        "fail": False,
+        "children": [
+            ({"shape": "agen", "chunks": 20, "fail": False, "children": []}, "thread"),
+            ({"shape": "ret", "chunks": 0, "fail": False, "children": []}, "direct"),
+        ],
+    }
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda i: list(build(spec, f"root{i}", []).stream(f"root{i}")), range(4)))
     roots = set()
@@ -529,7 +554,7 @@ def test_a_failures_detail_mapping_is_kept_on_the_end_for_spans_and_logs() -> No
     from streamtap.events import ERROR_DETAIL_PREFIX
 
     class Upstream(Exception):
-        detail = {"status_code": 401, "base_url": "http://10.20.30.40/v1"}
+        detail = {"status_code": 401, "base_url": "http://10.20.30.40/v1"}  # noqa: RUF012 - a class attribute of a test double
 
     class Failing(ModuleBase):
         def forward(self, x: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import typing as t
 
@@ -16,7 +17,11 @@ from streamtap.parsers import JsonOutputParser, PartialJSON
 from streamtap.testing import capture_events
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(10**6), 10**6) | st.floats(allow_nan=False, allow_infinity=False, width=32) | st.text(max_size=8),
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**6), 10**6)
+    | st.floats(allow_nan=False, allow_infinity=False, width=32)
+    | st.text(max_size=8),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
     max_leaves=12,
 )
@@ -30,7 +35,9 @@ def refines(before: t.Any, after: t.Any) -> bool:
     if isinstance(before, list):
         if not isinstance(after, list) or len(after) < len(before):
             return False
-        return all(refines(b, a) for b, a in zip(before[:-1], after)) and (not before or refines(before[-1], after[len(before) - 1]))
+        return all(refines(b, a) for b, a in zip(before[:-1], after)) and (
+            not before or refines(before[-1], after[len(before) - 1])
+        )
     if isinstance(before, str):
         return isinstance(after, str) and after.startswith(before)
     return before == after
@@ -38,11 +45,16 @@ def refines(before: t.Any, after: t.Any) -> bool:
 
 def split_at(text: str, cuts: list[int]) -> list[str]:
     points = sorted({c % (len(text) + 1) for c in cuts} | {0, len(text)})
-    return [text[a:b] for a, b in zip(points, points[1:])]
+    return [text[a:b] for a, b in itertools.pairwise(points)]
 
 
 @settings(deadline=None, max_examples=200)
-@given(containers, st.lists(st.integers(0, 10_000), max_size=40), st.booleans(), st.sampled_from(["", "Sure:\n```json\n", "Here you go "]))
+@given(
+    containers,
+    st.lists(st.integers(0, 10_000), max_size=40),
+    st.booleans(),
+    st.sampled_from(["", "Sure:\n```json\n", "Here you go "]),
+)
 def test_partial_values_refine_to_the_whole(value: t.Any, cuts: list[int], indent: bool, preamble: str) -> None:
     text = json.dumps(value, indent=2 if indent else None)
     parser = PartialJSON()
@@ -53,13 +65,21 @@ def test_partial_values_refine_to_the_whole(value: t.Any, cuts: list[int], inden
             seen.append(v)
     assert parser.done
     assert seen[-1] == value
-    for before, after in zip(seen, seen[1:]):
+    for before, after in itertools.pairwise(seen):
         assert refines(before, after), (before, after)
 
 
 def test_the_seed_story_shape() -> None:
-    out = list(JsonOutputParser().stream(['{"con', 'tent": "', "掩", "耳", '盗铃"}']).filter(kinds="chunk", channels="data"))
-    assert [e.delta for e in out] == [{}, {"content": ""}, {"content": "掩"}, {"content": "掩耳"}, {"content": "掩耳盗铃"}]
+    out = list(
+        JsonOutputParser().stream(['{"con', 'tent": "', "掩", "耳", '盗铃"}']).filter(kinds="chunk", channels="data")
+    )
+    assert [e.delta for e in out] == [
+        {},
+        {"content": ""},
+        {"content": "掩"},
+        {"content": "掩耳"},
+        {"content": "掩耳盗铃"},
+    ]
 
 
 def test_numbers_and_literals_wait_until_complete() -> None:
@@ -83,7 +103,7 @@ def test_parser_over_a_streaming_model(server: FakeOpenAI) -> None:
         final = chain("Output JSON. Tell the story of covering one's ears to steal a bell; one key, `content`.")
     partials = [e.delta for e in events.of("chunk") if e.channel == "data"]
     assert len(partials) > 10 and partials[0] == {}
-    assert all(refines(a, b) for a, b in zip(partials, partials[1:]))
+    assert all(refines(a, b) for a, b in itertools.pairwise(partials))
     assert final == partials[-1] and final["content"].startswith("Covering one's ears")
     # The model's own text still streamed, under the model's run, nested in the parser's.
     text = "".join(e.delta for e in events.of("chunk") if e.channel == "text")
@@ -105,7 +125,6 @@ def test_json_story_example(run_example: t.Callable[..., str]) -> None:
     final = lines[7]
     pieces = lines[8].rstrip("|").split("|")
     assert "".join(pieces) in final and len(pieces) > 20
-
 
 
 def test_a_bracket_in_the_preamble_is_not_taken_for_the_json() -> None:

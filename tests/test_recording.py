@@ -53,7 +53,9 @@ def test_every_event_is_its_wire_dict_after_a_versioned_header(tmp_path, model):
     # Read back: typed events that keep the core's guarantees and the same wire form.
     events = replay(path)
     check_invariants(events)
-    assert [e.to_dict() for e in events] == [{k: v for k, v in x.items() if k != "recorded_at"} for x in sorted(lines, key=lambda x: x["seq"])]
+    assert [e.to_dict() for e in events] == [
+        {k: v for k, v in x.items() if k != "recorded_at"} for x in sorted(lines, key=lambda x: x["seq"])
+    ]
     assert events.text() == answer and len(events.runs()) == 5
 
 
@@ -158,5 +160,11 @@ def test_streamtap_record_records_a_program_with_no_code_change(tmp_path):
 
 
 def test_streamtap_record_without_a_program_is_a_usage_error(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "streamtap.cli", "record", "-o", str(tmp_path / "x.jsonl")], capture_output=True, text=True, timeout=60, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "streamtap.cli", "record", "-o", str(tmp_path / "x.jsonl")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 2 and "give the program to run after --" in proc.stderr

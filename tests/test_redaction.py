@@ -53,7 +53,12 @@ def test_authorization_values_of_any_length_and_scheme(text: str, secret: str) -
 
 @pytest.mark.parametrize(
     "text",
-    ["the bearer of bad news", "a Bearer token is required", "send the bearer token in the header", "Basic auth is off"],
+    [
+        "the bearer of bad news",
+        "a Bearer token is required",
+        "send the bearer token in the header",
+        "Basic auth is off",
+    ],
 )
 def test_prose_about_schemes_is_kept(text: str) -> None:
     """Words after 'bearer' / 'basic' that are plain English are not taken for credentials."""
@@ -63,7 +68,11 @@ def test_prose_about_schemes_is_kept(text: str) -> None:
 def test_credential_keys_in_structures() -> None:
     """The value of a key named like a credential is replaced whole, at any depth."""
     data = {"headers": {"Authorization": "anything", "Accept": "json"}, "items": [{"password": 1}], "model": "m"}
-    assert redact.scrub(data) == {"headers": {"Authorization": REDACTED, "Accept": "json"}, "items": [{"password": REDACTED}], "model": "m"}
+    assert redact.scrub(data) == {
+        "headers": {"Authorization": REDACTED, "Accept": "json"},
+        "items": [{"password": REDACTED}],
+        "model": "m",
+    }
 
 
 def test_user_patterns_and_errors() -> None:
@@ -90,11 +99,17 @@ def test_an_embedded_key_never_survives(before: str, key: str, after: str) -> No
 @settings(max_examples=80, deadline=None)
 @given(
     key=st.sampled_from(["Authorization", "authorization", "Proxy-Authorization", "x-api-key", "api_key", "password"]),
-    form=st.sampled_from([(": ", ""), ("=", ""), (":", ""), ('": "', '"'), ("': '", "'"), ("': b'", "'"), ("', b'", "'"), ('", "', '"')]),
+    form=st.sampled_from(
+        [(": ", ""), ("=", ""), (":", ""), ('": "', '"'), ("': '", "'"), ("': b'", "'"), ("', b'", "'"), ('", "', '"')]
+    ),
     scheme=st.sampled_from(["", "Bearer ", "bearer ", "Token ", "Basic "]),
-    value=st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~+/=", min_size=1, max_size=40),
+    value=st.text(
+        alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~+/=", min_size=1, max_size=40
+    ),
 )
-def test_property_a_credential_value_is_replaced_whole(key: str, form: tuple[str, str], scheme: str, value: str) -> None:
+def test_property_a_credential_value_is_replaced_whole(
+    key: str, form: tuple[str, str], scheme: str, value: str
+) -> None:
     """Property: after a credential's name, its value (any length, any scheme, any quoting) becomes [REDACTED]."""
     sep, close = form
     assert redact(f"{key}{sep}{scheme}{value}{close} and more") == f"{key}{sep}{REDACTED}{close} and more"

@@ -36,7 +36,14 @@ def recording(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
 
 def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    return subprocess.run([sys.executable, "-m", "streamtap.cli", *args], capture_output=True, text=True, timeout=timeout, env=env, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "streamtap.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
 
 
 def test_replay_otlp_exports_the_recorded_run_tree(recording):
@@ -58,8 +65,14 @@ def test_replay_otlp_exports_the_recorded_run_tree(recording):
         assert s.parent_span_id == (by_run[parent].span_id if parent else None)  # the tree is the run tree
         # The recorded times, not the replay's.
         assert s.span.start_time_unix_nano == int(starts[rid]["started_at"] * 1e9)
-        assert s.span.end_time_unix_nano - s.span.start_time_unix_nano == pytest.approx(ends[rid]["timings"]["duration"] * 1e9, abs=2000)
-    assert {s.name for s in spans} == {"invoke_agent weather_agent", "chat fake-gpt", "execute_tool get_current_weather"}
+        assert s.span.end_time_unix_nano - s.span.start_time_unix_nano == pytest.approx(
+            ends[rid]["timings"]["duration"] * 1e9, abs=2000
+        )
+    assert {s.name for s in spans} == {
+        "invoke_agent weather_agent",
+        "chat fake-gpt",
+        "execute_tool get_current_weather",
+    }
     assert len({s.trace_id for s in spans}) == 1
 
 
@@ -75,10 +88,30 @@ def test_replay_of_a_file_that_is_not_a_recording_says_so(tmp_path, recording):
 
 
 def _lines(span: float, n: int = 6) -> list[dict[str, object]]:
-    run = {"run_id": "r1", "name": "m", "kind": "module", "parent_id": None, "root_id": "r1", "tags": [], "metadata": {}}
-    out: list[dict[str, object]] = [{"kind": "start", "seq": 0, "run": run, "inputs": "x", "started_at": 1000.0, "recorded_at": 1000.0}]
+    run = {
+        "run_id": "r1",
+        "name": "m",
+        "kind": "module",
+        "parent_id": None,
+        "root_id": "r1",
+        "tags": [],
+        "metadata": {},
+    }
+    out: list[dict[str, object]] = [
+        {"kind": "start", "seq": 0, "run": run, "inputs": "x", "started_at": 1000.0, "recorded_at": 1000.0}
+    ]
     for i in range(1, n - 1):
-        out.append({"kind": "chunk", "seq": i, "run": run, "delta": f"w{i} ", "channel": "text", "call_id": None, "recorded_at": 1000.0 + span * i / (n - 1)})
+        out.append(
+            {
+                "kind": "chunk",
+                "seq": i,
+                "run": run,
+                "delta": f"w{i} ",
+                "channel": "text",
+                "call_id": None,
+                "recorded_at": 1000.0 + span * i / (n - 1),
+            }
+        )
     out.append({"kind": "end", "seq": n - 1, "run": run, "status": "ok", "output": "done", "error": None, "usage": None,
                 "timings": {"started_at": 1000.0, "duration": span, "time_to_first_chunk": None}, "attributes": {}, "recorded_at": 1000.0 + span})  # fmt: skip
     return out

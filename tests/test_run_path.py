@@ -51,8 +51,8 @@ def test_filter_under_a_node_name_and_a_path() -> None:
     """filter(under="Plan") keeps the Plan nodes and everything inside them; a tuple is a path prefix."""
     with FakeOpenAI(token_delay=0) as srv:
         flow = _plan_act(srv.base_url)
-        plan_text = [e for e in flow.stream({"n": 1}).filter(under="Plan", kinds="chunk", run_kinds="llm")]
-        by_path = [e for e in flow.stream({"n": 1}).filter(under=("plan_act", "Act"), kinds="start")]
+        plan_text = list(flow.stream({"n": 1}).filter(under="Plan", kinds="chunk", run_kinds="llm"))
+        by_path = list(flow.stream({"n": 1}).filter(under=("plan_act", "Act"), kinds="start"))
     assert {e.run.path for e in plan_text} == {("plan_act", "Plan", "OpenAIChat")}
     assert "".join(e.delta for e in plan_text if isinstance(e, Chunk)) == "You said: plan step 1You said: plan step 2"
     assert [e.run.path for e in by_path] == [("plan_act", "Act"), ("plan_act", "Act", "OpenAIChat")]

@@ -43,7 +43,10 @@ def test_serve_target_without_redis_answers_chats() -> None:
                 except httpx.HTTPError:
                     assert time.monotonic() < deadline, "streamtap serve did not start"
                     time.sleep(0.05)  # the process is starting: its port is all there is to wait on
-            body = {"id": "s1", "messages": [{"id": "u", "role": "user", "parts": [{"type": "text", "text": "weather in Paris?"}]}]}
+            body = {
+                "id": "s1",
+                "messages": [{"id": "u", "role": "user", "parts": [{"type": "text", "text": "weather in Paris?"}]}],
+            }
             r = httpx.post(url + "/api/chat", json=body, timeout=20)
             parts = [json.loads(x[6:]) for x in r.text.splitlines() if x.startswith("data: {")]
             assert "Paris" in "".join(p["delta"] for p in parts if p["type"] == "text-delta")

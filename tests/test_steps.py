@@ -121,7 +121,12 @@ class TestStepDecorator:
 
         assert search("x") == ["x", "x!"]
         (start,) = _starts(search.stream("y"))
-        assert (start.run.name, start.run.kind, start.run.tags, dict(start.run.metadata)) == ("Docs", "tool", ("rag",), {"index": "v1"})
+        assert (start.run.name, start.run.kind, start.run.tags, dict(start.run.metadata)) == (
+            "Docs",
+            "tool",
+            ("rag",),
+            {"index": "v1"},
+        )
 
     def test_bare_step_keeps_the_function_name_and_docstring(self) -> None:
         """@step with no arguments names the run after the function and keeps its docstring."""

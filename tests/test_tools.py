@@ -30,7 +30,10 @@ def test_seed_tools_schema() -> None:
     assert fn["description"] == "Get an N-day weather forecast."
     params = fn["parameters"]
     assert params["required"] == ["location", "num_days"]
-    assert params["properties"]["location"] == {"type": "string", "description": "The city and state, e.g. San Francisco, CA."}
+    assert params["properties"]["location"] == {
+        "type": "string",
+        "description": "The city and state, e.g. San Francisco, CA.",
+    }
     assert params["properties"]["num_days"]["type"] == "integer"
     unit = params["properties"]["unit"]
     assert unit["enum"] == ["celsius", "fahrenheit"] and unit["type"] == "string" and unit["default"] == "fahrenheit"
@@ -67,7 +70,7 @@ def rich(
     point: Point,
     box: Box,
     color: Color = Color.RED,
-    limit: t.Optional[int] = None,
+    limit: int | None = None,
     weights: dict[str, float] | None = None,
     flag: bool = False,
 ) -> dict:
@@ -83,12 +86,24 @@ def rich(
         weights: Optional weights.
         flag: A switch.
     """
-    return {"names": names, "point": point, "box": box, "color": color, "limit": limit, "weights": weights, "flag": flag}
+    return {
+        "names": names,
+        "point": point,
+        "box": box,
+        "color": color,
+        "limit": limit,
+        "weights": weights,
+        "flag": flag,
+    }
 
 
 def test_schema_for_rich_hints() -> None:
     props = rich.parameters["properties"]
-    assert props["names"] == {"type": "array", "items": {"type": "string"}, "description": "Some names, continued on a second line."}
+    assert props["names"] == {
+        "type": "array",
+        "items": {"type": "string"},
+        "description": "Some names, continued on a second line.",
+    }
     assert props["point"]["type"] == "object" and props["point"]["required"] == ["x"]
     assert props["point"]["properties"]["x"] == {"type": "number", "description": "horizontal."}
     assert props["box"]["properties"]["width"]["type"] == "integer"
@@ -131,7 +146,10 @@ def test_all_problems_are_reported_at_once() -> None:
 
 
 def test_numbers_in_strings_are_accepted() -> None:
-    assert get_n_day_weather_forecast.validate({"location": "Paris", "num_days": "3"}) == {"location": "Paris", "num_days": 3}
+    assert get_n_day_weather_forecast.validate({"location": "Paris", "num_days": "3"}) == {
+        "location": "Paris",
+        "num_days": 3,
+    }
 
 
 def test_a_tool_call_is_a_tool_run() -> None:
@@ -167,9 +185,13 @@ def test_registry() -> None:
     reg = weather_tools()
     assert reg.names() == ["get_current_weather", "get_n_day_weather_forecast"] and len(reg) == 2
     assert "get_current_weather" in reg and reg.get("get_current_weather") is get_current_weather
-    with pytest.raises(UnknownToolError, match="no tool named 'nope'. Available tools: get_current_weather, get_n_day_weather_forecast"):
+    with pytest.raises(
+        UnknownToolError, match="no tool named 'nope'. Available tools: get_current_weather, get_n_day_weather_forecast"
+    ):
         reg.get("nope")
-    assert [s["function"]["name"] for s in reg.select(["get_n_day_weather_forecast"]).schemas()] == ["get_n_day_weather_forecast"]
+    assert [s["function"]["name"] for s in reg.select(["get_n_day_weather_forecast"]).schemas()] == [
+        "get_n_day_weather_forecast"
+    ]
 
     @reg.tool
     def extra() -> str:

@@ -119,7 +119,9 @@ class Agent(ModuleBase):
         ctx.tool("call_1", "get_weather", "requested", arguments={"city": "Paris"})
         result = Weather()("Paris")
         ctx.tool("call_1", "get_weather", "result", result=result)
-        return Chat()([{"role": "user", "content": question}, {"role": "tool", "tool_call_id": "call_1", "content": result}])
+        return Chat()(
+            [{"role": "user", "content": question}, {"role": "tool", "tool_call_id": "call_1", "content": result}]
+        )
 
 
 def _run_tree(events: list[t.Any]) -> dict[str, str | None]:
@@ -290,7 +292,10 @@ class TestConventions:
         assert (a["gen_ai.usage.input_tokens"], a["gen_ai.usage.output_tokens"]) == (11, 7)
         assert a["gen_ai.usage.reasoning.output_tokens"] == 2
         assert a["gen_ai.usage.cache_read.input_tokens"] == 3
-        assert isinstance(a["gen_ai.response.time_to_first_chunk"], float) and a["gen_ai.response.time_to_first_chunk"] >= 0
+        assert (
+            isinstance(a["gen_ai.response.time_to_first_chunk"], float)
+            and a["gen_ai.response.time_to_first_chunk"] >= 0
+        )
         assert a["gen_ai.request.stream"] is True
 
     def test_model_from_annotations_names_the_span(self, traced: Traced) -> None:
@@ -416,7 +421,9 @@ class TestContent:
         for span in traced.spans():
             text = repr(dict(span.attributes)) + repr([dict(e.attributes) for e in span.events])
             assert "Paris" not in text
-            assert not any(k in span.attributes for k in ("gen_ai.input.messages", "gen_ai.output.messages", "streamtap.input"))
+            assert not any(
+                k in span.attributes for k in ("gen_ai.input.messages", "gen_ai.output.messages", "streamtap.input")
+            )
 
     def test_opt_in_records_messages_arguments_and_results(self) -> None:
         """capture_content=True records GenAI message JSON, tool arguments and results."""
@@ -464,7 +471,12 @@ class TestContent:
 
                 with pytest.raises(RuntimeError):
                     Fails()("x")
-                dump = repr([(dict(s.attributes), [dict(e.attributes) for e in s.events], s.status.description) for s in tr.spans()])
+                dump = repr(
+                    [
+                        (dict(s.attributes), [dict(e.attributes) for e in s.events], s.status.description)
+                        for s in tr.spans()
+                    ]
+                )
                 assert SECRET not in dump
                 assert "abcdefghijklmnop" not in dump
                 assert "[REDACTED]" in dump
@@ -586,8 +598,10 @@ class TestGenAIContent:
 
         tr = Traced(capture_content=True, max_content_length=2_000)
         try:
-            history = [{"role": "user" if i % 2 else "assistant", "content": f"message {i} " + "x" * 500} for i in range(20)]
-            ToolTurn()(history + [{"role": "user", "content": "last question"}], tools=[WEATHER_TOOL])
+            history = [
+                {"role": "user" if i % 2 else "assistant", "content": f"message {i} " + "x" * 500} for i in range(20)
+            ]
+            ToolTurn()([*history, {"role": "user", "content": "last question"}], tools=[WEATHER_TOOL])
             value = tr.one("chat gpt-test").attributes["gen_ai.input.messages"]
         finally:
             tr.close()

@@ -24,7 +24,7 @@ def lazy_getattr(package: str, names: t.Mapping[str, str]) -> t.Callable[[str], 
         The ``__getattr__`` function; unknown names raise :class:`AttributeError`.
     """
 
-    def __getattr__(name: str) -> t.Any:
+    def __getattr__(name: str) -> t.Any:  # noqa: N807 - a module/class-level dunder hook by design
         module = names.get(name)
         if module is None:
             msg = f"module {package!r} has no attribute {name!r}"

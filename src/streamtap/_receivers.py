@@ -61,7 +61,7 @@ class IsolatedReceivers:
         def receive(sender: t.Any, /, *, event: t.Any, **_: t.Any) -> None:
             try:
                 handler(sender, event)
-            except Exception as exc:  # noqa: BLE001 - a hook never breaks the producer
+            except Exception as exc:
                 self.failures.record(exc)
 
         return receive
@@ -70,7 +70,7 @@ class IsolatedReceivers:
         def receive(sender: t.Any, /, *, run: t.Any, context: t.Any = None, **_: t.Any) -> t.Any:
             try:
                 return scope(sender, run, context)
-            except Exception as exc:  # noqa: BLE001 - a hook never breaks the producer
+            except Exception as exc:
                 self.failures.record(exc)
                 return None
 

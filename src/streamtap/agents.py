@@ -41,7 +41,7 @@ from .tools import FunctionTool, ToolRegistry
 
 __all__ = ["AgentStepLimitError", "AsyncFunctionCallAgent", "FunctionCallAgent"]
 
-Message = t.Dict[str, t.Any]
+Message = dict[str, t.Any]
 
 
 class AgentStepLimitError(StreamtapError):
@@ -189,6 +189,7 @@ class FunctionCallAgent(ModuleBase):
 
     def _parallel(self, ctx: RunContext, jobs: list[tuple[int, t.Any, t.Any]]) -> dict[int, str]:
         cancelled: concurrent.futures.Future[None] = concurrent.futures.Future()
+
         def on_cancel() -> None:
             if not cancelled.done():
                 cancelled.set_result(None)
@@ -231,13 +232,13 @@ class AsyncFunctionCallAgent(FunctionCallAgent):
             if not calls:
                 return _answer(ctx, steps, reply)
             prepared = [self._prepare(ctx, c) for c in calls]
-            outputs = await asyncio.gather(
-                *(self._aexecute(ctx, c, p) for c, p in zip(calls, prepared))
-            )
+            outputs = await asyncio.gather(*(self._aexecute(ctx, c, p) for c, p in zip(calls, prepared)))
             messages.extend(_tool_messages(calls, outputs))
         raise self._step_limit(ctx)
 
-    async def _aexecute(self, ctx: RunContext, call: t.Any, prepared: tuple[FunctionTool, dict[str, t.Any]] | str) -> str:
+    async def _aexecute(
+        self, ctx: RunContext, call: t.Any, prepared: tuple[FunctionTool, dict[str, t.Any]] | str
+    ) -> str:
         if isinstance(prepared, str):
             return prepared
         found, args = prepared

@@ -114,7 +114,9 @@ class AnswerText:
         self._last_run: str | None = None
         self._last_char = ""
 
-    def started(self, run_id: str, parent_id: str | None, kind: str, metadata: t.Mapping[str, t.Any] | None = None) -> None:
+    def started(
+        self, run_id: str, parent_id: str | None, kind: str, metadata: t.Mapping[str, t.Any] | None = None
+    ) -> None:
         """Record a run (its ``Start``), so that its children know whether they are inside a tool."""
         if self.root_id is None:
             self.root_id = run_id
@@ -124,7 +126,9 @@ class AnswerText:
         )
         self._nodes[run_id] = _Node(parent_id, hidden)
 
-    def _chain(self, run_id: str, parent_id: str | None, kind: str, metadata: t.Mapping[str, t.Any] | None) -> tuple[_Echo, ...]:
+    def _chain(
+        self, run_id: str, parent_id: str | None, kind: str, metadata: t.Mapping[str, t.Any] | None
+    ) -> tuple[_Echo, ...]:
         node = self._nodes.get(run_id)
         if node is None:  # fed from the middle of a run: derive what we can
             self.started(run_id, parent_id, kind, metadata)
@@ -142,7 +146,9 @@ class AnswerText:
         self._chains[run_id] = chain
         return chain
 
-    def shows(self, run_id: str, parent_id: str | None, kind: str, delta: str, metadata: t.Mapping[str, t.Any] | None = None) -> bool:
+    def shows(
+        self, run_id: str, parent_id: str | None, kind: str, delta: str, metadata: t.Mapping[str, t.Any] | None = None
+    ) -> bool:
         """Whether this ``text`` delta of ``run_id`` is part of the answer (and remember that it was shown)."""
         chain = self._chains.get(run_id)
         if chain is None:

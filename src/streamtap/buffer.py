@@ -212,6 +212,7 @@ class StreamBuffer:
             await asyncio.shield(fut)
 
     def finish(self) -> None:
+        """Mark the run tree finished and wake the reader."""
         with self._cond:
             self.finished = True
         self._wake()
@@ -304,6 +305,7 @@ class StreamBuffer:
                         raise TimeoutError(f"No event arrived within {timeout} s.")
 
     async def aget(self) -> Event | None:
+        """Await the next event (``None`` once the run tree has finished)."""
         q = self._q
         loop = asyncio.get_running_loop()
         if self._loop is None:
@@ -353,6 +355,7 @@ class StreamBuffer:
                 pass
 
     def close(self) -> None:
+        """Take no more events: the producer's next put() finds the buffer closed."""
         with self._cond:
             self.closed = True
             self._limit = 0

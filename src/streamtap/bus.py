@@ -36,7 +36,17 @@ import blinker
 from .events import Event
 from .exceptions import UsageError
 
-__all__ = ["KINDS", "FailureLog", "Sink", "Subscriber", "Subscription", "registry", "signals", "subscribe", "unsubscribe"]
+__all__ = [
+    "KINDS",
+    "FailureLog",
+    "Sink",
+    "Subscriber",
+    "Subscription",
+    "registry",
+    "signals",
+    "subscribe",
+    "unsubscribe",
+]
 
 log = logging.getLogger("streamtap.bus")
 
@@ -52,6 +62,7 @@ scope_signal = _namespace.signal("scope")
 """Sent once when a run starts, with ``run=``. A receiver may return a callable
 that returns a context manager; the run enters it around ``forward()``. The
 tracing subscriber uses it to make the run's span current."""
+
 
 class FailureLog:
     """The failure policy of everything the bus calls: log the first failure, count the rest.
@@ -228,7 +239,7 @@ class Subscription:
             return
         try:
             self.fn(event)
-        except Exception as exc:  # noqa: BLE001 - a subscriber never breaks the producer
+        except Exception as exc:
             self.failures.record(exc)
 
     def _connect(self) -> None:
@@ -251,7 +262,7 @@ class Subscription:
         if self._async is not None:
             self._async.close()
 
-    def __enter__(self) -> Subscription:  # noqa: PYI034 - Self needs typing_extensions on 3.10
+    def __enter__(self) -> Subscription:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -305,7 +316,7 @@ class _AsyncDelivery:
                 event = self._queue.popleft()
             try:
                 await self.sub.fn(event)
-            except Exception as exc:  # noqa: BLE001 - an async subscriber never breaks delivery
+            except Exception as exc:
                 self.sub.failures.record(exc)
 
     def close(self) -> None:

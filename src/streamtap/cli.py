@@ -24,10 +24,26 @@ __all__ = ["main"]
 _COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("streamtap.demo", "main", "run the demo: a streaming weather agent with its web page and traces"),
     "fake-openai": ("streamtap.llm.server", "main", "run the embedded OpenAI-compatible model server"),
-    "record": ("streamtap.replaying", "record_main", "record a program's runs as JSON lines: streamtap record -o FILE -- CMD..."),
-    "replay": ("streamtap.replaying", "replay_main", "replay a recording into the page (--speed) or over OTLP (--otlp)"),
-    "serve": ("streamtap.serving", "serve_main", "serve TARGET (package.module:attr) on the web; --redis URL to scale out"),
-    "worker": ("streamtap.serving", "worker_main", "run TARGET's requests from Redis (web processes started with serve --redis)"),
+    "record": (
+        "streamtap.replaying",
+        "record_main",
+        "record a program's runs as JSON lines: streamtap record -o FILE -- CMD...",
+    ),
+    "replay": (
+        "streamtap.replaying",
+        "replay_main",
+        "replay a recording into the page (--speed) or over OTLP (--otlp)",
+    ),
+    "serve": (
+        "streamtap.serving",
+        "serve_main",
+        "serve TARGET (package.module:attr) on the web; --redis URL to scale out",
+    ),
+    "worker": (
+        "streamtap.serving",
+        "worker_main",
+        "run TARGET's requests from Redis (web processes started with serve --redis)",
+    ),
 }
 
 
@@ -35,11 +51,13 @@ def main(argv: t.Sequence[str] | None = None) -> int:
     """Run the ``streamtap`` command line; returns the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="streamtap", description="streamtap command line")
-    parser.add_argument("command", choices=sorted(_COMMANDS), help="; ".join(f"{k}: {v[2]}" for k, v in _COMMANDS.items()))
+    parser.add_argument(
+        "command", choices=sorted(_COMMANDS), help="; ".join(f"{k}: {v[2]}" for k, v in _COMMANDS.items())
+    )
     if not args or args[0] in ("-h", "--help"):
         parser.print_help()
         return 0
-    ns, rest = parser.parse_known_args(args[:1])
+    ns, _rest = parser.parse_known_args(args[:1])
     module_name, func, _ = _COMMANDS[ns.command]
     fn = getattr(importlib.import_module(module_name), func)
     return int(fn(args[1:]) or 0)

@@ -32,23 +32,81 @@ __all__ = ["main"]
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="streamtap demo", description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1; others need --token)")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1; others need --token)"
+    )
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0 picks a free one)")
-    p.add_argument("--token", default=os.environ.get("STREAMTAP_TOKEN"), help="access token required by the API (env STREAMTAP_TOKEN)")
-    p.add_argument("--model", default=None, help="model name (default OPENAI_MODEL, else the embedded server's fake-gpt)")
-    p.add_argument("--base-url", default=None, help="an OpenAI-compatible endpoint (default OPENAI_BASE_URL, else the embedded server)")
-    p.add_argument("--delay", type=float, default=0.03, help="embedded server: seconds per streamed token (default 0.03)")
+    p.add_argument(
+        "--token",
+        default=os.environ.get("STREAMTAP_TOKEN"),
+        help="access token required by the API (env STREAMTAP_TOKEN)",
+    )
+    p.add_argument(
+        "--model", default=None, help="model name (default OPENAI_MODEL, else the embedded server's fake-gpt)"
+    )
+    p.add_argument(
+        "--base-url",
+        default=None,
+        help="an OpenAI-compatible endpoint (default OPENAI_BASE_URL, else the embedded server)",
+    )
+    p.add_argument(
+        "--delay", type=float, default=0.03, help="embedded server: seconds per streamed token (default 0.03)"
+    )
     p.add_argument("--no-reasoning", action="store_true", help="embedded server: no reasoning deltas")
     p.add_argument("--terminal", action="store_true", help="run the agent in the terminal instead of serving the page")
     p.add_argument("--question", default=None, help="--terminal: the question (default: the seed's weather question)")
-    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME", help="also answer to this Host name (repeatable; loopback names always)")
-    p.add_argument("--allowed-origin", action="append", default=[], metavar="ORIGIN", help="let pages of this origin use the API, e.g. https://app.example.com (repeatable)")
-    p.add_argument("--error-detail", choices=("short", "full"), default="short", help="what the browser is told of failures (default short; full is still redacted)")
-    p.add_argument("--trace-url", default=os.environ.get("STREAMTAP_TRACE_URL"), metavar="TEMPLATE", help="link each answer to its trace, e.g. http://localhost:16686/trace/{trace_id} (env STREAMTAP_TRACE_URL)")
-    p.add_argument("--exit-after", type=float, default=None, metavar="SECONDS", help="stop serving after this many seconds (smoke tests)")
-    p.add_argument("--shutdown-grace", type=float, default=10.0, metavar="SECONDS", help="on SIGTERM/Ctrl-C, seconds running answers may take to finish before they are cancelled (default 10)")
-    p.add_argument("--cancel-on-disconnect", action="store_true", help="cancel an answer when its last reader disconnects (default: it goes on, so a reload resumes it)")
-    p.add_argument("--detach-timeout", type=float, default=None, metavar="SECONDS", help="cancel an answer nobody has read for this many seconds (default: never)")
+    p.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also answer to this Host name (repeatable; loopback names always)",
+    )
+    p.add_argument(
+        "--allowed-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="let pages of this origin use the API, e.g. https://app.example.com (repeatable)",
+    )
+    p.add_argument(
+        "--error-detail",
+        choices=("short", "full"),
+        default="short",
+        help="what the browser is told of failures (default short; full is still redacted)",
+    )
+    p.add_argument(
+        "--trace-url",
+        default=os.environ.get("STREAMTAP_TRACE_URL"),
+        metavar="TEMPLATE",
+        help="link each answer to its trace, e.g. http://localhost:16686/trace/{trace_id} (env STREAMTAP_TRACE_URL)",
+    )
+    p.add_argument(
+        "--exit-after",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop serving after this many seconds (smoke tests)",
+    )
+    p.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="on SIGTERM/Ctrl-C, seconds running answers may take to finish before they are cancelled (default 10)",
+    )
+    p.add_argument(
+        "--cancel-on-disconnect",
+        action="store_true",
+        help="cancel an answer when its last reader disconnects (default: it goes on, so a reload resumes it)",
+    )
+    p.add_argument(
+        "--detach-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="cancel an answer nobody has read for this many seconds (default: never)",
+    )
     p.add_argument(
         "--redis", default=None, metavar="URL",
         help="scale-out mode: the web process only enqueues and reads run logs in Redis; a worker process runs the agent",
@@ -60,7 +118,9 @@ def worker_agent() -> t.Any:
     """The demo's agent for ``streamtap worker streamtap.demo:worker_agent`` (the model from ``OPENAI_BASE_URL``)."""
     from .weather import weather_agent
 
-    return weather_agent(base_url=os.environ.get("OPENAI_BASE_URL"), model=os.environ.get("OPENAI_MODEL"), asynchronous=True)
+    return weather_agent(
+        base_url=os.environ.get("OPENAI_BASE_URL"), model=os.environ.get("OPENAI_MODEL"), asynchronous=True
+    )
 
 
 @contextlib.contextmanager
@@ -140,7 +200,14 @@ def _web(factory: t.Callable[[], t.Any], args: argparse.Namespace, described: st
     from .web.security import allow_serving
 
     try:
-        app = create_app(factory, token=args.token, title="streamtap demo", error_detail=args.error_detail, tracing=getattr(args, "tracing", None), trace_url=args.trace_url)
+        app = create_app(
+            factory,
+            token=args.token,
+            title="streamtap demo",
+            error_detail=args.error_detail,
+            tracing=getattr(args, "tracing", None),
+            trace_url=args.trace_url,
+        )
         allow_serving(app, args.host, allowed_hosts=args.allowed_host, allowed_origins=args.allowed_origin)
         app.state.chat.configure(cancel_on_disconnect=args.cancel_on_disconnect, detach_timeout=args.detach_timeout)
         server = BackgroundServer(app, args.host, args.port, log_level="warning", shutdown_grace=args.shutdown_grace)
@@ -148,7 +215,9 @@ def _web(factory: t.Callable[[], t.Any], args: argparse.Namespace, described: st
         print(f"streamtap demo: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"streamtap demo: cannot listen on {args.host}:{args.port} ({exc.strerror}); try --port 0", file=sys.stderr)
+        print(
+            f"streamtap demo: cannot listen on {args.host}:{args.port} ({exc.strerror}); try --port 0", file=sys.stderr
+        )
         return 2
     # The token is not printed (terminal scrollback, CI logs): the user knows it, having given it.
     url = server.url + "/" + ("#token=<your token>" if args.token else "")
@@ -170,7 +239,10 @@ def _web_on_redis(factory: t.Callable[[], t.Any], args: argparse.Namespace, desc
         from streamtap_redis.connection import RedisUnavailable, connect
         from streamtap_redis.serve import create_redis_app
     except ImportError:
-        print("streamtap demo: --redis needs streamtap-redis: pip install 'streamtap[redis]' (and exporters/streamtap-redis)", file=sys.stderr)
+        print(
+            "streamtap demo: --redis needs streamtap-redis: pip install 'streamtap[redis]' (and exporters/streamtap-redis)",
+            file=sys.stderr,
+        )
         return 2
     import asyncio
 
@@ -191,9 +263,13 @@ def _web_on_redis(factory: t.Callable[[], t.Any], args: argparse.Namespace, desc
     env = {**os.environ, "OPENAI_BASE_URL": base_url}
     if args.model:
         env["OPENAI_MODEL"] = args.model
-    worker = subprocess.Popen([sys.executable, "-m", "streamtap.cli", "worker", "streamtap.demo:worker_agent", "--redis", args.redis], env=env)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "streamtap.cli", "worker", "streamtap.demo:worker_agent", "--redis", args.redis], env=env
+    )
     try:
-        app = create_redis_app(factory, args.redis, token=args.token, title="streamtap demo", error_detail=args.error_detail)
+        app = create_redis_app(
+            factory, args.redis, token=args.token, title="streamtap demo", error_detail=args.error_detail
+        )
         allow_serving(app, args.host, allowed_hosts=args.allowed_host, allowed_origins=args.allowed_origin)
         server = BackgroundServer(app, args.host, args.port, log_level="warning")
         url = server.url + "/" + ("#token=<your token>" if args.token else "")
@@ -230,6 +306,7 @@ def _terminal(agent: t.Any, question: str | None) -> int:
     view, console = None, None
     try:
         from rich.console import Console
+
         from streamtap_console import LiveView
 
         if sys.stdout.isatty():

@@ -158,7 +158,7 @@ class Emitter:
                     for call, failed in calls:
                         try:
                             call(ev)
-                        except Exception as exc:  # noqa: BLE001 - a subscriber never breaks the producer (bus.FailureLog)
+                        except Exception as exc:
                             failed(exc)
                     if _chunk_receivers:
                         _chunk_sig.send(self.module, event=ev)
@@ -176,7 +176,7 @@ class Emitter:
                 for call, failed in calls:
                     try:
                         call(ev)
-                    except Exception as exc:  # noqa: BLE001 - a subscriber never breaks the producer (bus.FailureLog)
+                    except Exception as exc:
                         failed(exc)
                 if _chunk_receivers:
                     _chunk_sig.send(self.module, event=ev)
@@ -229,7 +229,7 @@ class Emitter:
                     for call, failed in calls:
                         try:
                             call(ev)
-                        except Exception as exc:  # noqa: BLE001 - a subscriber never breaks the producer (bus.FailureLog)
+                        except Exception as exc:
                             failed(exc)
                     if _chunk_receivers:
                         _chunk_sig.send(module, event=ev)

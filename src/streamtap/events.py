@@ -95,7 +95,7 @@ def to_jsonable(value: t.Any, _depth: int = 0) -> t.Any:
     if callable(dump):
         try:
             return to_jsonable(dump(mode="json"), d)
-        except Exception:  # noqa: BLE001, S110 - an exotic model that cannot dump falls back to its repr  # pragma: no cover
+        except Exception:  # noqa: S110 - an exotic model that cannot dump falls back to its repr  # pragma: no cover
             pass
     return repr(value)
 
@@ -441,16 +441,18 @@ def event_from_dict(data: t.Mapping[str, t.Any]) -> Event:
         if kind == "end":
             usage = data.get("usage")
             timings = data.get("timings")
-            return End._make((
-                run,
-                seq,
-                data["status"],
-                data.get("output"),
-                _error_from(data.get("error")),
-                Usage(**usage) if usage else None,
-                Timings(**timings) if timings else None,
-                types.MappingProxyType(dict(data.get("attributes") or {})),
-            ))
+            return End._make(
+                (
+                    run,
+                    seq,
+                    data["status"],
+                    data.get("output"),
+                    _error_from(data.get("error")),
+                    Usage(**usage) if usage else None,
+                    Timings(**timings) if timings else None,
+                    types.MappingProxyType(dict(data.get("attributes") or {})),
+                )
+            )
     except (KeyError, TypeError, ValueError) as exc:
         msg = f"Not a streamtap event: {exc!r} in {_short(data)}."
         raise ValueError(msg) from None

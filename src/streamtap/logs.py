@@ -52,11 +52,17 @@ __all__ = ["LogSubscriber", "add_run_ids", "configure"]
 EventDict = t.MutableMapping[str, t.Any]
 """What structlog passes along its processor chain."""
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR, "critical": logging.CRITICAL}
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
 
 
 def add_run_ids(logger: t.Any, method_name: str, event_dict: EventDict) -> EventDict:
-    """structlog processor: add ``run_id``, ``root_id``, ``trace_id`` and ``span_id`` when known.
+    """Structlog processor: add ``run_id``, ``root_id``, ``trace_id`` and ``span_id`` when known.
 
     Ids the caller passed explicitly win (``setdefault``). Outside any module
     and any span the line is left as it is.
@@ -138,7 +144,9 @@ class LogSubscriber(KindDispatcher):
     def _content(self, value: t.Any) -> t.Any:
         return self.redact.scrub(to_jsonable(value))
 
-    def _write(self, level: str, event: str, run: t.Any, span: trace.SpanContext | None, fields: dict[str, t.Any]) -> None:
+    def _write(
+        self, level: str, event: str, run: t.Any, span: trace.SpanContext | None, fields: dict[str, t.Any]
+    ) -> None:
         fields["run_id"] = run.run_id
         fields["root_id"] = run.root_id
         if run.parent_id is not None:
@@ -248,7 +256,9 @@ def configure(
         return
     out = file or sys.stderr
     as_json = (not out.isatty()) if json is None else json
-    renderer: t.Any = structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer(colors=out.isatty())
+    renderer: t.Any = (
+        structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer(colors=out.isatty())
+    )
     processors = [
         structlog.contextvars.merge_contextvars,
         add_run_ids,

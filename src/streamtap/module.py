@@ -280,7 +280,7 @@ def _strip_options(init: t.Callable[..., None]) -> t.Callable[..., None]:
     strip = tuple(k for k in _OPTION_KEYS if k not in params or params[k].kind is inspect.Parameter.VAR_KEYWORD)
 
     @functools.wraps(init)
-    def __init__(self: ModuleBase, *args: t.Any, **kwargs: t.Any) -> None:
+    def __init__(self: ModuleBase, *args: t.Any, **kwargs: t.Any) -> None:  # noqa: N807 - a module/class-level dunder hook by design
         if not kwargs or not ("name" in kwargs or "tags" in kwargs or "metadata" in kwargs):
             init(self, *args, **kwargs)
             return
@@ -319,7 +319,7 @@ class _Running:
         self.output: t.Any = None
         self.stack: contextlib.ExitStack | None = None
 
-    def __enter__(self) -> _Running:  # noqa: PYI034 - Self needs typing_extensions on 3.10
+    def __enter__(self) -> _Running:
         self.var = _current.set(self.ctx)
         if self.scopes:
             stack = self.stack = contextlib.ExitStack()
@@ -331,7 +331,9 @@ class _Running:
                 raise
         return self
 
-    def __exit__(self, tp: type[BaseException] | None, exc: BaseException | None, tb: types.TracebackType | None) -> None:
+    def __exit__(
+        self, tp: type[BaseException] | None, exc: BaseException | None, tb: types.TracebackType | None
+    ) -> None:
         try:
             if self.stack is not None:
                 self.stack.__exit__(tp, exc, tb)
@@ -455,7 +457,11 @@ class ModuleBase:
         old_tags = base.tags if base else self.tags
         new_tags = tuple(dict.fromkeys((*old_tags, *_check_tags(owner, tags)))) if tags is not None else old_tags
         old_meta = base.metadata if base and base.metadata is not None else self.metadata
-        new_meta = types.MappingProxyType({**old_meta, **_check_metadata(owner, metadata)}) if metadata is not None else (base.metadata if base else None)
+        new_meta = (
+            types.MappingProxyType({**old_meta, **_check_metadata(owner, metadata)})
+            if metadata is not None
+            else (base.metadata if base else None)
+        )
         return _Options(new_name, new_tags, new_meta)
 
     def forward(self, *args: t.Any, **kwargs: t.Any) -> t.Any:
@@ -487,13 +493,10 @@ class ModuleBase:
             tok = token  # None: made on first use; until then nobody can cancel this call
         else:
             prun = parent.run
-            if tags:
-                tags = prun.tags + tuple(x for x in tags if x not in prun.tags)
-            else:
-                tags = prun.tags
-            run = _tuple_new(Run, (rid, name, self.kind, prun.run_id, prun.root_id, tags, meta, prun.path + (name,)))
+            tags = prun.tags + tuple(x for x in tags if x not in prun.tags) if tags else prun.tags
+            run = _tuple_new(Run, (rid, name, self.kind, prun.run_id, prun.root_id, tags, meta, (*prun.path, name)))
             root = parent.tree()
-            sinks = parent.sinks + (sink,) if sink is not None else parent.sinks
+            sinks = (*parent.sinks, sink) if sink is not None else parent.sinks
             tok = token or parent.token
         ctx = RunContext(run, self, root, sinks, tok)
         # The inputs are only built for someone who will see them.
@@ -533,7 +536,9 @@ class ModuleBase:
         ctx, scopes = self._open(call)
         return _Running(ctx, scopes)
 
-    def begin(self, *args: t.Any, parent: RunContext | None | t.Literal["current"] = "current", **kwargs: t.Any) -> OpenRun:
+    def begin(
+        self, *args: t.Any, parent: RunContext | t.Literal["current"] | None = "current", **kwargs: t.Any
+    ) -> OpenRun:
         """Start a run of this module without ``forward()``; end it later with :meth:`OpenRun.end`.
 
         For bridges that see another framework's runs as separate start and end
@@ -620,7 +625,9 @@ class ModuleBase:
         ctx.send_end("ok", output, None)
         return output
 
-    def _steps(self, call: _Call, future: concurrent.futures.Future[t.Any], finish: t.Callable[[], None]) -> t.Generator[None, None, None]:
+    def _steps(
+        self, call: _Call, future: concurrent.futures.Future[t.Any], finish: t.Callable[[], None]
+    ) -> t.Generator[None, None, None]:
         """The run of a generator ``forward`` as steps: one yield per item (see :mod:`streamtap.driven`).
 
         Records the output or the exception in ``future`` instead of raising it (the stream's
@@ -938,7 +945,13 @@ class Buffered:
     __slots__ = ("maxsize", "module", "options", "policy", "run_id")
 
     def __init__(
-        self, module: ModuleBase, maxsize: int, policy: Policy, options: _Options | None = None, *, run_id: str | None = None
+        self,
+        module: ModuleBase,
+        maxsize: int,
+        policy: Policy,
+        options: _Options | None = None,
+        *,
+        run_id: str | None = None,
     ) -> None:
         StreamBuffer.validate(maxsize, policy)  # now, with a clear error
         if run_id is not None and not (isinstance(run_id, str) and 0 < len(run_id) <= 128 and run_id.isprintable()):
@@ -972,7 +985,9 @@ class Buffered:
         """See :meth:`ModuleBase.start`."""
         buf, handle, token, finish = self._prepare()
         module = self.module
-        target = module._call_async_from_sync if module._forward_shape in (_Shape.CORO, _Shape.AGEN) else module._run_sync
+        target = (
+            module._call_async_from_sync if module._forward_shape in (_Shape.CORO, _Shape.AGEN) else module._run_sync
+        )
         run_id = handle.run_id  # the work must not hold the handle, or a dropped stream could never be collected
         options = self.options
 

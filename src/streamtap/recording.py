@@ -95,7 +95,9 @@ class Recorder:
         UsageError: ``path`` is a directory or cannot be opened for writing.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, append: bool = False, redact: t.Iterable[str | t.Any] = ()) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, append: bool = False, redact: t.Iterable[str | t.Any] = ()
+    ) -> None:
         self.path = pathlib.Path(path)
         """Where the events go."""
         if self.path.is_dir():

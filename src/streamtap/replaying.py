@@ -68,8 +68,12 @@ def record_main(argv: t.Sequence[str]) -> int:
             own.append(cmd.pop(0))
             if own[-1] in ("-o", "--output") and cmd:
                 own.append(cmd.pop(0))
-    parser = argparse.ArgumentParser(prog="streamtap record", description="Record every streamtap run of a program as JSON lines.")
-    parser.add_argument("-o", "--output", default="streamtap-recording.jsonl", help="the recording file (default: %(default)s)")
+    parser = argparse.ArgumentParser(
+        prog="streamtap record", description="Record every streamtap run of a program as JSON lines."
+    )
+    parser.add_argument(
+        "-o", "--output", default="streamtap-recording.jsonl", help="the recording file (default: %(default)s)"
+    )
     ns = parser.parse_args(own)
     if not cmd:
         parser.error("give the program to run after --, e.g. streamtap record -o run.jsonl -- python app.py")
@@ -94,7 +98,10 @@ def record_main(argv: t.Sequence[str]) -> int:
         rec = read_recording(out)
         print(f"streamtap record: {len(rec.lines)} events of {len(rec.roots())} runs in {out}", file=sys.stderr)
     except RecordingError:
-        print(f"streamtap record: nothing was recorded in {out} (does the program use streamtap from Python?)", file=sys.stderr)
+        print(
+            f"streamtap record: nothing was recorded in {out} (does the program use streamtap from Python?)",
+            file=sys.stderr,
+        )
     return code
 
 
@@ -122,7 +129,9 @@ class ReplayPublisher:
 
     def __init__(self, store: t.Any, lines: t.Sequence[t.Mapping[str, t.Any]], speed: float = 1.0) -> None:
         if not speed >= 0:
-            raise UsageError(f"--speed must be 0 (at once) or a positive factor (1 = the original pace), got {speed!r}.")
+            raise UsageError(
+                f"--speed must be 0 (at once) or a positive factor (1 = the original pace), got {speed!r}."
+            )
         self.store = store
         self.lines = list(lines)
         self.speed = speed
@@ -214,11 +223,17 @@ def _replay_otlp(rec: Recording, roots: list[str], endpoint: str | None) -> int:
     try:
         import streamtap_otlp
     except ImportError:
-        print("streamtap replay --otlp needs the OTLP exporter: pip install streamtap-otlp (exporters/streamtap-otlp)", file=sys.stderr)
+        print(
+            "streamtap replay --otlp needs the OTLP exporter: pip install streamtap-otlp (exporters/streamtap-otlp)",
+            file=sys.stderr,
+        )
         return 2
     export = streamtap_otlp.configure(endpoint=endpoint or None, metrics=False)
     if export.tracing is None:
-        print("streamtap replay: tracing is switched off (OTEL_SDK_DISABLED or OTEL_TRACES_EXPORTER=none); nothing exported", file=sys.stderr)
+        print(
+            "streamtap replay: tracing is switched off (OTEL_SDK_DISABLED or OTEL_TRACES_EXPORTER=none); nothing exported",
+            file=sys.stderr,
+        )
         return 1
     export.tracing.unsubscribe()  # only the recording's runs, not this process's
     total = 0
@@ -226,20 +241,41 @@ def _replay_otlp(rec: Recording, roots: list[str], endpoint: str | None) -> int:
         total += replay_to_tracing(export.tracing, rec.of(root))
     ok = export.force_flush()
     export.shutdown()
-    where = endpoint or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or "the default OTLP endpoint"
-    print(f"streamtap replay: {total} spans of {len(roots)} run(s) exported to {where}" + ("" if ok else " (the flush did not finish; see the log)"))
+    where = (
+        endpoint
+        or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or "the default OTLP endpoint"
+    )
+    print(
+        f"streamtap replay: {total} spans of {len(roots)} run(s) exported to {where}"
+        + ("" if ok else " (the flush did not finish; see the log)")
+    )
     return 0 if ok else 1
 
 
 def replay_main(argv: t.Sequence[str]) -> int:
     """``streamtap replay FILE [--speed X] [--root ID] [--port N] [--otlp [ENDPOINT]]``."""
-    parser = argparse.ArgumentParser(prog="streamtap replay", description="Replay a recording into the page, or into a trace backend over OTLP.")
+    parser = argparse.ArgumentParser(
+        prog="streamtap replay", description="Replay a recording into the page, or into a trace backend over OTLP."
+    )
     parser.add_argument("file", help="a recording (streamtap record, streamtap.recording.Recorder)")
-    parser.add_argument("--speed", type=float, default=1.0, help="1 = the recorded pace (default), 4 = four times faster, 0 = at once")
+    parser.add_argument(
+        "--speed", type=float, default=1.0, help="1 = the recorded pace (default), 4 = four times faster, 0 = at once"
+    )
     parser.add_argument("--root", action="append", help="replay only this root run id (repeatable; default: all)")
-    parser.add_argument("--port", type=int, default=8000, help="the page's port on 127.0.0.1 (default 8000; 0 = a free one)")
+    parser.add_argument(
+        "--port", type=int, default=8000, help="the page's port on 127.0.0.1 (default 8000; 0 = a free one)"
+    )
     parser.add_argument("--title", default="streamtap replay", help="the page's title")
-    parser.add_argument("--otlp", nargs="?", const="", default=None, metavar="ENDPOINT", help="export spans over OTLP instead (default endpoint: OTEL_EXPORTER_OTLP_*)")
+    parser.add_argument(
+        "--otlp",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ENDPOINT",
+        help="export spans over OTLP instead (default endpoint: OTEL_EXPORTER_OTLP_*)",
+    )
     ns = parser.parse_args(list(argv))
     try:
         if ns.speed < 0:

@@ -77,15 +77,33 @@ def _redis() -> t.Any:
 
 
 def _serve_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="streamtap serve", description="Serve a module with the streamtap web app (chat endpoints, event streams, the page).")
-    p.add_argument("target", metavar="TARGET", help="package.module:attr -- a ModuleBase instance or a zero-argument factory")
-    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1; others need --token)")
+    p = argparse.ArgumentParser(
+        prog="streamtap serve",
+        description="Serve a module with the streamtap web app (chat endpoints, event streams, the page).",
+    )
+    p.add_argument(
+        "target", metavar="TARGET", help="package.module:attr -- a ModuleBase instance or a zero-argument factory"
+    )
+    p.add_argument(
+        "--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1; others need --token)"
+    )
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
     p.add_argument("--workers", type=int, default=1, help="web processes (more than 1 needs --redis)")
-    p.add_argument("--token", default=os.environ.get("STREAMTAP_TOKEN"), help="access token required by the API (env STREAMTAP_TOKEN)")
-    p.add_argument("--redis", default=os.environ.get("STREAMTAP_REDIS_URL"), metavar="URL", help="share run logs and chats through Redis; runs go to workers (env STREAMTAP_REDIS_URL)")
+    p.add_argument(
+        "--token",
+        default=os.environ.get("STREAMTAP_TOKEN"),
+        help="access token required by the API (env STREAMTAP_TOKEN)",
+    )
+    p.add_argument(
+        "--redis",
+        default=os.environ.get("STREAMTAP_REDIS_URL"),
+        metavar="URL",
+        help="share run logs and chats through Redis; runs go to workers (env STREAMTAP_REDIS_URL)",
+    )
     p.add_argument("--prefix", default="streamtap", help="Redis key prefix (default streamtap)")
-    p.add_argument("--run-in-process", action="store_true", help="with --redis: run the requests in the web process(es) too")
+    p.add_argument(
+        "--run-in-process", action="store_true", help="with --redis: run the requests in the web process(es) too"
+    )
     return p
 
 
@@ -109,7 +127,9 @@ def _serve(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {args.workers}.")
     if args.run_in_process and not args.redis:
-        raise UsageError("--run-in-process only applies with --redis URL (without it runs are always in the web process).")
+        raise UsageError(
+            "--run-in-process only applies with --redis URL (without it runs are always in the web process)."
+        )
     target = load_target(args.target)
     if not args.redis:
         if args.workers > 1:
@@ -135,7 +155,9 @@ def _serve(args: argparse.Namespace) -> int:
     if args.workers == 1:
         from .web import serve
 
-        app = served.create_redis_app(target, args.redis, prefix=args.prefix, run_in_process=args.run_in_process, token=args.token)
+        app = served.create_redis_app(
+            target, args.redis, prefix=args.prefix, run_in_process=args.run_in_process, token=args.token
+        )
         serve(app, args.host, args.port, token=args.token)
         return 0
     import uvicorn
@@ -148,18 +170,45 @@ def _serve(args: argparse.Namespace) -> int:
         STREAMTAP_SERVE_HOST=args.host,
         STREAMTAP_SERVE_IN_PROCESS="1" if args.run_in_process else "0",
     )
-    uvicorn.run("streamtap_redis.serve:app_from_env", factory=True, host=args.host, port=args.port, workers=args.workers, log_level="warning", access_log=False)
+    uvicorn.run(
+        "streamtap_redis.serve:app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="warning",
+        access_log=False,
+    )
     return 0
 
 
 def _worker_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="streamtap worker", description="Run the requests of web processes started with --redis.")
-    p.add_argument("target", metavar="TARGET", help="package.module:attr -- a ModuleBase instance or a zero-argument factory")
-    p.add_argument("--redis", default=os.environ.get("STREAMTAP_REDIS_URL"), metavar="URL", help="the Redis URL (env STREAMTAP_REDIS_URL)")
+    p = argparse.ArgumentParser(
+        prog="streamtap worker", description="Run the requests of web processes started with --redis."
+    )
+    p.add_argument(
+        "target", metavar="TARGET", help="package.module:attr -- a ModuleBase instance or a zero-argument factory"
+    )
+    p.add_argument(
+        "--redis",
+        default=os.environ.get("STREAMTAP_REDIS_URL"),
+        metavar="URL",
+        help="the Redis URL (env STREAMTAP_REDIS_URL)",
+    )
     p.add_argument("--concurrency", type=int, default=8, help="runs going at once at most (default 8)")
     p.add_argument("--prefix", default="streamtap", help="Redis key prefix (default streamtap)")
-    p.add_argument("--claim-timeout", type=float, default=30.0, help="seconds before a dead worker's request is taken over (default 30)")
-    p.add_argument("--grace", type=float, default=10.0, help="seconds SIGTERM waits for runs going before cancelling them (default 10)")
+    p.add_argument(
+        "--claim-timeout",
+        type=float,
+        default=30.0,
+        help="seconds before a dead worker's request is taken over (default 30)",
+    )
+    p.add_argument(
+        "--grace",
+        type=float,
+        default=10.0,
+        help="seconds SIGTERM waits for runs going before cancelling them (default 10)",
+    )
     return p
 
 
@@ -170,9 +219,13 @@ def worker_main(argv: t.Sequence[str]) -> int:
     args = _worker_parser().parse_args(list(argv))
     try:
         if not args.redis:
-            raise UsageError("streamtap worker needs --redis URL (or STREAMTAP_REDIS_URL): the Redis the web processes use.")
+            raise UsageError(
+                "streamtap worker needs --redis URL (or STREAMTAP_REDIS_URL): the Redis the web processes use."
+            )
         if args.concurrency < 1 or not args.claim_timeout > 0:
-            raise UsageError(f"--concurrency must be at least 1 and --claim-timeout positive, got {args.concurrency} and {args.claim_timeout}.")
+            raise UsageError(
+                f"--concurrency must be at least 1 and --claim-timeout positive, got {args.concurrency} and {args.claim_timeout}."
+            )
         target = load_target(args.target)
         served = _redis()
         with traces_from_env():

@@ -48,7 +48,11 @@ TransformInput = t.Literal["sync", "async"]
 def _first_parameter_stream(fn: t.Callable[..., t.Any]) -> TransformInput | None:
     """``"sync"`` / ``"async"`` when ``fn``'s first parameter is annotated as a (async) iterator, else ``None``."""
     try:
-        params = [p for p in inspect.signature(fn).parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        params = [
+            p
+            for p in inspect.signature(fn).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
     except (TypeError, ValueError):
         return None
     if not params:

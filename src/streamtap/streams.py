@@ -38,6 +38,7 @@ from .exceptions import RunCancelled, StreamOverflowError, UsageError
 
 __all__ = ["CancelToken", "Policy", "RunHandle", "RunStream", "StreamBuffer", "StreamOverflowError", "StreamView"]
 
+
 class _Iterable:
     """Sync and async iteration over a stream, with an optional predicate and mapping."""
 
@@ -87,7 +88,8 @@ class _Iterable:
 
         k, c, n, tg, rk, xn = map(_set, (kinds, channels, names, tags, run_kinds, exclude_names))
         if under is not None and not (
-            (isinstance(under, str) and under) or (isinstance(under, tuple) and under and all(isinstance(x, str) for x in under))
+            (isinstance(under, str) and under)
+            or (isinstance(under, tuple) and under and all(isinstance(x, str) for x in under))
         ):
             msg = f"filter(under={under!r}): give a run name (under='Plan') or a path from the root (under=('flow', 'Plan'))."
             raise UsageError(msg)
@@ -304,13 +306,13 @@ class RunStream(_Iterable):
         """Async :meth:`close`."""
         self.close()
 
-    def __enter__(self) -> RunStream:  # noqa: PYI034 - Self needs typing_extensions on 3.10
+    def __enter__(self) -> RunStream:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    async def __aenter__(self) -> RunStream:  # noqa: PYI034 - Self needs typing_extensions on 3.10
+    async def __aenter__(self) -> RunStream:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -320,7 +322,7 @@ class RunStream(_Iterable):
         if self._owns_run:
             try:
                 self.close()
-            except Exception:  # noqa: BLE001, S110 - never raise from __del__ (interpreter shutdown)
+            except Exception:  # noqa: S110 - never raise from __del__ (interpreter shutdown)
                 pass
 
     def __repr__(self) -> str:

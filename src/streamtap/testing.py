@@ -170,8 +170,6 @@ class Divergence(t.NamedTuple):
 _EventsLike = t.Iterable[Event | t.Mapping[str, t.Any]]
 
 
-
-
 def _brief(value: t.Any) -> str:
     text = json.dumps(to_jsonable(value), ensure_ascii=False, sort_keys=True)
     return text if len(text) <= 160 else text[:160] + "..."
@@ -252,7 +250,9 @@ def first_divergence(expected: _EventsLike, actual: _EventsLike) -> Divergence |
         counterpart = _counterpart(exp, act, k, ev)
         if counterpart is None:
             what = "run" if ev.kind == "start" else f"{ev.kind} event"
-            return Divergence(index, k, "missing", ev, None, f"Event {index} ({k}, {ev.kind}): the new run has no such {what}.")
+            return Divergence(
+                index, k, "missing", ev, None, f"Event {index} ({k}, {ev.kind}): the new run has no such {what}."
+            )
         for name in _COMPARED[ev.kind]:
             if name == "inputs" and ev.run.kind == "llm":
                 continue  # a model's request is built from what came before it, compared where it was produced
@@ -265,12 +265,25 @@ def first_divergence(expected: _EventsLike, actual: _EventsLike) -> Divergence |
                 )  # fmt: skip
         if ev.kind == "end":
             for (rk, channel, call), text in act.text.items():
-                if rk == k and len(text) > len(seen_text.get((rk, channel, call), "")) and (rk, channel, call) in seen_text:
+                if (
+                    rk == k
+                    and len(text) > len(seen_text.get((rk, channel, call), ""))
+                    and (rk, channel, call) in seen_text
+                ):
                     extra = text[len(seen_text[(rk, channel, call)]) :]
-                    return Divergence(index, k, "text", ev, counterpart, f"Event {index} ({k}, end): the new run streamed more {channel} text: {extra[:60]!r}.")
+                    return Divergence(
+                        index,
+                        k,
+                        "text",
+                        ev,
+                        counterpart,
+                        f"Event {index} ({k}, end): the new run streamed more {channel} text: {extra[:60]!r}.",
+                    )
     for k, evs in act.by_key.items():
         if k not in exp.by_key:
-            return Divergence(len(exp.events), k, "extra", None, evs[0], f"The new run has a run the recording lacks: {k}.")
+            return Divergence(
+                len(exp.events), k, "extra", None, evs[0], f"The new run has a run the recording lacks: {k}."
+            )
     return None
 
 
@@ -287,10 +300,13 @@ def _mapped_call(exp: _Tree, act: _Tree, key: str, call_id: str | None) -> str |
 
 
 def _counterpart(exp: _Tree, act: _Tree, key: str, ev: Event) -> Event | None:
-    """The new run's event matching a recorded one: the start/end of the same run, the same tool call's phase,
-    or the custom event at the same position."""
+    """The new run's event matching a recorded one.
+
+    That is the start/end of the same run, the same tool call's phase, or the
+    custom event at the same position.
+    """
     candidates = act.by_key.get(key, [])
-    if ev.kind == "start" or ev.kind == "end":
+    if ev.kind in {"start", "end"}:
         return next((c for c in candidates if c.kind == ev.kind), None)
     if ev.kind == "tool":
         mapped = _mapped_call(exp, act, key, ev.call_id)

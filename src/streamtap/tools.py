@@ -9,7 +9,7 @@
     def get_current_weather(location: str, unit: Literal["celsius", "fahrenheit"] = "fahrenheit") -> str:
         \"\"\"Get the current weather in a given location.
 
-        Args:
+Args:
             location: The city and state, e.g. San Francisco, CA.
             unit: The temperature unit to use.
         \"\"\"
@@ -53,7 +53,9 @@ __all__ = [
 
 F = t.TypeVar("F", bound=t.Callable[..., t.Any])
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_SECTION = re.compile(r"^\s*(Args|Arguments|Parameters|Returns|Return|Raises|Yields|Examples?|Notes?|Attributes)\s*:\s*$")
+_SECTION = re.compile(
+    r"^\s*(Args|Arguments|Parameters|Returns|Return|Raises|Yields|Examples?|Notes?|Attributes)\s*:\s*$"
+)
 _ARG_LINE = re.compile(r"^(\*{0,2}\w+)\s*(?:\(([^)]*)\))?\s*:\s*(.*)$")
 
 
@@ -132,7 +134,7 @@ def _is_optional(tp: t.Any) -> tuple[bool, t.Any]:
     if origin is t.Union or origin is types.UnionType:
         args = [a for a in t.get_args(tp) if a is not type(None)]
         if len(args) < len(t.get_args(tp)):
-            inner = args[0] if len(args) == 1 else t.Union[tuple(args)]
+            inner = args[0] if len(args) == 1 else t.Union[tuple(args)]  # noqa: UP007 - a runtime Union built from a tuple of types
             return True, inner
     return False, tp
 
@@ -176,11 +178,18 @@ def _schema_of(tp: t.Any) -> dict[str, t.Any]:
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         values = [m.value for m in tp]
         return {"type": "string" if all(isinstance(v, str) for v in values) else "integer", "enum": values}
-    if origin in (list, set, frozenset, tuple) or tp in (list, set, frozenset, tuple) or (
-        origin is not None and isinstance(origin, type) and issubclass(origin, t.Sequence) and origin is not str
+    if (
+        origin in (list, set, frozenset, tuple)
+        or tp in (list, set, frozenset, tuple)
+        or (origin is not None and isinstance(origin, type) and issubclass(origin, t.Sequence) and origin is not str)
     ):
         if origin is tuple and args and args[-1] is not Ellipsis:
-            return {"type": "array", "prefixItems": [schema_of(a) for a in args], "minItems": len(args), "maxItems": len(args)}
+            return {
+                "type": "array",
+                "prefixItems": [schema_of(a) for a in args],
+                "minItems": len(args),
+                "maxItems": len(args),
+            }
         item = args[0] if args else t.Any
         return {"type": "array", "items": schema_of(item)}
     if origin in (dict, t.Mapping) or tp is dict or (isinstance(origin, type) and issubclass(origin, t.Mapping)):
@@ -226,9 +235,14 @@ class _Invalid(Exception):
 
 
 def _kind(value: t.Any) -> str:
-    return {str: "a string", int: "an integer", float: "a number", bool: "a boolean", list: "a list", dict: "an object"}.get(
-        type(value), type(value).__name__
-    )
+    return {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "a boolean",
+        list: "a list",
+        dict: "an object",
+    }.get(type(value), type(value).__name__)
 
 
 def coerce(value: t.Any, tp: t.Any, where: str) -> t.Any:
@@ -365,7 +379,7 @@ class FunctionTool(ModuleBase):
             hint = self._hints.get(pname, param.annotation)
             optional, inner = _is_optional(_strip_annotated(hint)[0]) if hint is not param.empty else (False, hint)
             s = schema_of(inner if optional and param.default is None else hint)
-            if pname in arg_docs and arg_docs[pname]:
+            if arg_docs.get(pname):
                 s = {**s, "description": arg_docs[pname]}
             if param.default is not param.empty and param.default is not None:
                 default = param.default.value if isinstance(param.default, enum.Enum) else param.default
@@ -408,7 +422,9 @@ class FunctionTool(ModuleBase):
             try:
                 data = json.loads(arguments)
             except ValueError as exc:
-                raise ToolArgumentError(self.name, [f"the arguments are not valid JSON ({exc}): {arguments!r}"]) from None
+                raise ToolArgumentError(
+                    self.name, [f"the arguments are not valid JSON ({exc}): {arguments!r}"]
+                ) from None
         else:
             data = dict(arguments)
         if not isinstance(data, dict):
@@ -417,7 +433,10 @@ class FunctionTool(ModuleBase):
         out: dict[str, t.Any] = {}
         params = self._signature.parameters
         for key in data:
-            if key not in params or params[key].kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+            if key not in params or params[key].kind in (
+                inspect.Parameter.VAR_POSITIONAL,
+                inspect.Parameter.VAR_KEYWORD,
+            ):
                 if self._var_kw:
                     out[key] = data[key]
                 else:
@@ -457,7 +476,9 @@ class AsyncFunctionTool(FunctionTool):
 @t.overload
 def tool(fn: t.Callable[..., t.Any], /) -> FunctionTool: ...
 @t.overload
-def tool(*, name: str | None = None, description: str | None = None) -> t.Callable[[t.Callable[..., t.Any]], FunctionTool]: ...
+def tool(
+    *, name: str | None = None, description: str | None = None
+) -> t.Callable[[t.Callable[..., t.Any]], FunctionTool]: ...
 
 
 def tool(

@@ -264,7 +264,9 @@ class _Entry:
         self.model: str | None = None
         self.provider: str | None = None
         self.request: genai.RequestContent | None = None  # content on opt-in, refined when forward() starts
-        self.marker: tuple[str, SpanKind, dict[str, t.Any], t.Any, int | None] | None = None  # a live-span marker not sent yet
+        self.marker: tuple[str, SpanKind, dict[str, t.Any], t.Any, int | None] | None = (
+            None  # a live-span marker not sent yet
+        )
 
 
 class _SpanScope:
@@ -280,7 +282,7 @@ class _SpanScope:
         self.token = otel_context.attach(trace.set_span_in_context(self.entry.span))
         return self.entry.span
 
-    def __exit__(self, tp: t.Any, exc: BaseException | None, tb: t.Any) -> None:
+    def __exit__(self, tp: t.Any, exc: BaseException | None, tb: t.Any) -> None:  # noqa: PYI036 - the arguments are passed on untouched
         if exc is not None:
             self.entry.exc = exc
         otel_context.detach(self.token)  # type: ignore[arg-type]
@@ -435,10 +437,7 @@ class TracingSubscriber(KindDispatcher):
 
     def _content(self, value: t.Any) -> str:
         """JSON of a value, secrets redacted, cut at ``max_content_length``."""
-        if isinstance(value, str):
-            text = value
-        else:
-            text = self._dumps(value)
+        text = value if isinstance(value, str) else self._dumps(value)
         text = self.redact(text)
         limit = self.max_content_length
         if len(text) > limit:
@@ -525,7 +524,13 @@ class TracingSubscriber(KindDispatcher):
         self._entries[rid] = entry
         if self.live_spans:
             if kind == "llm":
-                entry.marker = (name, span_kind, attrs, parent_ctx, start_ns)  # named "chat {model}" once the module is seen
+                entry.marker = (
+                    name,
+                    span_kind,
+                    attrs,
+                    parent_ctx,
+                    start_ns,
+                )  # named "chat {model}" once the module is seen
             else:
                 self._pending_marker(tracer, span, name, span_kind, attrs, parent_ctx, start_ns)
         if not self._scope.connected:
@@ -548,10 +553,16 @@ class TracingSubscriber(KindDispatcher):
         """Export a zero-duration marker, child of the run's span, saying the run is in progress."""
         if not span.is_recording():
             return
-        parent = trace.get_current_span(parent_ctx).get_span_context() if parent_ctx is not None else trace.get_current_span().get_span_context()
+        parent = (
+            trace.get_current_span(parent_ctx).get_span_context()
+            if parent_ctx is not None
+            else trace.get_current_span().get_span_context()
+        )
         marker_attrs: dict[str, t.Any] = {k: v for k, v in attrs.items() if k.startswith("streamtap.")}
         marker_attrs[PENDING_ATTRIBUTE] = True
-        marker_attrs["streamtap.pending.parent_span_id"] = format(parent.span_id, "016x") if parent.is_valid else "0" * 16
+        marker_attrs["streamtap.pending.parent_span_id"] = (
+            format(parent.span_id, "016x") if parent.is_valid else "0" * 16
+        )
         marker_attrs["streamtap.pending.span_id"] = format(span.get_span_context().span_id, "016x")
         marker = tracer.start_span(
             name, context=trace.set_span_in_context(span), kind=span_kind, attributes=marker_attrs, start_time=start_ns
@@ -579,14 +590,25 @@ class TracingSubscriber(KindDispatcher):
         if entry.marker is not None:
             name, span_kind, attrs, parent_ctx, start_ns = entry.marker
             entry.marker = None
-            self._pending_marker(entry.tracer, entry.span, f"chat {entry.model}" if entry.model else name, span_kind, attrs, parent_ctx, start_ns)
+            self._pending_marker(
+                entry.tracer,
+                entry.span,
+                f"chat {entry.model}" if entry.model else name,
+                span_kind,
+                attrs,
+                parent_ctx,
+                start_ns,
+            )
         if entry.request is not None:
             self._describe_request(entry, module)
         return lambda: _SpanScope(entry)
 
     def _describe_request(self, entry: _Entry, module: t.Any) -> None:
-        """Content read from the module before forward() runs: the request a chat module will send
-        (:func:`streamtap.genai_messages.as_sent`), the tools of an agent."""
+        """Content read from the module before forward() runs.
+
+        The request a chat module will send (:func:`streamtap.genai_messages.as_sent`),
+        the tools of an agent.
+        """
         request, entry.request = entry.request, None
         assert request is not None
         if entry.kind == "agent":
@@ -727,7 +749,7 @@ class TracingSubscriber(KindDispatcher):
                 spec = ANNOTATIONS.get(key[8:])
             if spec is not None:
                 name, tp = spec
-                value = _coerce(value, tp)
+                value = _coerce(value, tp)  # noqa: PLW2901 - the value is normalised in place on purpose
                 if value is None:
                     continue
             elif key in _CONTENT_ANNOTATIONS or key in _CONTENT_ATTRS:
@@ -744,9 +766,9 @@ class TracingSubscriber(KindDispatcher):
             else:
                 continue
             if isinstance(value, str):
-                value = self.redact(value)
+                value = self.redact(value)  # noqa: PLW2901 - the value is normalised in place on purpose
             elif isinstance(value, (list, tuple)):
-                value = [self.redact(v) if isinstance(v, str) else v for v in value]
+                value = [self.redact(v) if isinstance(v, str) else v for v in value]  # noqa: PLW2901 - the value is normalised in place on purpose
             out[name] = value
         return out
 

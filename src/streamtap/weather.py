@@ -60,7 +60,9 @@ def get_n_day_weather_forecast(
     if "tokyo" in location.lower():
         return json.dumps({"location": "Tokyo", "temperature": "10", "unit": "celsius", "num_days": num_days})
     if "san francisco" in location.lower():
-        return json.dumps({"location": "San Francisco", "temperature": "75", "unit": "fahrenheit", "num_days": num_days})
+        return json.dumps(
+            {"location": "San Francisco", "temperature": "75", "unit": "fahrenheit", "num_days": num_days}
+        )
     if "paris" in location.lower():
         return json.dumps({"location": "Paris", "temperature": "25", "unit": "celsius", "num_days": num_days})
     if "beijing" in location.lower():

@@ -32,7 +32,9 @@ def instrumented() -> StreamtapCallbackHandler:
 
 
 def model(*messages: AIMessage | str) -> GenericFakeChatModel:
-    return GenericFakeChatModel(messages=iter([m if isinstance(m, AIMessage) else AIMessage(content=m) for m in messages]))
+    return GenericFakeChatModel(
+        messages=iter([m if isinstance(m, AIMessage) else AIMessage(content=m) for m in messages])
+    )
 
 
 def chain(*messages: AIMessage | str) -> t.Any:
@@ -135,8 +137,13 @@ def test_streamed_tool_call_arguments_are_tool_args_chunks():
     class StreamingToolModel(GenericFakeChatModel):
         """GenericFakeChatModel streaming a tool call's arguments in pieces (it streams only text itself)."""
 
-        def _stream(self, messages: t.Any, stop: t.Any = None, run_manager: t.Any = None, **kwargs: t.Any) -> t.Iterator[ChatGenerationChunk]:
-            pieces = [{"name": "get_weather", "args": '{"ci', "id": "call_9", "index": 0}, {"name": None, "args": 'ty": "Oslo"}', "id": None, "index": 0}]
+        def _stream(
+            self, messages: t.Any, stop: t.Any = None, run_manager: t.Any = None, **kwargs: t.Any
+        ) -> t.Iterator[ChatGenerationChunk]:
+            pieces = [
+                {"name": "get_weather", "args": '{"ci', "id": "call_9", "index": 0},
+                {"name": None, "args": 'ty": "Oslo"}', "id": None, "index": 0},
+            ]
             for piece in pieces:
                 chunk = ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=[piece]))
                 if run_manager:
@@ -188,7 +195,9 @@ def test_reasoning_retriever_custom_events_and_errors():
 
     events = list(A().stream("sse"))
     [retrieval] = [e for e in events if e.kind == "end" and e.run.name == "Docs"]
-    assert retrieval.run.kind == "tool" and retrieval.output == [{"page_content": "about sse", "metadata": {"source": "kb"}}]
+    assert retrieval.run.kind == "tool" and retrieval.output == [
+        {"page_content": "about sse", "metadata": {"source": "kb"}}
+    ]
     assert [e.delta for e in events if e.kind == "chunk" and e.channel == "reasoning"] == ["let me think"]
     [custom] = [e for e in events if e.kind == "custom"]
     assert custom.name == "progress" and custom.data == {"pct": 50} and custom.run.name == "progress"

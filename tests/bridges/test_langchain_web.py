@@ -47,7 +47,11 @@ def test_the_page_stream_and_the_trace_show_the_chains_tokens_and_steps():
     sub = TracingSubscriber(provider).subscribe()
     try:
         with BackgroundServer(create_app(ChainAgent(), tracing=sub)) as srv:
-            body = {"id": "lc1", "messages": [{"id": "u1", "role": "user", "parts": [{"type": "text", "text": "hi"}]}], "trigger": "submit-message"}
+            body = {
+                "id": "lc1",
+                "messages": [{"id": "u1", "role": "user", "parts": [{"type": "text", "text": "hi"}]}],
+                "trigger": "submit-message",
+            }
             with httpx.stream("POST", srv.url + "/api/chat", json=body, timeout=20) as r:
                 parts = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
         root_id = parts[0]["messageMetadata"]["runId"]
@@ -70,7 +74,9 @@ def test_the_page_stream_and_the_trace_show_the_chains_tokens_and_steps():
     assert parts[-1] == {"type": "finish", "finishReason": "stop"}
     # The trace: one span per LangChain run, parented by the run tree under the agent's span.
     by_run = {s.attributes["streamtap.run.id"]: s for s in spans}
-    names = {s.attributes.get("streamtap.run.name") or s.attributes.get("gen_ai.request.model") or s.name: s for s in spans}
+    names = {
+        s.attributes.get("streamtap.run.name") or s.attributes.get("gen_ai.request.model") or s.name: s for s in spans
+    }
     [llm] = [s for s in spans if s.attributes.get("gen_ai.operation.name") == "chat"]
     seq = next(s for s in spans if s.name == "RunnableSequence")
     assert llm.parent is not None and llm.parent.span_id == seq.context.span_id

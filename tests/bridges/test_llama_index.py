@@ -67,7 +67,9 @@ def test_a_streaming_chat_streams_into_the_outer_run_and_ends_after_its_last_tok
 
 def test_a_streaming_query_engine_shows_retrieval_synthesis_and_the_model():
     Settings.embed_model = MockEmbedding(embed_dim=8)
-    index = VectorStoreIndex.from_documents([Document(text="streamtap streams runs"), Document(text="LlamaIndex retrieves nodes")])
+    index = VectorStoreIndex.from_documents(
+        [Document(text="streamtap streams runs"), Document(text="LlamaIndex retrieves nodes")]
+    )
     engine = index.as_query_engine(llm=MockLLM(max_tokens=4), streaming=True, similarity_top_k=1)
 
     def body(q: str) -> str:
@@ -80,10 +82,16 @@ def test_a_streaming_query_engine_shows_retrieval_synthesis_and_the_model():
     retriever = runs["VectorIndexRetriever.retrieve"]
     assert retriever.kind == "tool"
     [retrieved] = [e for e in events if e.kind == "end" and e.run.run_id == retriever.run_id]
-    assert len(retrieved.output) == 1 and retrieved.output[0]["text"] in ("streamtap streams runs", "LlamaIndex retrieves nodes")
+    assert len(retrieved.output) == 1 and retrieved.output[0]["text"] in (
+        "streamtap streams runs",
+        "LlamaIndex retrieves nodes",
+    )
     assert runs["MockLLM.stream"].kind == "llm" and all(r.root_id == events[0].run.run_id for r in runs.values())
     streamed = runs["MockLLM.stream_complete"]
-    assert "".join(e.delta for e in events if e.kind == "chunk" and e.run.run_id == streamed.run_id) == "text text text text"
+    assert (
+        "".join(e.delta for e in events if e.kind == "chunk" and e.run.run_id == streamed.run_id)
+        == "text text text text"
+    )
     assert events[-1].output == "text text text text"
     # The query's run ends after the answer it returned has streamed (LlamaIndex closed its span at once).
     [query_end] = [e for e in events if e.kind == "end" and e.run.name == "RetrieverQueryEngine.query"]

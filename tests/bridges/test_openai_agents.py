@@ -59,7 +59,12 @@ def get_current_weather(location: str, unit: str = "celsius") -> str:
 
 def agent_on(server: FakeOpenAI, model: str = "fake-model") -> Agent:
     client = AsyncOpenAI(base_url=server.base_url, api_key="test", max_retries=0)
-    return Agent(name="Weather", instructions="Answer about the weather.", tools=[get_current_weather], model=OpenAIChatCompletionsModel(model=model, openai_client=client))
+    return Agent(
+        name="Weather",
+        instructions="Answer about the weather.",
+        tools=[get_current_weather],
+        model=OpenAIChatCompletionsModel(model=model, openai_client=client),
+    )
 
 
 def test_agent_runs_stream_with_spans_as_nested_runs():
@@ -83,7 +88,10 @@ def test_agent_runs_stream_with_spans_as_nested_runs():
     assert all(r.root_id == root.run_id for r in starts) and [e.seq for e in events] == list(range(len(events)))
     # Live deltas: text, reasoning, tool arguments with the model's call ids; tool calls as Tool events.
     text = "".join(e.delta for e in events if e.kind == "chunk" and e.channel == "text")
-    assert text == "The current weather in Tokyo, Japan is 10 degrees Celsius, and in Paris, France, it is 22 degrees Celsius."
+    assert (
+        text
+        == "The current weather in Tokyo, Japan is 10 degrees Celsius, and in Paris, France, it is 22 degrees Celsius."
+    )
     assert stream.handle.result() == text
     assert any(e.kind == "chunk" and e.channel == "reasoning" for e in events)
     args: dict[str, str] = {}
@@ -135,7 +143,11 @@ def test_an_agent_module_serves_the_web_app_with_its_spans_on_the_page():
     from streamtap.web.server import BackgroundServer
 
     with FakeOpenAI() as server, BackgroundServer(create_app(AgentModule(agent_on(server)))) as srv:
-        body = {"id": "oa1", "messages": [{"id": "u1", "role": "user", "parts": [{"type": "text", "text": QUERY}]}], "trigger": "submit-message"}
+        body = {
+            "id": "oa1",
+            "messages": [{"id": "u1", "role": "user", "parts": [{"type": "text", "text": QUERY}]}],
+            "trigger": "submit-message",
+        }
         with httpx.stream("POST", srv.url + "/api/chat", json=body, timeout=30) as r:
             parts = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
     text = "".join(p["delta"] for p in parts if p["type"] == "text-delta")

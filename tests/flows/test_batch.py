@@ -162,7 +162,11 @@ class TestBatchProgress:
 
     @staticmethod
     def _progress(events: t.Any, name: str) -> list[tuple[int, t.Any]]:
-        return [(e.data["done"], e.data["total"]) for e in events.of("custom") if e.name == "progress" and e.run.name == name]
+        return [
+            (e.data["done"], e.data["total"])
+            for e in events.of("custom")
+            if e.name == "progress" and e.run.name == name
+        ]
 
     def test_a_10000_item_batch_reports_about_a_hundred_steps(self) -> None:
         """0/N first, N/N last, counts only grow, and the number of events stays near 100 (not 10,000)."""

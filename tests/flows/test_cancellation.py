@@ -197,7 +197,11 @@ async def test_running_async_tools_get_cancelled_error() -> None:
             await handle
     assert sorted(got) == ["w1", "w2"]
     check_invariants(events)
-    assert {(e.run.name, e.status) for e in events.of("end")} == {("w1", "cancelled"), ("w2", "cancelled"), ("Both", "cancelled")}
+    assert {(e.run.name, e.status) for e in events.of("end")} == {
+        ("w1", "cancelled"),
+        ("w2", "cancelled"),
+        ("Both", "cancelled"),
+    }
     await asyncio.sleep(0)
     assert asyncio.all_tasks() == before
 
@@ -216,7 +220,10 @@ class Ticker(Node):
 
 def test_node_timeout_cancels_the_node_and_fails_the_flow_clearly() -> None:
     ticker = Ticker(timeout=0.05)
-    with capture_events() as events, pytest.raises(FlowTimeout, match=r"Ticker timed out after 0.05 s; it was cancelled"):
+    with (
+        capture_events() as events,
+        pytest.raises(FlowTimeout, match=r"Ticker timed out after 0.05 s; it was cancelled"),
+    ):
         Flow(ticker, name="Timed")({})
     check_invariants(events)
     ends = {e.run.name: e for e in events.of("end")}
@@ -233,7 +240,11 @@ def test_run_timeout_of_a_root_flow() -> None:
         flow({})
     assert time.monotonic() - t0 < 1
     check_invariants(events)
-    assert [(e.run.name, e.status) for e in events.of("end")] == [("Quick", "ok"), ("Ticker", "cancelled"), ("Budget", "error")]
+    assert [(e.run.name, e.status) for e in events.of("end")] == [
+        ("Quick", "ok"),
+        ("Ticker", "cancelled"),
+        ("Budget", "error"),
+    ]
 
 
 async def test_async_node_and_run_timeouts() -> None:

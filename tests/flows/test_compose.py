@@ -85,4 +85,8 @@ def test_a_failing_branch_fails_the_parallel_after_all_branches_end() -> None:
     with capture_events() as events, pytest.raises(KeyError, match="bad branch"):
         Parallel(Upper(), Boom())("x")
     check_invariants(events)
-    assert sorted((e.run.name, e.status) for e in events.of("end")) == [("Boom", "error"), ("Parallel", "error"), ("Upper", "ok")]
+    assert sorted((e.run.name, e.status) for e in events.of("end")) == [
+        ("Boom", "error"),
+        ("Parallel", "error"),
+        ("Upper", "ok"),
+    ]

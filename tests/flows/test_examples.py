@@ -22,6 +22,8 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 )
 def test_example_runs(script: str, expected: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    proc = subprocess.run([sys.executable, str(EXAMPLES / script)], capture_output=True, text=True, timeout=60, env=env, check=False)
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / script)], capture_output=True, text=True, timeout=60, env=env, check=False
+    )
     assert proc.returncode == 0, proc.stderr
     assert expected in proc.stdout

@@ -63,7 +63,11 @@ def test_intermediate_nodes_stream_in_order_with_their_identity() -> None:
     check_invariants(events)
     chunks = [(e.run.name, e.run.kind, e.channel, e.delta) for e in events if e.kind == "chunk"]
     assert chunks == [
-        ("Plan", "node", "text", f"plan {n}: ") if i == 0 else ("Plan", "node", "reasoning", "thinking") if i == 1 else ("Plan", "node", "text", "look")
+        ("Plan", "node", "text", f"plan {n}: ")
+        if i == 0
+        else ("Plan", "node", "reasoning", "thinking")
+        if i == 1
+        else ("Plan", "node", "text", "look")
         for n in range(3)
         for i in range(3)
     ]
@@ -316,7 +320,11 @@ async def test_async_flow_streams_async_generator_exec_and_runs_sync_nodes() -> 
     stream = flow.astream(shared)
     events = [e async for e in stream]
     check_invariants(events)
-    assert [(e.run.name, e.delta) for e in events if e.kind == "chunk"] == [("Talk", "about"), ("Talk", " "), ("Talk", "cats")]
+    assert [(e.run.name, e.delta) for e in events if e.kind == "chunk"] == [
+        ("Talk", "about"),
+        ("Talk", " "),
+        ("Talk", "cats"),
+    ]
     assert await stream.handle == "ABOUT CATS"
     assert shared["said"] == "about cats"
 

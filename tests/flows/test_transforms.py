@@ -64,7 +64,9 @@ def test_async_generator_transform_as_in_the_seed(srv: FakeOpenAI) -> None:
             yield item["content"]
 
     async def main() -> list[t.Any]:
-        chain = AsyncSequential(AsyncOpenAIChat("fake-gpt", base_url=srv.base_url), JsonOutputParser(), _extract_content_stream)
+        chain = AsyncSequential(
+            AsyncOpenAIChat("fake-gpt", base_url=srv.base_url), JsonOutputParser(), _extract_content_stream
+        )
         return [e async for e in chain.astream(PROMPT)]
 
     events = asyncio.run(main())

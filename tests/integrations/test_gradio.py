@@ -158,7 +158,10 @@ def test_a_failed_run_keeps_the_partial_answer_and_says_what_failed():
         demo.close()
     [text, error] = reply
     assert text["content"] == "partial answer"
-    assert error["content"].startswith("Error: The run failed (RuntimeError) in run ") and "sk-secret" not in error["content"]
+    assert (
+        error["content"].startswith("Error: The run failed (RuntimeError) in run ")
+        and "sk-secret" not in error["content"]
+    )
 
 
 def test_gradio_example_runs():
@@ -166,6 +169,13 @@ def test_gradio_example_runs():
     import sys
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OPENAI_"))}
-    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "gradio_chat.py")], capture_output=True, text=True, timeout=90, env=env, check=False)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "gradio_chat.py")],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env=env,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "[Used get_current_weather]" in proc.stdout and "answer: The current weather in Tokyo" in proc.stdout

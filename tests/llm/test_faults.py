@@ -84,7 +84,7 @@ def test_sync_chat(misbehaving: Misbehaving, fault: str) -> None:
     with capture_events() as events:
         try:
             output = llm(PROMPT)
-        except Exception as exc:  # noqa: BLE001 - checked below
+        except Exception as exc:
             error = exc
     check_row(fault, events, error, output)
 
@@ -96,7 +96,7 @@ async def test_async_chat(misbehaving: Misbehaving, fault: str) -> None:
     with capture_events() as events:
         try:
             output = await llm.acall(PROMPT)
-        except Exception as exc:  # noqa: BLE001 - checked below
+        except Exception as exc:
             error = exc
     check_row(fault, events, error, output)
 
@@ -111,7 +111,7 @@ def test_agent_text_stream_ends(misbehaving: Misbehaving, fault: str) -> None:
         text = "".join(stream.text())
         try:
             output = stream.handle.result(timeout=10)
-        except Exception as exc:  # noqa: BLE001 - checked below
+        except Exception as exc:
             error = exc
     check_agent_row(fault, events, error, output, text)
 
@@ -125,7 +125,7 @@ async def test_async_agent_text_stream_ends(misbehaving: Misbehaving, fault: str
         text = "".join([piece async for piece in stream.text()])
         try:
             output = await stream.handle
-        except Exception as exc:  # noqa: BLE001 - checked below
+        except Exception as exc:
             error = exc
     check_agent_row(fault, events, error, output, text)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import typing as t
 
@@ -17,7 +18,24 @@ from streamtap.testing import capture_events
 MARKERS = HERMES + INTERNLM
 OPENERS = [a for a, _ in MARKERS]
 # Ordinary text is built from near-misses of the markers, so that partial markers are common.
-FRAGMENTS = ["<", "<t", "<tool", "<tool_c", "<|", "<|action", "<|action_start", "|>", ">", "</tool_call>", "<|action_end|>", "a", " ", "\n", "x<y", "{}"]
+FRAGMENTS = [
+    "<",
+    "<t",
+    "<tool",
+    "<tool_c",
+    "<|",
+    "<|action",
+    "<|action_start",
+    "|>",
+    ">",
+    "</tool_call>",
+    "<|action_end|>",
+    "a",
+    " ",
+    "\n",
+    "x<y",
+    "{}",
+]
 ordinary = st.lists(st.sampled_from(FRAGMENTS) | st.text(alphabet="ab <>|_/\n", max_size=6), max_size=8).map("".join)
 body = st.text(alphabet='ab"{}: <>|_', max_size=20)
 segment = st.one_of(
@@ -28,7 +46,7 @@ segment = st.one_of(
 
 def split_at(text: str, cuts: list[int]) -> list[str]:
     points = sorted({c % (len(text) + 1) for c in cuts} | {0, len(text)})
-    return [text[a:b] for a, b in zip(points, points[1:])]
+    return [text[a:b] for a, b in itertools.pairwise(points)]
 
 
 def run_filter(pieces: list[str]) -> list[t.Any]:
@@ -95,7 +113,10 @@ def test_styles() -> None:
 
 
 @settings(deadline=None, max_examples=15)
-@given(st.lists(st.sampled_from(["hello", " <b>", "<", " x|y ", "<tool", "done."]), min_size=1, max_size=6), st.integers(0, 5))
+@given(
+    st.lists(st.sampled_from(["hello", " <b>", "<", " x|y ", "<tool", "done."]), min_size=1, max_size=6),
+    st.integers(0, 5),
+)
 def test_chat_module_hides_markup_over_http(server: FakeOpenAI, words: list[str], where: int) -> None:
     """Through the real server and client: the echoed message carries a tool call at a random position."""
     call = '<tool_call>{"name": "get_current_weather", "arguments": {"location": "Oslo"}}</tool_call>'
@@ -110,4 +131,6 @@ def test_chat_module_hides_markup_over_http(server: FakeOpenAI, words: list[str]
     chunks = [e.delta for e in events.of("chunk") if e.channel == "text"]
     assert "".join(chunks) == "You said: " + message.strip().replace(call, "")
     assert not any(s in c for c in chunks for s in ("<tool_call", "</tool_call>", "get_current_weather"))
-    assert [(c.name, json.loads(c.arguments)) for c in reply.tool_calls] == [("get_current_weather", {"location": "Oslo"})]
+    assert [(c.name, json.loads(c.arguments)) for c in reply.tool_calls] == [
+        ("get_current_weather", {"location": "Oslo"})
+    ]

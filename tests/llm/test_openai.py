@@ -39,7 +39,7 @@ def test_text_streams_with_usage_ttft_and_attributes(server: FakeOpenAI) -> None
     with capture_events() as events:
         reply = llm("stream these words please")
     check_invariants(events)
-    chunks = [e for e in events.of("chunk")]
+    chunks = list(events.of("chunk"))
     assert [c.channel for c in chunks] == ["text"] * len(chunks) and len(chunks) == 6
     assert "".join(c.delta for c in chunks) == "You said: stream these words please" == reply
     assert isinstance(reply, ChatReply) and reply.finish_reason == "stop"
@@ -107,7 +107,9 @@ def test_non_streaming_mode(server: FakeOpenAI) -> None:
     with capture_events() as events:
         reply = chat(server, "fake-reasoning", stream=False)("all at once")
     assert server.chat_records()[-1].stream is False
-    assert [(e.channel, e.delta) for e in events.of("chunk")][-1] == ("text", "You said: all at once") == ("text", reply)
+    assert (
+        [(e.channel, e.delta) for e in events.of("chunk")][-1] == ("text", "You said: all at once") == ("text", reply)
+    )
     assert end_of(events).usage.output_tokens > 0
 
 
@@ -144,7 +146,9 @@ def test_environment_configuration(server: FakeOpenAI, monkeypatch: pytest.Monke
         ("a b c d [fault=drop]", "stream_cut", openai.APIConnectionError, "cut after"),
     ],
 )
-def test_faults_end_the_run_with_a_clear_error(server: FakeOpenAI, directive: str, reason: str, cause: type, hint: str) -> None:
+def test_faults_end_the_run_with_a_clear_error(
+    server: FakeOpenAI, directive: str, reason: str, cause: type, hint: str
+) -> None:
     llm = chat(server)
     with capture_events() as events, pytest.raises(LLMError) as info:
         llm(directive)
@@ -257,7 +261,6 @@ def test_streaming_bot_and_retriever_examples(run_example: t.Callable[..., str])
     assert rag[2].rstrip("|").split("|")[0] == "According" and rag[-1].startswith("ret: 'According to the context")
 
 
-
 class TestToolCallDeltasFromOtherServers:
     """Tool-call deltas as OpenAI-compatible servers other than OpenAI send them (review findings)."""
 
@@ -276,32 +279,70 @@ class TestToolCallDeltasFromOtherServers:
         for d in deltas:
             chunk = _openai._models.construct_type(
                 type_=ChatCompletionChunk,
-                value={"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
-                       "choices": [{"index": 0, "delta": d, "finish_reason": None}]},
+                value={
+                    "id": "c1",
+                    "object": "chat.completion.chunk",
+                    "created": 1,
+                    "model": "m",
+                    "choices": [{"index": 0, "delta": d, "finish_reason": None}],
+                },
             )
             acc.feed(chunk)
         return [(c.id, c.name, c.arguments) for c in acc.reply().tool_calls]
 
     def test_name_repeated_in_every_delta(self):
         """Some proxies repeat the whole name: it is not doubled."""
-        assert self.calls([
-            {"tool_calls": [{"index": 0, "id": "a", "type": "function", "function": {"name": "get_weather", "arguments": ""}}]},
-            {"tool_calls": [{"index": 0, "function": {"name": "get_weather", "arguments": '{"x":1}'}}]},
-        ]) == [("a", "get_weather", '{"x":1}')]
+        assert self.calls(
+            [
+                {
+                    "tool_calls": [
+                        {
+                            "index": 0,
+                            "id": "a",
+                            "type": "function",
+                            "function": {"name": "get_weather", "arguments": ""},
+                        }
+                    ]
+                },
+                {"tool_calls": [{"index": 0, "function": {"name": "get_weather", "arguments": '{"x":1}'}}]},
+            ]
+        ) == [("a", "get_weather", '{"x":1}')]
 
     def test_no_index(self):
         """Calls without an index (Gemini's compatible API) stay separate, told apart by id."""
-        assert self.calls([
-            {"tool_calls": [{"id": "a", "type": "function", "function": {"name": "f", "arguments": '{"x":1}'}}]},
-            {"tool_calls": [{"id": "b", "type": "function", "function": {"name": "g", "arguments": '{"y":2}'}}]},
-        ]) == [("a", "f", '{"x":1}'), ("b", "g", '{"y":2}')]
+        assert self.calls(
+            [
+                {"tool_calls": [{"id": "a", "type": "function", "function": {"name": "f", "arguments": '{"x":1}'}}]},
+                {"tool_calls": [{"id": "b", "type": "function", "function": {"name": "g", "arguments": '{"y":2}'}}]},
+            ]
+        ) == [("a", "f", '{"x":1}'), ("b", "g", '{"y":2}')]
 
     def test_index_reused_for_every_call(self):
         """Index 0 for every complete call with distinct ids (Ollama) gives separate calls."""
-        assert self.calls([
-            {"tool_calls": [{"index": 0, "id": "ca", "type": "function", "function": {"name": "w", "arguments": '{"c":"T"}'}}]},
-            {"tool_calls": [{"index": 0, "id": "cb", "type": "function", "function": {"name": "w", "arguments": '{"c":"P"}'}}]},
-        ]) == [("ca", "w", '{"c":"T"}'), ("cb", "w", '{"c":"P"}')]
+        assert self.calls(
+            [
+                {
+                    "tool_calls": [
+                        {
+                            "index": 0,
+                            "id": "ca",
+                            "type": "function",
+                            "function": {"name": "w", "arguments": '{"c":"T"}'},
+                        }
+                    ]
+                },
+                {
+                    "tool_calls": [
+                        {
+                            "index": 0,
+                            "id": "cb",
+                            "type": "function",
+                            "function": {"name": "w", "arguments": '{"c":"P"}'},
+                        }
+                    ]
+                },
+            ]
+        ) == [("ca", "w", '{"c":"T"}'), ("cb", "w", '{"c":"P"}')]
 
 
 def test_cancel_before_the_first_byte_ends_the_run_at_once() -> None:

@@ -81,10 +81,10 @@ def test_http_span_is_a_child_of_the_chat_span_async(spans: InMemorySpanExporter
 # -- content in the GenAI shape, decoded from the wire ------------------------------------------
 
 streamtap_otlp = pytest.importorskip("streamtap_otlp")
-from genai_schema import check, check_all
-from streamtap_otlp.testing import OtlpReceiver, ReceivedSpan
+from genai_schema import check, check_all  # noqa: E402 - imported after the environment is set for it
 
-from streamtap.weather import weather_agent
+from streamtap.weather import weather_agent  # noqa: E402 - imported after the environment is set for it
+from streamtap_otlp.testing import OtlpReceiver, ReceivedSpan  # noqa: E402 - imported after the environment is set for it
 
 WEATHER_QUESTION = "What's the weather in Tokyo and Paris?"
 
@@ -116,7 +116,10 @@ def test_chat_spans_carry_genai_messages(server: FakeOpenAI, monkeypatch: pytest
     first, second = (check_all(s.attributes) for s in chats)
     for decoded in (first, second):
         assert set(decoded) == {"gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.tool.definitions"}
-        assert [d["name"] for d in decoded["gen_ai.tool.definitions"]] == ["get_current_weather", "get_n_day_weather_forecast"]
+        assert [d["name"] for d in decoded["gen_ai.tool.definitions"]] == [
+            "get_current_weather",
+            "get_n_day_weather_forecast",
+        ]
         assert decoded["gen_ai.tool.definitions"][0]["parameters"]["required"] == ["location"]
 
     # turn 1: system + user in, two tool calls out (no empty text part), finish_reason tool_call
@@ -137,13 +140,22 @@ def test_chat_spans_carry_genai_messages(server: FakeOpenAI, monkeypatch: pytest
     assert [r["id"] for r in responses] == [c["id"] for c in calls]
     assert "Tokyo" in responses[0]["response"]
     (out2,) = second["gen_ai.output.messages"]
-    assert out2["finish_reason"] == "stop" and out2["parts"][0]["type"] == "text" and "Paris" in out2["parts"][0]["content"]
+    assert (
+        out2["finish_reason"] == "stop"
+        and out2["parts"][0]["type"] == "text"
+        and "Paris" in out2["parts"][0]["content"]
+    )
 
     agent = next(s for s in spans if s.name == "invoke_agent weather_agent")
     decoded = check_all(agent.attributes)
-    assert decoded["gen_ai.input.messages"] == [{"role": "user", "parts": [{"type": "text", "content": WEATHER_QUESTION}]}]
+    assert decoded["gen_ai.input.messages"] == [
+        {"role": "user", "parts": [{"type": "text", "content": WEATHER_QUESTION}]}
+    ]
     assert decoded["gen_ai.output.messages"][0]["parts"] == out2["parts"]
-    assert [d["name"] for d in decoded["gen_ai.tool.definitions"]] == ["get_current_weather", "get_n_day_weather_forecast"]
+    assert [d["name"] for d in decoded["gen_ai.tool.definitions"]] == [
+        "get_current_weather",
+        "get_n_day_weather_forecast",
+    ]
 
 
 def test_string_prompt_system_and_kept_history(server: FakeOpenAI) -> None:
@@ -161,7 +173,9 @@ def test_string_prompt_system_and_kept_history(server: FakeOpenAI) -> None:
         llm.close()
         provider.shutdown()
     first, second = (s.attributes for s in exporter.get_finished_spans())
-    assert check("gen_ai.system_instructions", second["gen_ai.system_instructions"]) == [{"type": "text", "content": "Be brief."}]
+    assert check("gen_ai.system_instructions", second["gen_ai.system_instructions"]) == [
+        {"type": "text", "content": "Be brief."}
+    ]
     sent = check("gen_ai.input.messages", second["gen_ai.input.messages"])
     assert [m["role"] for m in sent] == ["user", "assistant", "user"]
     assert sent[1]["parts"] == check("gen_ai.output.messages", first["gen_ai.output.messages"])[0]["parts"]
@@ -214,7 +228,9 @@ def test_richer_than_and_consistent_with_openai_v2(server: FakeOpenAI, monkeypat
     assert reply.tool_calls and reply.tool_calls[0].name == "get_current_weather"
     ours = [s for s in exporter.get_finished_spans() if s.instrumentation_scope.name == "streamtap"]
     theirs = [s for s in exporter.get_finished_spans() if s.instrumentation_scope.name != "streamtap"]
-    assert len(ours) == 1 and len(theirs) == 1, [(s.name, s.instrumentation_scope.name) for s in exporter.get_finished_spans()]
+    assert len(ours) == 1 and len(theirs) == 1, [
+        (s.name, s.instrumentation_scope.name) for s in exporter.get_finished_spans()
+    ]
     mine, official = dict(ours[0].attributes), dict(theirs[0].attributes)
     assert theirs[0].parent is not None and theirs[0].parent.span_id == ours[0].context.span_id  # the same call
 
@@ -227,7 +243,13 @@ def test_richer_than_and_consistent_with_openai_v2(server: FakeOpenAI, monkeypat
         if key in ("gen_ai.input.messages", "gen_ai.output.messages"):
             continue
         assert type(mine[key]) is type(official[key]), (key, mine[key], official[key])
-        if key in ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model", "gen_ai.response.model", "gen_ai.response.id"):
+        if key in (
+            "gen_ai.operation.name",
+            "gen_ai.provider.name",
+            "gen_ai.request.model",
+            "gen_ai.response.model",
+            "gen_ai.response.id",
+        ):
             assert mine[key] == official[key], key
     # the same conversation, part for part (apart from each one's key order)
     assert json.loads(mine["gen_ai.input.messages"])[-1] == json.loads(official["gen_ai.input.messages"])[-1]

@@ -60,7 +60,9 @@ def get_current_weather(location: str, unit: str = "fahrenheit") -> str:
 
 def test_a_changed_tool_result_is_the_divergence_point(recording):
     recorded = replay(recording)
-    agent = FunctionCallAgent(ReplayChat(recording), [get_current_weather, get_n_day_weather_forecast], name="weather_agent")
+    agent = FunctionCallAgent(
+        ReplayChat(recording), [get_current_weather, get_n_day_weather_forecast], name="weather_agent"
+    )
     with capture_events() as events:
         agent(QUERY)
     d = first_divergence(recorded, events)

@@ -30,7 +30,9 @@ def client(srv: FakeOpenAI, **kw: object) -> openai.OpenAI:
 def raw_post(srv: FakeOpenAI, body: dict, headers: dict | None = None) -> tuple[int, dict, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
     try:
-        conn.request("POST", "/v1/chat/completions", json.dumps(body), {"content-type": "application/json", **(headers or {})})
+        conn.request(
+            "POST", "/v1/chat/completions", json.dumps(body), {"content-type": "application/json", **(headers or {})}
+        )
         resp = conn.getresponse()
         return resp.status, dict(resp.getheaders()), resp.read()
     finally:
@@ -38,7 +40,9 @@ def raw_post(srv: FakeOpenAI, body: dict, headers: dict | None = None) -> tuple[
 
 
 def test_sse_framing_is_real(server: FakeOpenAI) -> None:
-    status, headers, raw = raw_post(server, {"model": "fake-gpt", "messages": [{"role": "user", "content": "hi there"}], "stream": True})
+    status, headers, raw = raw_post(
+        server, {"model": "fake-gpt", "messages": [{"role": "user", "content": "hi there"}], "stream": True}
+    )
     assert status == 200
     assert headers["content-type"] == "text/event-stream"
     frames = raw.decode().split("\n\n")
@@ -92,9 +96,15 @@ def test_answers_from_tool_results(server: FakeOpenAI) -> None:
         {
             "role": "assistant",
             "content": None,
-            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "get_current_weather", "arguments": "{}"}}],
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "get_current_weather", "arguments": "{}"}}
+            ],
         },
-        {"role": "tool", "tool_call_id": "c1", "content": json.dumps({"location": "Tokyo", "temperature": "10", "unit": "celsius"})},
+        {
+            "role": "tool",
+            "tool_call_id": "c1",
+            "content": json.dumps({"location": "Tokyo", "temperature": "10", "unit": "celsius"}),
+        },
     ]
     reply = client(server).chat.completions.create(model="fake-gpt", messages=messages, tools=WEATHER_TOOLS)  # type: ignore[arg-type]
     assert reply.choices[0].message.content == "The current weather in Tokyo is 10 degrees Celsius."
@@ -108,15 +118,23 @@ def test_reasoning_and_usage_chunk(server: FakeOpenAI) -> None:
         stream_options={"include_usage": True},
     )
     chunks = list(stream)
-    reasoning = "".join((c.choices[0].delta.model_extra or {}).get("reasoning_content") or "" for c in chunks if c.choices)
+    reasoning = "".join(
+        (c.choices[0].delta.model_extra or {}).get("reasoning_content") or "" for c in chunks if c.choices
+    )
     assert reasoning.startswith("The user said something")
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
     assert chunks[-1].usage.completion_tokens_details.reasoning_tokens == len(reasoning.split())
-    plain = list(client(server).chat.completions.create(model="fake-gpt", messages=[{"role": "user", "content": "x"}], stream=True))
+    plain = list(
+        client(server).chat.completions.create(
+            model="fake-gpt", messages=[{"role": "user", "content": "x"}], stream=True
+        )
+    )
     assert all(c.usage is None for c in plain)
 
 
-@pytest.mark.parametrize(("model", "marker"), [("fake-inline", "<tool_call>"), ("internlm2-chat-20b", "<|action_start|>")])
+@pytest.mark.parametrize(
+    ("model", "marker"), [("fake-inline", "<tool_call>"), ("internlm2-chat-20b", "<|action_start|>")]
+)
 def test_inline_tool_markup_modes(server: FakeOpenAI, model: str, marker: str) -> None:
     stream = client(server).chat.completions.create(
         model=model, messages=[{"role": "user", "content": SEED_QUERY}], tools=WEATHER_TOOLS, stream=True
@@ -130,7 +148,9 @@ def test_inline_tool_markup_modes(server: FakeOpenAI, model: str, marker: str) -
 def test_token_delay_paces_the_stream(make_server) -> None:  # type: ignore[no-untyped-def]
     srv = make_server(token_delay=0.02)
     t0 = time.monotonic()
-    chunks = list(client(srv).chat.completions.create(model="m", messages=[{"role": "user", "content": "a b c d"}], stream=True))
+    chunks = list(
+        client(srv).chat.completions.create(model="m", messages=[{"role": "user", "content": "a b c d"}], stream=True)
+    )
     assert time.monotonic() - t0 >= 0.02 * len(chunks)
 
 
@@ -143,7 +163,10 @@ def test_token_delay_paces_the_stream(make_server) -> None:  # type: ignore[no-u
     ],
 )
 def test_http_faults(server: FakeOpenAI, how: dict, error: type) -> None:
-    kwargs = {"model": how.get("model", "fake-gpt"), "messages": [{"role": "user", "content": how.get("content", "hi")}]}
+    kwargs = {
+        "model": how.get("model", "fake-gpt"),
+        "messages": [{"role": "user", "content": how.get("content", "hi")}],
+    }
     with pytest.raises(error):
         client(server).chat.completions.create(stream=True, extra_headers=how.get("extra_headers"), **kwargs)  # type: ignore[arg-type]
     assert server.chat_records()[-1].outcome == "fault"
@@ -190,7 +213,9 @@ def test_hang_until_the_client_times_out(server: FakeOpenAI) -> None:
 
 def test_early_close_is_recorded(make_server) -> None:  # type: ignore[no-untyped-def]
     srv = make_server(token_delay=0.01)
-    stream = client(srv).chat.completions.create(model="m", messages=[{"role": "user", "content": "one two three four five six"}], stream=True)
+    stream = client(srv).chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "one two three four five six"}], stream=True
+    )
     next(iter(stream))
     closed = time.monotonic()
     stream.close()
@@ -211,7 +236,9 @@ async def test_two_hundred_concurrent_streams(make_server) -> None:  # type: ign
     c = openai.AsyncOpenAI(base_url=srv.base_url, api_key="k", max_retries=0)
 
     async def one(i: int) -> str:
-        stream = await c.chat.completions.create(model="m", messages=[{"role": "user", "content": f"n{i} a b c d e"}], stream=True)
+        stream = await c.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": f"n{i} a b c d e"}], stream=True
+        )
         return "".join([ch.choices[0].delta.content or "" async for ch in stream if ch.choices])
 
     t0 = time.monotonic()
@@ -251,7 +278,9 @@ def test_cli_serves_until_terminated() -> None:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         url = line.split("OPENAI_BASE_URL=")[1].rstrip(")\n")
-        reply = openai.OpenAI(base_url=url, api_key="k").chat.completions.create(model="m", messages=[{"role": "user", "content": "cli"}])
+        reply = openai.OpenAI(base_url=url, api_key="k").chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "cli"}]
+        )
         assert reply.choices[0].message.content == "You said: cli"
     finally:
         proc.terminate()

@@ -10,7 +10,6 @@ import pytest
 from streamtap.web import create_app
 from streamtap.web.server import BackgroundServer
 
-
 # -- servers -----------------------------------------------------------------------
 
 

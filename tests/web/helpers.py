@@ -7,6 +7,7 @@ import json
 import typing as t
 
 import httpx
+
 import streamtap
 from streamtap import Delta, ModuleBase
 
@@ -35,7 +36,7 @@ def check_ui_stream(parts: list[dict[str, t.Any]], *, done: bool = True) -> None
         if i and typ == "start":
             raise AssertionError(f"second start at {i}")
         if typ in ("finish", "abort"):
-            assert i == len(parts) - 1, f"{typ} at {i} is not last: {parts[i + 1:]}"
+            assert i == len(parts) - 1, f"{typ} at {i} is not last: {parts[i + 1 :]}"
             assert not step and not open_text and not open_reasoning, (step, open_text, open_reasoning)
         for kind, opened in (("text", open_text), ("reasoning", open_reasoning)):
             if typ == f"{kind}-start":
@@ -228,5 +229,3 @@ class Gate:
 
     async def wait(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self.event.wait)
-
-

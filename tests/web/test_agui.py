@@ -73,19 +73,26 @@ def test_agui_client_streams_text_and_reasoning():
 @needs_node
 def test_agui_client_sees_tool_calls_with_streamed_arguments_and_steps():
     with BackgroundServer(create_app(Agent())) as srv:
-        [ok, failed] = run_client(srv.url + "/api/agui", "t2", [{"text": "weather in Paris"}, {"text": "weather in Atlantis"}])
+        [ok, failed] = run_client(
+            srv.url + "/api/agui", "t2", [{"text": "weather in Paris"}, {"text": "weather in Atlantis"}]
+        )
     assert ok["errors"] == [] and failed["errors"] == []
     seq = types(ok)
     assert seq.count("TOOL_CALL_ARGS") == 2  # the model's argument deltas, as they came
-    assert seq.index("TOOL_CALL_START") < seq.index("TOOL_CALL_ARGS") < seq.index("TOOL_CALL_END") < seq.index("TOOL_CALL_RESULT")
+    assert (
+        seq.index("TOOL_CALL_START")
+        < seq.index("TOOL_CALL_ARGS")
+        < seq.index("TOOL_CALL_END")
+        < seq.index("TOOL_CALL_RESULT")
+    )
     steps = [e for e in ok["events"] if e["type"] in ("STEP_STARTED", "STEP_FINISHED")]
     assert {e["stepName"] for e in steps} >= {"ToolModel", "Weather", "Talker"}
     assert all(e["metadata"]["status"] == "ok" for e in steps if e["type"] == "STEP_FINISHED")
     assert [e["value"] for e in ok["events"] if e["type"] == "CUSTOM"] == [{"step": "answering"}]
     calls = [c for m in by_role(ok, "assistant") for c in m.get("toolCalls", [])]
-    assert [(c["metadata"]["callId"], c["function"]["name"], json.loads(c["function"]["arguments"])) for c in calls] == [
-        ("call_1", "get_weather", {"city": "Paris"})
-    ]
+    assert [
+        (c["metadata"]["callId"], c["function"]["name"], json.loads(c["function"]["arguments"])) for c in calls
+    ] == [("call_1", "get_weather", {"city": "Paris"})]
     [result] = by_role(ok, "tool")
     assert result["toolCallId"] == calls[0]["id"] and json.loads(result["content"])["temperature"] == 10
     assert by_role(ok, "assistant")[-1]["content"] == "It is 10 degrees in Paris."
@@ -153,7 +160,11 @@ def test_agui_interrupt_is_answered_and_resumed():
         first, second = run_client(srv.url + "/api/agui", "t6", [{"text": "Oslo"}, {"answer": {"approved": True}}])
     assert first["errors"] == [] and first["outcome"] == "interrupt"
     [pending] = first["pendingInterrupts"]
-    assert pending["message"] == "Book Oslo?" and pending["responseSchema"] == schema and pending["reason"] == "input_required"
+    assert (
+        pending["message"] == "Book Oslo?"
+        and pending["responseSchema"] == schema
+        and pending["reason"] == "input_required"
+    )
     assert second["errors"] == [] and second["outcome"] == "success" and second["pendingInterrupts"] == []
     texts = [m["content"] for m in by_role(second, "assistant")]
     assert texts[-1].endswith("Booked.")
@@ -163,7 +174,13 @@ def test_agui_interrupt_is_answered_and_resumed():
 
 
 def _run_body(**over: t.Any) -> dict[str, t.Any]:
-    body = {"threadId": "th", "runId": "r1", "messages": [{"id": "u1", "role": "user", "content": "hi"}], "tools": [], "context": []}
+    body = {
+        "threadId": "th",
+        "runId": "r1",
+        "messages": [{"id": "u1", "role": "user", "content": "hi"}],
+        "tools": [],
+        "context": [],
+    }
     body.update(over)
     return body
 
@@ -187,7 +204,10 @@ def test_agui_bad_input_gets_a_clear_error(body: t.Any, status: int, needle: str
 
 
 def test_agui_path_is_configurable_and_can_be_off():
-    with BackgroundServer(create_app(Talker(), agui_path="/copilot")) as srv, BackgroundServer(create_app(Talker(), agui_path=None)) as off:
+    with (
+        BackgroundServer(create_app(Talker(), agui_path="/copilot")) as srv,
+        BackgroundServer(create_app(Talker(), agui_path=None)) as off,
+    ):
         r = httpx.post(srv.url + "/copilot", json=_run_body(), timeout=10)
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
         assert '"type":"RUN_FINISHED"' in r.text
@@ -200,7 +220,9 @@ def test_agui_example_runs():
 
     example = pathlib.Path(__file__).resolve().parents[2] / "examples" / "agui_server.py"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OPENAI_"))}
-    proc = subprocess.run([sys.executable, str(example)], capture_output=True, text=True, timeout=60, env=env, check=False)
+    proc = subprocess.run(
+        [sys.executable, str(example)], capture_output=True, text=True, timeout=60, env=env, check=False
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[1].startswith("RUN_STARTED") and lines[-1].startswith("RUN_FINISHED") and "'success'" in lines[-1]
@@ -213,13 +235,27 @@ def _events(r: httpx.Response) -> list[dict[str, t.Any]]:
 
 def test_agui_forwarded_props_switch_streaming_and_verbose_off():
     with BackgroundServer(create_app(Agent())) as srv:
-        quiet = httpx.post(srv.url + "/api/agui", json=_run_body(threadId="q1", forwardedProps={"verbose": False, "stream": False}, messages=[{"id": "u1", "role": "user", "content": "weather in Oslo"}]), timeout=10)
-        loud = httpx.post(srv.url + "/api/agui", json=_run_body(threadId="q2", messages=[{"id": "u1", "role": "user", "content": "weather in Oslo"}]), timeout=10)
+        quiet = httpx.post(
+            srv.url + "/api/agui",
+            json=_run_body(
+                threadId="q1",
+                forwardedProps={"verbose": False, "stream": False},
+                messages=[{"id": "u1", "role": "user", "content": "weather in Oslo"}],
+            ),
+            timeout=10,
+        )
+        loud = httpx.post(
+            srv.url + "/api/agui",
+            json=_run_body(threadId="q2", messages=[{"id": "u1", "role": "user", "content": "weather in Oslo"}]),
+            timeout=10,
+        )
     q, v = _events(quiet), _events(loud)
     assert not any(e["type"].startswith(("TOOL_CALL", "STEP_", "REASONING")) for e in q)
     [content] = [e for e in q if e["type"] == "TEXT_MESSAGE_CONTENT"]  # the answer in one piece
     assert content["delta"] == "It is 10 degrees in Oslo."
-    assert len([e for e in v if e["type"] == "TEXT_MESSAGE_CONTENT"]) > 1 and any(e["type"] == "TOOL_CALL_START" for e in v)
+    assert len([e for e in v if e["type"] == "TEXT_MESSAGE_CONTENT"]) > 1 and any(
+        e["type"] == "TOOL_CALL_START" for e in v
+    )
     assert q[-1]["type"] == v[-1]["type"] == "RUN_FINISHED"
 
 
@@ -237,11 +273,23 @@ def test_agui_pending_interrupt_needs_resume_and_cancelled_resume_drops_it():
 
     app = create_app(lambda: Flow(Ask(), name="Asker"), to_input=lambda r: {"q": r.last_user_text})
     with BackgroundServer(app) as srv, httpx.Client(timeout=10) as c:
-        first = _events(c.post(srv.url + "/api/agui", json=_run_body(threadId="p1", messages=[{"id": "u1", "role": "user", "content": "book"}])))
+        first = _events(
+            c.post(
+                srv.url + "/api/agui",
+                json=_run_body(threadId="p1", messages=[{"id": "u1", "role": "user", "content": "book"}]),
+            )
+        )
         [iid] = [i["id"] for i in first[-1]["outcome"]["interrupts"]]
-        again = c.post(srv.url + "/api/agui", json=_run_body(threadId="p1", messages=[{"id": "u2", "role": "user", "content": "other"}]))
+        again = c.post(
+            srv.url + "/api/agui",
+            json=_run_body(threadId="p1", messages=[{"id": "u2", "role": "user", "content": "other"}]),
+        )
         assert again.status_code == 409 and iid in again.json()["error"] and "resume" in again.json()["error"]
-        body = _run_body(threadId="p1", messages=[{"id": "u2", "role": "user", "content": "other"}], resume=[{"interruptId": iid, "status": "cancelled"}])
+        body = _run_body(
+            threadId="p1",
+            messages=[{"id": "u2", "role": "user", "content": "other"}],
+            resume=[{"interruptId": iid, "status": "cancelled"}],
+        )
         dropped = _events(c.post(srv.url + "/api/agui", json=body))
     assert dropped[-1]["type"] == "RUN_FINISHED" and dropped[-1]["outcome"]["type"] == "success"
     assert "".join(e["delta"] for e in dropped if e["type"] == "TEXT_MESSAGE_CONTENT") == "Answering other."

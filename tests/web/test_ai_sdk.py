@@ -66,7 +66,10 @@ def test_ai_sdk_reasoning_and_tool_error():
 
 
 def test_ai_sdk_sees_errors_and_keeps_partial_text():
-    with BackgroundServer(create_app(Failing())) as srv, BackgroundServer(create_app(Failing(), error_detail="full")) as full:
+    with (
+        BackgroundServer(create_app(Failing())) as srv,
+        BackgroundServer(create_app(Failing(), error_detail="full")) as full,
+    ):
         [res] = run_sdk(srv.url + "/api/chat", [{"kind": "send", "chatId": "js4", "text": "x"}])
         [detailed] = run_sdk(full.url + "/api/chat", [{"kind": "send", "chatId": "js4", "text": "x"}])
     [short] = res["errors"]  # the `error` part reaches onError
@@ -110,7 +113,9 @@ def test_ai_sdk_reconnect_replays_a_running_answer_and_gets_204_after():
                 for line in r.iter_lines():
                     if '"text-delta"' in line:
                         break  # disconnect mid-answer
-            [resumed, idle] = run_sdk(srv.url + "/api/chat", [{"kind": "reconnect", "chatId": "js5"}, {"kind": "reconnect", "chatId": "js5"}])
+            [resumed, idle] = run_sdk(
+                srv.url + "/api/chat", [{"kind": "reconnect", "chatId": "js5"}, {"kind": "reconnect", "chatId": "js5"}]
+            )
     finally:
         gate.event.set()  # never leave the held run's waiting thread behind
     assert resumed["errors"] == [] and resumed["status"] == "ok"

@@ -26,7 +26,9 @@ async def test_text_and_reasoning_stream_follows_the_protocol(serve, client):
     parts = res.parts
     check_ui_stream(parts)
     assert "".join(p["delta"] for p in by_type(parts, "text-delta")) == "hello there world"
-    assert "".join(p["delta"] for p in by_type(parts, "reasoning-delta")) == "The user said something; I will repeat it."
+    assert (
+        "".join(p["delta"] for p in by_type(parts, "reasoning-delta")) == "The user said something; I will repeat it."
+    )
     assert [p["type"] for p in parts][:3] == ["start", "start-step", "data-run"]
     assert by_type(parts, "start-step") and parts[-1] == {"type": "finish", "finishReason": "stop"}
     assert parts[0]["messageMetadata"]["chatId"] == "chat1"
@@ -62,10 +64,12 @@ async def test_tool_error_becomes_tool_output_error(serve, client):
 
 async def test_user_facing_view_hides_tools_and_reasoning(serve, client):
     srv = serve(Agent())
-    parts = (await read_sse(client, "POST", srv.url + "/api/chat", json=chat_body("weather in Paris", verbose=False))).parts
+    parts = (
+        await read_sse(client, "POST", srv.url + "/api/chat", json=chat_body("weather in Paris", verbose=False))
+    ).parts
     check_ui_stream(parts)
     types = {p["type"] for p in parts}
-    assert not {t for t in types if t.startswith("tool-") or t.startswith("reasoning") or t == "data-run"}
+    assert not {t for t in types if t.startswith(("tool-", "reasoning")) or t == "data-run"}
     assert "".join(p["delta"] for p in by_type(parts, "text-delta")) == "It is 10 degrees in Paris."
 
 
@@ -201,7 +205,10 @@ async def test_interrupt_then_answer_resumes_the_run(serve, client):
 
         def exec(self, city):
             yield f"Checking {city}. "
-            answer = interrupt({"question": f"Book {city}?"}, schema={"type": "object", "required": ["approved"], "properties": {"approved": {"type": "boolean"}}})
+            answer = interrupt(
+                {"question": f"Book {city}?"},
+                schema={"type": "object", "required": ["approved"], "properties": {"approved": {"type": "boolean"}}},
+            )
             yield "Booked." if answer["approved"] else "Not booked."
 
     srv = serve(lambda: Flow(Ask(), name="Booking"), to_input=lambda r: {"city": r.last_user_text})
@@ -211,9 +218,13 @@ async def test_interrupt_then_answer_resumes_the_run(serve, client):
     assert intr["data"]["interrupts"][0]["payload"] == {"question": "Book Oslo?"}
     assert "state" not in intr["data"] and first.parts[-1]["finishReason"] == "other"
     # A refused answer (wrong shape) fails the resume but leaves the pause pending.
-    bad = await read_sse(client, "POST", srv.url + "/api/chat", json=chat_body("Oslo", chat_id="hitl", resume={"approved": "yes"}))
+    bad = await read_sse(
+        client, "POST", srv.url + "/api/chat", json=chat_body("Oslo", chat_id="hitl", resume={"approved": "yes"})
+    )
     assert bad.parts[-1]["finishReason"] == "error" and "does not match" in by_type(bad.parts, "error")[0]["errorText"]
-    good = await read_sse(client, "POST", srv.url + "/api/chat", json=chat_body("Oslo", chat_id="hitl", resume={"approved": True}))
+    good = await read_sse(
+        client, "POST", srv.url + "/api/chat", json=chat_body("Oslo", chat_id="hitl", resume={"approved": True})
+    )
     check_ui_stream(good.parts)
     assert "".join(p["delta"] for p in by_type(good.parts, "text-delta")) == "Checking Oslo. Booked."
     assert good.parts[-1]["finishReason"] == "stop"
@@ -226,7 +237,9 @@ async def test_resume_is_204_for_unknown_chat(serve, client):
 
 async def test_second_request_while_running_is_409(serve, client):
     srv = serve(Talker(delay=0.05, reasoning=False))
-    async with client.stream("POST", srv.url + "/api/chat", json=chat_body(" ".join(["word"] * 100), chat_id="busy")) as r:
+    async with client.stream(
+        "POST", srv.url + "/api/chat", json=chat_body(" ".join(["word"] * 100), chat_id="busy")
+    ) as r:
         reading = r.aiter_text()  # kept: a dropped iterator closes the response, and a run nobody reads is superseded
         await read_until(reading, lambda p: p["type"] == "text-delta")
         again = await client.post(srv.url + "/api/chat", json=chat_body("again", chat_id="busy"))
@@ -243,8 +256,18 @@ async def test_second_request_while_running_is_409(serve, client):
         (json.dumps({"id": "a b", "messages": []}).encode(), 422, "'id'"),
         (json.dumps({"id": "ok", "messages": "hi"}).encode(), 422, "'messages' must be a list"),
         (json.dumps({"id": "ok", "messages": [{"role": "robot", "parts": []}]}).encode(), 422, "messages[0].role"),
-        (json.dumps({"id": "ok", "messages": [{"role": "user", "parts": [{"type": "text", "text": "x"}]}], "trigger": "go"}).encode(), 422, "'trigger'"),
-        (json.dumps({"id": "ok", "messages": [{"role": "user", "parts": [{"type": "text", "text": ""}]}]}).encode(), 422, "no text"),
+        (
+            json.dumps(
+                {"id": "ok", "messages": [{"role": "user", "parts": [{"type": "text", "text": "x"}]}], "trigger": "go"}
+            ).encode(),
+            422,
+            "'trigger'",
+        ),
+        (
+            json.dumps({"id": "ok", "messages": [{"role": "user", "parts": [{"type": "text", "text": ""}]}]}).encode(),
+            422,
+            "no text",
+        ),
         (json.dumps({"id": "ok", "messages": [], "verbose": "no"}).encode(), 422, "'verbose' must be true or false"),
     ],
 )
@@ -271,7 +294,9 @@ async def test_bearer_token(serve, client):
     assert (await client.post(srv.url + "/api/chat", json=chat_body("hi"))).status_code == 401
     bad = await client.post(srv.url + "/api/chat", json=chat_body("hi"), headers={"authorization": "Bearer nope"})
     assert bad.status_code == 401 and "Bearer" in bad.json()["error"]
-    ok = await read_sse(client, "POST", srv.url + "/api/chat", json=chat_body("hi"), headers={"authorization": "Bearer s3cret"})
+    ok = await read_sse(
+        client, "POST", srv.url + "/api/chat", json=chat_body("hi"), headers={"authorization": "Bearer s3cret"}
+    )
     assert ok.status == 200 and ok.done
     assert (await client.get(srv.url + "/")).status_code == 200  # the page itself holds no secret
 
@@ -317,7 +342,6 @@ def test_missing_module_is_a_clear_type_error():
 
     with pytest.raises(TypeError, match="ModuleBase"):
         create_app("not a module")
-
 
 
 class JSONStore:
@@ -380,7 +404,9 @@ async def test_a_failing_store_cancels_the_run_and_ends_the_stream_cleanly(serve
 
     with streamtap.subscribe(on_end, kinds=["end"]):
         srv = serve(Talker(delay=0.005, reasoning=False), store=JSONStore(fail_after=5))
-        res = await read_sse(client, "POST", srv.url + "/api/chat", json=chat_body(" ".join(["w"] * 300), chat_id="broken"))
+        res = await read_sse(
+            client, "POST", srv.url + "/api/chat", json=chat_body(" ".join(["w"] * 300), chat_id="broken")
+        )
         run_id = res.parts[0]["messageMetadata"]["runId"]
 
         def ended() -> bool:
@@ -436,7 +462,9 @@ async def test_a_failing_store_create_refuses_the_run_and_stops_it(serve, client
 
     srv = serve(Talker(), store=Unreachable())
     r = await client.post(srv.url + "/api/chat", json=chat_body("hi", chat_id="s2"))
-    assert r.status_code == 503 and "ConnectionError" in r.json()["error"] and "store unreachable" not in r.json()["error"]
+    assert (
+        r.status_code == 503 and "ConnectionError" in r.json()["error"] and "store unreachable" not in r.json()["error"]
+    )
     r = await client.post(srv.url + "/api/chat", json=chat_body("hi", chat_id="s2"))
     assert r.status_code == 503  # refused again, not 409: no run was left behind
 
@@ -460,8 +488,9 @@ async def test_concurrent_posts_start_one_run_even_with_a_slow_store(serve, clie
 async def test_deeply_nested_json_is_a_400(serve, client):
     """A body nested deeper than the JSON reader can go is a clear 400, not a 500."""
     srv = serve(Talker())
-    r = await client.post(srv.url + "/api/chat", content=b"[" * 100_000 + b"]" * 100_000,
-                          headers={"content-type": "application/json"})
+    r = await client.post(
+        srv.url + "/api/chat", content=b"[" * 100_000 + b"]" * 100_000, headers={"content-type": "application/json"}
+    )
     assert r.status_code == 400 and "nested too deeply" in r.json()["error"]
 
 

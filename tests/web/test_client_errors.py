@@ -85,7 +85,10 @@ def test_describe_keeps_own_words_and_never_a_message_in_short_mode():
     errors = ClientErrors()
     secret = {"type": "streamtap.llm.errors.LLMError", "message": f"401 from {INTERNAL_URL}: {KEY}"}
     assert KEY not in errors.describe(secret, run_id="r1") and INTERNAL_URL not in errors.describe(secret, run_id="r1")
-    refused = {"type": "streamtap.interrupts.errors.AnswerValidationError", "message": "answer does not match: need a number"}
+    refused = {
+        "type": "streamtap.interrupts.errors.AnswerValidationError",
+        "message": "answer does not match: need a number",
+    }
     assert "does not match" in errors.describe(refused, run_id="r1")
     cancelled = {"type": "streamtap.exceptions.RunCancelled", "message": "stopped by the user"}
     assert errors.describe(cancelled, run_id="r1") == "RunCancelled: stopped by the user"

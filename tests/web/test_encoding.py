@@ -97,7 +97,10 @@ def test_any_text_delta_is_one_frame_that_reads_back(text):
     [frame] = sse_frames(body)
     assert list(frame) == ["data"]
     assert strict_json(frame["data"]) == normal(part)
-    assert body.decode().splitlines() == [body.decode()[:-2], ""]  # even line splitters that break at U+2028 or NEL see one line
+    assert body.decode().splitlines() == [
+        body.decode()[:-2],
+        "",
+    ]  # even line splitters that break at U+2028 or NEL see one line
 
 
 @given(JSON)
@@ -142,9 +145,16 @@ class Edgy(ModuleBase):
 async def test_edge_characters_in_the_message_and_the_deltas_finish_both_streams(serve, client: httpx.AsyncClient):
     srv = serve(Edgy())
     raw = '{"id":"u1","messages":[{"id":"m","role":"user","parts":[{"type":"text","text":"a\\ud800b\\u0000c\\r\\u2028"}]}]}'
-    res = await read_sse(client, "POST", srv.url + "/api/chat", content=raw.encode(), headers={"content-type": "application/json"})
+    res = await read_sse(
+        client, "POST", srv.url + "/api/chat", content=raw.encode(), headers={"content-type": "application/json"}
+    )
     assert res.status == 200 and res.done
-    async with client.stream("POST", srv.url + "/api/chat", content=raw.replace('"u1"', '"u2"').encode(), headers={"content-type": "application/json"}) as r:
+    async with client.stream(
+        "POST",
+        srv.url + "/api/chat",
+        content=raw.replace('"u1"', '"u2"').encode(),
+        headers={"content-type": "application/json"},
+    ) as r:
         body = await r.aread()
     frames = sse_frames(body)
     assert frames[-1] == {"data": "[DONE]"}
@@ -170,8 +180,12 @@ async def test_a_lone_surrogate_in_the_question_reaches_the_model_as_a_replaceme
     from streamtap.llm.server import FakeOpenAI
     from streamtap.weather import weather_agent
 
-    raw = '{"id":"s1","messages":[{"id":"m","role":"user","parts":[{"type":"text","text":"weather in Par\\ud800is?"}]}]}'
+    raw = (
+        '{"id":"s1","messages":[{"id":"m","role":"user","parts":[{"type":"text","text":"weather in Par\\ud800is?"}]}]}'
+    )
     with FakeOpenAI(token_delay=0) as model:
         srv = serve(lambda: weather_agent(base_url=model.base_url, asynchronous=True))
-        res = await read_sse(client, "POST", srv.url + "/api/chat", content=raw.encode(), headers={"content-type": "application/json"})
+        res = await read_sse(
+            client, "POST", srv.url + "/api/chat", content=raw.encode(), headers={"content-type": "application/json"}
+        )
     assert res.done and res.parts[-1] == {"type": "finish", "finishReason": "stop"}, res.parts[-3:]

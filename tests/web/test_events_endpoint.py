@@ -25,7 +25,9 @@ def start_run(client: httpx.Client, url: str, text: str, chat_id: str) -> str:
     raise AssertionError("no start part")
 
 
-def read_events(client: httpx.Client, url: str, run_id: str, *, last_id: int | None = None, stop_after: int | None = None, **params):
+def read_events(
+    client: httpx.Client, url: str, run_id: str, *, last_id: int | None = None, stop_after: int | None = None, **params
+):
     """Read the events endpoint; stop after ``stop_after`` events (a disconnect). Returns (status, events, retry)."""
     headers = {} if last_id is None else {"last-event-id": str(last_id)}
     events, retry, buf = [], None, ""

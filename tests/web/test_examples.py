@@ -16,7 +16,14 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 def test_web_lifecycle_example_runs() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OPENAI_"))}
-    proc = subprocess.run([sys.executable, str(EXAMPLES / "web_lifecycle.py")], capture_output=True, text=True, timeout=60, env=env, check=False)
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / "web_lifecycle.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "the first run: cancelled (RunCancelled: superseded by a new message)" in out

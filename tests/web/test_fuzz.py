@@ -22,7 +22,12 @@ from hypothesis import strategies as st
 from .helpers import Agent, Failing, check_ui_stream
 from .test_encoding import ANY_TEXT, JSON, sse_frames, strict_json
 
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow], database=None)
+FUZZ = settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    database=None,
+)
 
 ID = st.one_of(st.from_regex(r"[A-Za-z0-9_\-.:]{1,20}", fullmatch=True), ANY_TEXT.filter(lambda s: 0 < len(s) < 140))
 PART = st.one_of(
@@ -31,7 +36,11 @@ PART = st.one_of(
 )
 MESSAGE = st.fixed_dictionaries(
     {"role": st.sampled_from(["user", "user", "assistant", "system", "tool", 3])},
-    optional={"id": st.one_of(ID, JSON), "parts": st.one_of(st.lists(PART, max_size=3), JSON), "content": st.one_of(ANY_TEXT, JSON)},
+    optional={
+        "id": st.one_of(ID, JSON),
+        "parts": st.one_of(st.lists(PART, max_size=3), JSON),
+        "content": st.one_of(ANY_TEXT, JSON),
+    },
 )
 CHAT_BODY = st.fixed_dictionaries(
     {"id": st.one_of(ID, JSON), "messages": st.one_of(st.lists(MESSAGE, min_size=1, max_size=3), JSON)},
@@ -47,13 +56,42 @@ GOOD_ID = st.from_regex(r"[A-Za-z0-9_\-.:]{1,20}", fullmatch=True)
 GOOD_CHAT = st.fixed_dictionaries(
     {
         "id": GOOD_ID,
-        "messages": st.lists(st.fixed_dictionaries({"role": st.just("user"), "id": GOOD_ID, "parts": st.lists(st.fixed_dictionaries({"type": st.just("text"), "text": ANY_TEXT.filter(str.strip)}), min_size=1, max_size=2)}), min_size=1, max_size=3),
+        "messages": st.lists(
+            st.fixed_dictionaries(
+                {
+                    "role": st.just("user"),
+                    "id": GOOD_ID,
+                    "parts": st.lists(
+                        st.fixed_dictionaries({"type": st.just("text"), "text": ANY_TEXT.filter(str.strip)}),
+                        min_size=1,
+                        max_size=2,
+                    ),
+                }
+            ),
+            min_size=1,
+            max_size=3,
+        ),
     },
-    optional={"trigger": st.sampled_from(["submit-message", "regenerate-message"]), "messageId": GOOD_ID, "verbose": st.booleans(), "stream": st.booleans()},
+    optional={
+        "trigger": st.sampled_from(["submit-message", "regenerate-message"]),
+        "messageId": GOOD_ID,
+        "verbose": st.booleans(),
+        "stream": st.booleans(),
+    },
 )
-CONTENT_TYPE = st.one_of(st.just("application/json"), st.sampled_from(["application/json; charset=utf-8", "APPLICATION/JSON", "text/plain", "", "multipart/form-data; boundary=x"]))
+CONTENT_TYPE = st.one_of(
+    st.just("application/json"),
+    st.sampled_from(
+        ["application/json; charset=utf-8", "APPLICATION/JSON", "text/plain", "", "multipart/form-data; boundary=x"]
+    ),
+)
 IDS_FUZZ = settings(FUZZ, max_examples=40)
-ORIGIN = st.one_of(st.none(), st.none(), st.just("SELF"), st.sampled_from(["http://evil.example", "null", "https://allowed.example", "garbage"]))
+ORIGIN = st.one_of(
+    st.none(),
+    st.none(),
+    st.just("SELF"),
+    st.sampled_from(["http://evil.example", "null", "https://allowed.example", "garbage"]),
+)
 
 
 @pytest.fixture
@@ -62,14 +100,21 @@ def app_url(serve) -> t.Iterator[tuple[str, dict[str, t.Any]]]:
     failing = serve(Failing())
     with httpx.Client(timeout=30) as c:
         spec = c.get(srv.url + "/openapi.json").json()
-        _, got = _send(c, "POST", srv.url + "/api/chat", json={"id": "fz", "messages": [{"role": "user", "parts": [{"type": "text", "text": "weather in Paris"}]}]})
+        _, got = _send(
+            c,
+            "POST",
+            srv.url + "/api/chat",
+            json={"id": "fz", "messages": [{"role": "user", "parts": [{"type": "text", "text": "weather in Paris"}]}]},
+        )
     run_id = strict_json(sse_frames(got)[0]["data"])["messageMetadata"]["runId"]
     yield srv.url, spec, failing.url, run_id
 
 
 def _documented(spec: dict[str, t.Any], template: str, method: str, status: int) -> None:
     responses = spec["paths"][template][method]["responses"]
-    assert str(status) in responses, f"{method.upper()} {template} answered {status}, not in the description {sorted(responses)}"
+    assert str(status) in responses, (
+        f"{method.upper()} {template} answered {status}, not in the description {sorted(responses)}"
+    )
 
 
 def _check(spec: dict[str, t.Any], template: str, method: str, r: httpx.Response, body: bytes) -> None:
@@ -94,7 +139,9 @@ def _b(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")  # what a client may send: any bytes, even invalid UTF-8
 
 
-def _send(c: httpx.Client, method: str, url: str, params: dict[str, str] | None = None, **kw: t.Any) -> tuple[httpx.Response, bytes]:
+def _send(
+    c: httpx.Client, method: str, url: str, params: dict[str, str] | None = None, **kw: t.Any
+) -> tuple[httpx.Response, bytes]:
     if params:
         url += "?" + urlencode({k: _b(v) for k, v in params.items()})
     with c.stream(method, url, **kw) as r:
@@ -104,9 +151,19 @@ def _send(c: httpx.Client, method: str, url: str, params: dict[str, str] | None 
 def test_openapi_describes_the_routes(app_url):
     url, spec, _, _ = app_url
     assert spec["openapi"].startswith("3.1")
-    assert set(spec["paths"]) == {"/api/chat", "/api/chat/{chat_id}/stream", "/api/chat/{chat_id}/stop", "/api/runs/{run_id}/events", "/api/runs/{run_id}/ui", "/openapi.json", "/"}
+    assert set(spec["paths"]) == {
+        "/api/chat",
+        "/api/chat/{chat_id}/stream",
+        "/api/chat/{chat_id}/stop",
+        "/api/runs/{run_id}/events",
+        "/api/runs/{run_id}/ui",
+        "/openapi.json",
+        "/",
+    }
     with httpx.Client(timeout=10) as c:
-        assert c.get(url + "/openapi.json", headers={"host": "evil.example"}).status_code == 400  # behind the same guard
+        assert (
+            c.get(url + "/openapi.json", headers={"host": "evil.example"}).status_code == 400
+        )  # behind the same guard
 
 
 @given(body=st.one_of(GOOD_CHAT, GOOD_CHAT, CHAT_BODY, JSON), ctype=CONTENT_TYPE, origin=ORIGIN, raw=st.booleans())
@@ -123,7 +180,13 @@ def test_fuzz_post_chat(app_url, body, ctype, origin, raw):
             _check(spec, "/api/chat", "post", r, got)
 
 
-@given(chat_id=ID, run=st.one_of(st.none(), ID), after=st.one_of(st.none(), st.integers(-5, 50).map(str), ANY_TEXT), view=st.sampled_from([None, "user", "verbose", "x"]), origin=ORIGIN)
+@given(
+    chat_id=ID,
+    run=st.one_of(st.none(), ID),
+    after=st.one_of(st.none(), st.integers(-5, 50).map(str), ANY_TEXT),
+    view=st.sampled_from([None, "user", "verbose", "x"]),
+    origin=ORIGIN,
+)
 @IDS_FUZZ
 def test_fuzz_ids_and_resume_positions(app_url, chat_id, run, after, view, origin):
     url, spec, _, run_id = app_url
@@ -151,7 +214,12 @@ def test_unknown_paths_and_methods_get_json_errors(app_url):
     """Found by the fuzzer: an id of '/' reaches no route, and the router's 404 was plain text."""
     url, _, _, _ = app_url
     with httpx.Client(timeout=10) as c:
-        for method, path, status in (("GET", "/api/chat/%2F/stream", 404), ("GET", "/nowhere", 404), ("DELETE", "/api/chat", 405), ("GET", "/static/none.js", 404)):
+        for method, path, status in (
+            ("GET", "/api/chat/%2F/stream", 404),
+            ("GET", "/nowhere", 404),
+            ("DELETE", "/api/chat", 405),
+            ("GET", "/static/none.js", 404),
+        ):
             r = c.request(method, url + path)
             assert r.status_code == status, (path, r.text)
             assert r.headers["content-type"].startswith("application/json") and isinstance(r.json()["error"], str)

@@ -22,7 +22,9 @@ ARTIFACTS = ROOT / "test-artifacts"
 
 pytest.importorskip("playwright")
 pytest.importorskip("openai")
-pytestmark = pytest.mark.skipif(not pathlib.Path(CHROMIUM).exists(), reason="needs Debian's chromium (scripts/test.sh installs it)")
+pytestmark = pytest.mark.skipif(
+    not pathlib.Path(CHROMIUM).exists(), reason="needs Debian's chromium (scripts/test.sh installs it)"
+)
 
 ASSISTANT_TEXT = "() => { const m = [...document.querySelectorAll('.msg.assistant')].pop(); return m ? m.querySelector('.text')?.textContent || '' : ''; }"
 
@@ -34,7 +36,14 @@ def browser() -> t.Iterator[t.Any]:
     with sync_playwright() as pw:
         b = pw.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
         )
         yield b
         b.close()
@@ -43,7 +52,9 @@ def browser() -> t.Iterator[t.Any]:
 @pytest.fixture(scope="module")
 def weather() -> t.Iterator[tuple[FakeOpenAI, BackgroundServer]]:
     with FakeOpenAI(token_delay=0.03, reasoning=True) as model:
-        srv = BackgroundServer(create_app(lambda: weather_agent(base_url=model.base_url), title="streamtap demo")).start()
+        srv = BackgroundServer(
+            create_app(lambda: weather_agent(base_url=model.base_url), title="streamtap demo")
+        ).start()
         yield model, srv
         srv.stop()
 
@@ -65,7 +76,7 @@ def ask(page: t.Any, text: str) -> None:
 
 
 def test_streams_tokens_then_verbose_shows_tool_calls_and_waterfall(page, weather):
-    model, srv = weather
+    _model, srv = weather
     page.goto(srv.url + "/")
     assert page.title() == "streamtap demo"
     ask(page, QUERY)
@@ -121,7 +132,7 @@ def test_stop_mid_answer_closes_the_model_stream(page, weather):
 
 
 def test_reload_mid_answer_resumes(page, weather):
-    model, srv = weather
+    _model, srv = weather
     page.goto(srv.url + "/")
     words = " ".join(f"w{i}" for i in range(70))
     ask(page, words)
@@ -132,7 +143,9 @@ def test_reload_mid_answer_resumes(page, weather):
     page.wait_for_selector(".msg.assistant:not(.streaming)", timeout=15000)
     assert page.locator(".msg.assistant").count() == 1 and page.locator(".msg.user").count() == 1
     assert page.evaluate(ASSISTANT_TEXT) == f"You said: {words}"
-    assert page.inner_text("#status") == ""  # "Resumed the running answer." goes with the answer (test_page_features_e2e.py)
+    assert (
+        page.inner_text("#status") == ""
+    )  # "Resumed the running answer." goes with the answer (test_page_features_e2e.py)
 
 
 def test_page_closed_mid_answer_shows_the_whole_answer_when_reopened(browser, weather):
@@ -147,7 +160,7 @@ def test_page_closed_mid_answer_shows_the_whole_answer_when_reopened(browser, we
     page.close()  # the tab is closed; the run goes on on the server
     record = model.wait_for(lambda r: words in json.dumps(r.body or {}) and r.outcome == "completed", timeout=15)
     assert record.outcome == "completed"
-    with httpx.Client(timeout=10) as client:  # wait until the app has finished the run (no active stream)
+    with httpx.Client(timeout=10) as client:  # wait until the app has finished the run (no active stream)  # noqa: SIM117 - nested blocks show which resource lives inside which
         with client.stream("GET", srv.url + f"/api/runs/{run_id}/events") as r:
             for _ in r.iter_lines():
                 pass
@@ -160,14 +173,14 @@ def test_page_closed_mid_answer_shows_the_whole_answer_when_reopened(browser, we
 
 
 def test_streaming_switch_off_shows_the_answer_whole(page, weather):
-    model, srv = weather
+    _model, srv = weather
     page.goto(srv.url + "/")
     page.click("#opt-stream")
     assert not page.is_checked("#opt-stream")
     # Record every text length the answer shows while it runs.
     page.evaluate(
-        "() => { window.lengths = []; new MutationObserver(() => window.lengths.push((%s)().length))"
-        ".observe(document.getElementById('messages'), {subtree: true, childList: true, characterData: true}); }" % ASSISTANT_TEXT
+        f"() => {{ window.lengths = []; new MutationObserver(() => window.lengths.push(({ASSISTANT_TEXT})().length))"
+        ".observe(document.getElementById('messages'), {subtree: true, childList: true, characterData: true}); }"
     )
     words = " ".join(f"v{i}" for i in range(30))
     ask(page, words)
@@ -237,10 +250,16 @@ def test_a_batch_node_shows_a_progress_bar(browser):
             page.goto(srv.url + "/")
             ask(page, "go")
             assert halfway.wait(15)
-            page.wait_for_function("() => { const p = document.querySelector('.msg.assistant .progress progress'); return p && p.value === 5 && p.max === 10; }", timeout=10000)
+            page.wait_for_function(
+                "() => { const p = document.querySelector('.msg.assistant .progress progress'); return p && p.value === 5 && p.max === 10; }",
+                timeout=10000,
+            )
             assert page.locator(".msg.assistant .progress").count() == 1
             go.set()
-            page.wait_for_function("() => { const p = document.querySelector('.msg.assistant .progress progress'); return p && p.value === 10; }", timeout=10000)
+            page.wait_for_function(
+                "() => { const p = document.querySelector('.msg.assistant .progress progress'); return p && p.value === 10; }",
+                timeout=10000,
+            )
             assert "10/10" in page.locator(".msg.assistant .progress").inner_text()
         finally:
             go.set()

@@ -26,11 +26,18 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 pytest.importorskip("playwright")
 pytest.importorskip("openai")
-pytestmark = pytest.mark.skipif(not pathlib.Path(CHROMIUM).exists(), reason="needs Debian's chromium (scripts/test.sh installs it)")
+pytestmark = pytest.mark.skipif(
+    not pathlib.Path(CHROMIUM).exists(), reason="needs Debian's chromium (scripts/test.sh installs it)"
+)
 
 VIEWPORTS = {
     "desktop": {"viewport": {"width": 1280, "height": 800}},
-    "phone": {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True, "device_scale_factor": 2},
+    "phone": {
+        "viewport": {"width": 390, "height": 844},
+        "is_mobile": True,
+        "has_touch": True,
+        "device_scale_factor": 2,
+    },
 }
 LAST_ASSISTANT = "[...document.querySelectorAll('.msg.assistant')].pop()"
 ANSWER = f"() => {{ const m = {LAST_ASSISTANT}; return m ? m.querySelector('.text')?.textContent || '' : ''; }}"
@@ -44,7 +51,14 @@ def browser() -> t.Iterator[t.Any]:
     with sync_playwright() as pw:
         b = pw.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
         )
         yield b
         b.close()
@@ -83,7 +97,10 @@ def ask(page: t.Any, text: str) -> None:
 
 
 def answered(page: t.Any, count: int = 1) -> str:
-    page.wait_for_function(f"() => document.querySelectorAll('{DONE}').length >= {count} && !document.querySelector('.msg.assistant.streaming')", timeout=15000)
+    page.wait_for_function(
+        f"() => document.querySelectorAll('{DONE}').length >= {count} && !document.querySelector('.msg.assistant.streaming')",
+        timeout=15000,
+    )
     return str(page.evaluate(ANSWER))
 
 
@@ -91,7 +108,7 @@ def test_markdown_is_rendered_and_a_hostile_answer_is_inert(browser, weather, si
     ctx, page, errors = open_page(browser, weather.url + "/", size)
     hostile = (
         "**bold** and `code`\n\n- one\n- two\n\n"
-        "<img src=x onerror=\"window.pwned=1\"> <script>window.pwned=2</script> "
+        '<img src=x onerror="window.pwned=1"> <script>window.pwned=2</script> '
         "[click me](javascript:window.pwned=3) ![pic](http://127.0.0.1:9/tracker.png) [docs](https://example.com/x)"
     )
     ask(page, hostile)
@@ -103,7 +120,12 @@ def test_markdown_is_rendered_and_a_hostile_answer_is_inert(browser, weather, si
     # Nothing ran and nothing will: no element from the answer's HTML, no handler, no javascript: URL.
     assert page.evaluate("() => window.pwned") is None
     assert text.locator("img, script, iframe, svg").count() == 0
-    assert page.evaluate(f"() => [...{LAST_ASSISTANT}.querySelectorAll('*')].filter(e => [...e.attributes].some(a => a.name.startsWith('on'))).length") == 0
+    assert (
+        page.evaluate(
+            f"() => [...{LAST_ASSISTANT}.querySelectorAll('*')].filter(e => [...e.attributes].some(a => a.name.startsWith('on'))).length"
+        )
+        == 0
+    )
     hrefs = [h or "" for h in text.locator("a").evaluate_all("els => els.map(e => e.getAttribute('href'))")]
     assert not any(h.strip().lower().startswith("javascript:") for h in hrefs)
     assert "https://example.com/x" in hrefs
@@ -122,13 +144,18 @@ def test_copy_regenerate_and_edit_the_last_message(browser, weather, model, size
     assert answered(page) == "You said: first question"
     # Copy puts the answer's markdown on the clipboard.
     page.locator(".msg.assistant button.copy").click()
-    page.wait_for_function("() => document.querySelector('.msg.assistant button.copy').textContent === 'Copied'", timeout=5000)
+    page.wait_for_function(
+        "() => document.querySelector('.msg.assistant button.copy').textContent === 'Copied'", timeout=5000
+    )
     assert page.evaluate("() => navigator.clipboard.readText()") == "You said: first *question*"
     # Regenerate: the answer is asked for again and replaces the old one.
     before = len(model.chat_records())
     page.evaluate(f"() => {{ window.oldAnswer = {LAST_ASSISTANT}; }}")
     page.locator(".msg.assistant button.regenerate").click()
-    page.wait_for_function(f"() => {{ const m = {LAST_ASSISTANT}; return m && m !== window.oldAnswer && !m.classList.contains('streaming'); }}", timeout=15000)
+    page.wait_for_function(
+        f"() => {{ const m = {LAST_ASSISTANT}; return m && m !== window.oldAnswer && !m.classList.contains('streaming'); }}",
+        timeout=15000,
+    )
     assert page.locator(".msg.assistant").count() == 1 and page.locator(".msg.user").count() == 1
     assert page.evaluate(ANSWER) == "You said: first question"
     assert len(model.chat_records()) == before + 1
@@ -229,7 +256,12 @@ def test_one_duration_per_tool_and_token_counts_in_the_waterfall(browser, weathe
 
 
 def _overlap(a: dict[str, float], b: dict[str, float]) -> bool:
-    return a["x"] < b["x"] + b["width"] and b["x"] < a["x"] + a["width"] and a["y"] < b["y"] + b["height"] and b["y"] < a["y"] + a["height"]
+    return (
+        a["x"] < b["x"] + b["width"]
+        and b["x"] < a["x"] + a["width"]
+        and a["y"] < b["y"] + b["height"]
+        and b["y"] < a["y"] + a["height"]
+    )
 
 
 def test_layout_labels_are_whole_and_the_phone_run_tree_collapses(browser, model, size):
@@ -333,7 +365,9 @@ def test_read_only_view_of_a_run(browser, weather, size):
     view = ctx.new_page()
     view.on("pageerror", lambda e: errors.append(str(e)))
     view.goto(f"{weather.url}/?run={run_id}")
-    view.wait_for_function(f"() => ({ANSWER})() === {json.dumps(answer)} && document.querySelector('{DONE}')", timeout=15000)
+    view.wait_for_function(
+        f"() => ({ANSWER})() === {json.dumps(answer)} && document.querySelector('{DONE}')", timeout=15000
+    )
     assert not view.locator("#composer").is_visible() and not view.locator("#new-chat").is_visible()
     assert run_id in view.locator("#readonly").inner_text()
     assert view.locator(".msg.user").inner_text().startswith(QUERY)
@@ -345,6 +379,8 @@ def test_read_only_view_of_a_run(browser, weather, size):
     assert view.evaluate("() => localStorage.getItem('streamtap.chat')") == saved  # the chat is left alone
     missing = ctx.new_page()
     missing.goto(f"{weather.url}/?run=no-such-run")
-    missing.wait_for_function("() => document.getElementById('status').textContent.includes('no-such-run')", timeout=10000)
+    missing.wait_for_function(
+        "() => document.getElementById('status').textContent.includes('no-such-run')", timeout=10000
+    )
     ctx.close()
     assert errors == []

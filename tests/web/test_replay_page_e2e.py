@@ -25,7 +25,9 @@ from streamtap.weather import QUERY, weather_agent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 pytest.importorskip("playwright")
-pytestmark = pytest.mark.skipif(not pathlib.Path(CHROMIUM).exists(), reason="needs Debian's chromium (scripts/test.sh installs it)")
+pytestmark = pytest.mark.skipif(
+    not pathlib.Path(CHROMIUM).exists(), reason="needs Debian's chromium (scripts/test.sh installs it)"
+)
 
 ANSWER = "() => { const m = [...document.querySelectorAll('.msg.assistant')].pop(); return m ? m.querySelector('.text')?.textContent || '' : ''; }"
 
@@ -62,7 +64,9 @@ class Replay:
         threading.Thread(target=read, daemon=True).start()
         if not ready.wait(30) or not self.links:
             self.close()
-            raise AssertionError(f"streamtap replay printed no run link: {self.proc.stderr.read() if self.proc.stderr else ''}")
+            raise AssertionError(
+                f"streamtap replay printed no run link: {self.proc.stderr.read() if self.proc.stderr else ''}"
+            )
 
     def close(self) -> int:
         if self.proc.poll() is None:
@@ -84,7 +88,9 @@ def browser() -> t.Iterator[t.Any]:
         b.close()
 
 
-@pytest.mark.parametrize("size", [{"width": 1280, "height": 800}, {"width": 390, "height": 844}], ids=["desktop", "phone"])
+@pytest.mark.parametrize(
+    "size", [{"width": 1280, "height": 800}, {"width": 390, "height": 844}], ids=["desktop", "phone"]
+)
 def test_a_recorded_run_replays_into_the_page_at_its_pace(browser, recording, size):
     rec = read_recording(recording)
     [root] = rec.roots()
@@ -99,9 +105,13 @@ def test_a_recorded_run_replays_into_the_page_at_its_pace(browser, recording, si
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(link)
         # At the recorded pace the answer streams: part of it shows before the end.
-        page.wait_for_function(f"() => document.querySelector('.msg.assistant.streaming') && ({ANSWER})().length > 0", timeout=20000)
+        page.wait_for_function(
+            f"() => document.querySelector('.msg.assistant.streaming') && ({ANSWER})().length > 0", timeout=20000
+        )
         partial = page.evaluate(ANSWER)
-        page.wait_for_function(f"() => ({ANSWER})() === {answer!r} && !document.querySelector('.msg.assistant.streaming')", timeout=20000)
+        page.wait_for_function(
+            f"() => ({ANSWER})() === {answer!r} && !document.querySelector('.msg.assistant.streaming')", timeout=20000
+        )
         assert len(partial) < len(answer)
         assert page.locator(".msg.user").inner_text().startswith(QUERY)
         assert page.locator("details.tool").count() == 2
@@ -120,7 +130,10 @@ def test_a_faster_replay_shows_the_whole_run(browser, recording):
     try:
         page = browser.new_page()
         page.goto(replay.links[0])
-        page.wait_for_function(f"() => ({ANSWER})().includes('Tokyo') && !document.querySelector('.msg.assistant.streaming')", timeout=20000)
+        page.wait_for_function(
+            f"() => ({ANSWER})().includes('Tokyo') && !document.querySelector('.msg.assistant.streaming')",
+            timeout=20000,
+        )
         assert page.locator(".msg.assistant .note.error").count() == 0
         page.close()
     finally:

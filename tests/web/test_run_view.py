@@ -10,7 +10,9 @@ from streamtap.web import create_app
 from .helpers import Agent, chat_body, check_ui_stream, read_sse
 
 
-@pytest.mark.parametrize("bad", ["jaeger/trace/{trace_id}", "http://localhost:16686/trace/", "javascript:alert(1)//{trace_id}"])
+@pytest.mark.parametrize(
+    "bad", ["jaeger/trace/{trace_id}", "http://localhost:16686/trace/", "javascript:alert(1)//{trace_id}"]
+)
 def test_trace_url_must_be_an_http_url_naming_the_trace_id(bad):
     with pytest.raises(UsageError, match="trace_url must be an http") as info:
         create_app(Agent(), trace_url=bad)
@@ -48,4 +50,7 @@ def test_the_demo_refuses_a_bad_trace_url(capsys):
     from streamtap.demo import main
 
     assert main(["--trace-url", "jaeger/{trace_id}", "--port", "0", "--exit-after", "0.1"]) == 2
-    assert "trace_url must be an http(s) URL template containing {trace_id}, got 'jaeger/{trace_id}'" in capsys.readouterr().err
+    assert (
+        "trace_url must be an http(s) URL template containing {trace_id}, got 'jaeger/{trace_id}'"
+        in capsys.readouterr().err
+    )

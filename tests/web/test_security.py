@@ -42,15 +42,21 @@ def _body(chat_id: str = "c1") -> bytes:
 async def test_text_plain_post_from_another_site_is_refused_and_runs_nothing(serve, client):
     module = Counting()
     srv = serve(module)
-    r = await client.post(srv.url + "/api/chat", content=_body(), headers={"content-type": "text/plain", "origin": EVIL})
+    r = await client.post(
+        srv.url + "/api/chat", content=_body(), headers={"content-type": "text/plain", "origin": EVIL}
+    )
     assert r.status_code == 403, r.text
     assert EVIL in r.json()["error"] and "allowed_origins" in r.json()["error"]
     r = await client.post(srv.url + "/api/chat", content=_body(), headers={"content-type": "text/plain"})
     assert r.status_code == 415, r.text
     assert "application/json" in r.json()["error"] and "text/plain" in r.json()["error"]
-    r = await client.post(srv.url + "/api/chat", content=_body(), headers={"content-type": "application/x-www-form-urlencoded"})
+    r = await client.post(
+        srv.url + "/api/chat", content=_body(), headers={"content-type": "application/x-www-form-urlencoded"}
+    )
     assert r.status_code == 415
-    r = await client.post(srv.url + "/api/chat", content=_body(), headers={"content-type": "application/json", "origin": EVIL})
+    r = await client.post(
+        srv.url + "/api/chat", content=_body(), headers={"content-type": "application/json", "origin": EVIL}
+    )
     assert r.status_code == 403
     r = await client.post(srv.url + "/api/chat/c1/stop", headers={"origin": EVIL})
     assert r.status_code == 403
@@ -61,9 +67,13 @@ async def test_text_plain_post_from_another_site_is_refused_and_runs_nothing(ser
 async def test_referer_is_checked_when_there_is_no_origin(serve, client):
     module = Counting()
     srv = serve(module)
-    r = await client.post(srv.url + "/api/chat", content=_body(), headers={"content-type": "application/json", "referer": EVIL + "/page"})
+    r = await client.post(
+        srv.url + "/api/chat", content=_body(), headers={"content-type": "application/json", "referer": EVIL + "/page"}
+    )
     assert r.status_code == 403
-    r = await client.post(srv.url + "/api/chat", content=_body(), headers={"content-type": "application/json", "origin": "null"})
+    r = await client.post(
+        srv.url + "/api/chat", content=_body(), headers={"content-type": "application/json", "origin": "null"}
+    )
     assert r.status_code == 403, "an opaque origin (sandboxed frame, file:) is not the app's"
     assert module.calls == 0
 
@@ -79,10 +89,16 @@ async def test_same_origin_configured_origins_and_originless_clients_are_served(
             {},  # not a browser (curl, the ai package in Node): no Origin, nothing to forge
         ]
     ):
-        res = await read_sse(client, "POST", srv.url + "/api/chat", json=chat_body("hi", chat_id=f"ok{i}"), headers=headers)
+        res = await read_sse(
+            client, "POST", srv.url + "/api/chat", json=chat_body("hi", chat_id=f"ok{i}"), headers=headers
+        )
         assert res.status == 200 and res.done, (headers, res)
     assert module.calls == 4
-    r = await client.post(srv.url + "/api/chat", json=chat_body("hi", chat_id="x"), headers={"origin": "https://app.example.com.evil.example"})
+    r = await client.post(
+        srv.url + "/api/chat",
+        json=chat_body("hi", chat_id="x"),
+        headers={"origin": "https://app.example.com.evil.example"},
+    )
     assert r.status_code == 403
 
 
@@ -144,7 +160,9 @@ def test_serve_and_demo_take_the_options():
 
     params = inspect.signature(serve).parameters
     assert "allowed_origins" in params and "allowed_hosts" in params
-    args = demo._parser().parse_args(["--allowed-origin", "https://a.example", "--allowed-origin", "https://b.example", "--allowed-host", "chat.lan"])
+    args = demo._parser().parse_args(
+        ["--allowed-origin", "https://a.example", "--allowed-origin", "https://b.example", "--allowed-host", "chat.lan"]
+    )
     assert args.allowed_origin == ["https://a.example", "https://b.example"] and args.allowed_host == ["chat.lan"]
 
 

@@ -25,13 +25,20 @@ pytest.importorskip("openai")
 pytest.importorskip("streamtap_otlp")
 from streamtap_otlp.testing import OtlpReceiver
 
-QUESTION = {"id": "bye", "messages": [{"id": "u", "role": "user", "parts": [{"type": "text", "text": "weather in Paris?"}]}]}
+QUESTION = {
+    "id": "bye",
+    "messages": [{"id": "u", "role": "user", "parts": [{"type": "text", "text": "weather in Paris?"}]}],
+}
 
 
 def _env(receiver: OtlpReceiver | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "OTEL_"))}
     if receiver is not None:
-        env.update(OTEL_EXPORTER_OTLP_ENDPOINT=receiver.grpc_endpoint, OTEL_EXPORTER_OTLP_PROTOCOL="grpc", OTEL_BSP_SCHEDULE_DELAY="60000")
+        env.update(
+            OTEL_EXPORTER_OTLP_ENDPOINT=receiver.grpc_endpoint,
+            OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
+            OTEL_BSP_SCHEDULE_DELAY="60000",
+        )
     return env
 
 
@@ -57,7 +64,11 @@ class Signalled(t.NamedTuple):
 
 
 def _signal_mid_run(
-    proc: subprocess.Popen[str], url: str, signals: t.Sequence[int], body: dict[str, t.Any] = QUESTION, when: str = '"text-delta"'
+    proc: subprocess.Popen[str],
+    url: str,
+    signals: t.Sequence[int],
+    body: dict[str, t.Any] = QUESTION,
+    when: str = '"text-delta"',
 ) -> Signalled:
     """POST a chat; once ``when`` (a part type) arrived send ``signals``; read the stream to its end; wait for the exit."""
     raw: list[str] = []
@@ -88,7 +99,9 @@ def _read_and_signal(
     took = time.monotonic() - sent_at
     frames = parse_frames("".join(raw))
     parts = [json.loads(f["data"]) for f in frames if f.get("data") not in (None, "[DONE]")]
-    return Signalled(parts, any(f.get("data") == "[DONE]" for f in frames), code, took, proc.stderr.read() if proc.stderr else "")
+    return Signalled(
+        parts, any(f.get("data") == "[DONE]" for f in frames), code, took, proc.stderr.read() if proc.stderr else ""
+    )
 
 
 def _root_and_children(receiver: OtlpReceiver, run_id: str) -> tuple[t.Any, list[t.Any]]:
@@ -102,18 +115,24 @@ def _root_and_children(receiver: OtlpReceiver, run_id: str) -> tuple[t.Any, list
 def test_demo_signal_mid_run_cancels_after_the_grace_ends_the_stream_and_flushes_the_spans(sig):
     with OtlpReceiver() as receiver:
         proc, url = _demo(receiver, "--delay", "0.1", "--no-reasoning", "--shutdown-grace", "1")
-        res = _signal_mid_run(proc, url, [sig], when='"tool-input-start"')  # mid-run: the second model call is still to come
+        res = _signal_mid_run(
+            proc, url, [sig], when='"tool-input-start"'
+        )  # mid-run: the second model call is still to come
         check_ui_stream(res.parts)
         assert res.parts[-1] == {"type": "abort", "reason": "shutdown"} and res.done, res.parts[-3:]
         assert res.exit_code == 0, res.stderr
         assert 1.0 <= res.seconds_to_exit < 6, res.seconds_to_exit
         root, children = _root_and_children(receiver, res.parts[0]["messageMetadata"]["runId"])
     assert root.name == "invoke_agent weather_agent" and root.parent_span_id is None
-    assert root.attributes["streamtap.status"] == "cancelled" and root.attributes["streamtap.cancel.reason"] == "shutdown"
+    assert (
+        root.attributes["streamtap.status"] == "cancelled" and root.attributes["streamtap.cancel.reason"] == "shutdown"
+    )
     names = sorted(s.name for s in children)
     assert any(n.startswith("chat ") for n in names) and any(n.startswith("execute_tool ") for n in names), names
     assert all(s.parent_span_id for s in children)
-    print(f"\n{sig.name}: {1 + len(children)} spans received (root included), exit {res.seconds_to_exit:.2f} s after the signal")
+    print(
+        f"\n{sig.name}: {1 + len(children)} spans received (root included), exit {res.seconds_to_exit:.2f} s after the signal"
+    )
 
 
 def test_demo_sigterm_lets_a_run_finish_within_the_grace():
@@ -215,7 +234,11 @@ def test_serve_sigterm_mid_run_ends_the_stream_and_flushes_the_spans():
         assert res.parts[-1] == {"type": "abort", "reason": "shutdown"} and res.done
         assert res.exit_code == 0 and proc.stdout is not None and "serve returned 30.0 True" in proc.stdout.read()
         assert res.seconds_to_exit < 5
-        [root] = [s for s in receiver.wait_for_spans(1) if s.attributes.get("streamtap.run.id") == res.parts[0]["messageMetadata"]["runId"]]
+        [root] = [
+            s
+            for s in receiver.wait_for_spans(1)
+            if s.attributes.get("streamtap.run.id") == res.parts[0]["messageMetadata"]["runId"]
+        ]
     assert root.attributes["streamtap.cancel.reason"] == "shutdown" and root.resource["service.name"] == "serve-test"
 
 

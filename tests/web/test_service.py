@@ -63,7 +63,10 @@ async def test_stop_says_stop_request_on_the_end_and_the_abort(serve, client):
     parts = seen + [json.loads(f["data"]) for f in parse_frames(rest) if f.get("data") not in (None, "[DONE]")]
     assert parts[-1] == {"type": "abort", "reason": "stop request"}
     end = await end_of(client, srv.url, seen[0]["messageMetadata"]["runId"])
-    assert end["status"] == "cancelled" and end["error"] == {"type": "RunCancelled", "message": "RunCancelled: stop request"}
+    assert end["status"] == "cancelled" and end["error"] == {
+        "type": "RunCancelled",
+        "message": "RunCancelled: stop request",
+    }
 
 
 async def test_a_new_message_supersedes_a_run_nobody_reads(serve, client):
@@ -77,7 +80,10 @@ async def test_a_new_message_supersedes_a_run_nobody_reads(serve, client):
     assert "".join(p["delta"] for p in by_type(res.parts, "text-delta")) == "the new question"
     assert res.parts[-1]["type"] == "finish"
     end = await end_of(client, srv.url, first)
-    assert end["status"] == "cancelled" and end["error"] == {"type": "RunCancelled", "message": "RunCancelled: superseded by a new message"}
+    assert end["status"] == "cancelled" and end["error"] == {
+        "type": "RunCancelled",
+        "message": "RunCancelled: superseded by a new message",
+    }
     assert talker.cancelled_runs == 1
 
 
@@ -92,7 +98,9 @@ async def test_a_new_message_while_a_client_reads_the_run_is_409(serve, client):
         await client.post(srv.url + "/api/chat/busy/stop")
     # a regeneration never supersedes: it is 409 whoever reads
     run_id = await open_and_leave(client, srv.url, "regen")
-    regen = await client.post(srv.url + "/api/chat", json=chat_body("again", chat_id="regen", trigger="regenerate-message"))
+    regen = await client.post(
+        srv.url + "/api/chat", json=chat_body("again", chat_id="regen", trigger="regenerate-message")
+    )
     assert regen.status_code == 409 and run_id in regen.json()["error"]
     await client.post(srv.url + "/api/chat/regen/stop")
 
@@ -105,7 +113,10 @@ async def test_detach_timeout_cancels_a_run_nobody_reads(serve, client):
     assert talker.ended.wait(10), "the unread run was not cancelled"
     waited = time.monotonic() - left
     end = await end_of(client, srv.url, run_id)
-    assert end["status"] == "cancelled" and end["error"] == {"type": "RunCancelled", "message": "RunCancelled: client gone"}
+    assert end["status"] == "cancelled" and end["error"] == {
+        "type": "RunCancelled",
+        "message": "RunCancelled: client gone",
+    }
     assert 0.3 <= waited < 5, waited
 
 
@@ -122,7 +133,10 @@ async def test_cancel_on_disconnect_says_client_gone(serve, client):
     srv = serve(Talker(delay=0.02, reasoning=False), cancel_on_disconnect=True)
     run_id = await open_and_leave(client, srv.url, "gone-now")
     end = await end_of(client, srv.url, run_id)
-    assert end["status"] == "cancelled" and end["error"] == {"type": "RunCancelled", "message": "RunCancelled: client gone"}
+    assert end["status"] == "cancelled" and end["error"] == {
+        "type": "RunCancelled",
+        "message": "RunCancelled: client gone",
+    }
 
 
 @pytest.mark.parametrize("bad", [0, -1, float("inf"), float("nan"), "5", True])

@@ -49,7 +49,13 @@ async def _spans_of(exporter: InMemorySpanExporter, root_id: str, timeout: float
 async def test_traceparent_is_continued_and_every_span_names_the_conversation(serve, client, traced):
     sub, exporter = traced
     srv = serve(Agent(), tracing=sub)
-    res = await read_sse(client, "POST", srv.url + "/api/chat", json=chat_body("weather in Paris", chat_id="conv-7"), headers={"traceparent": TRACEPARENT})
+    res = await read_sse(
+        client,
+        "POST",
+        srv.url + "/api/chat",
+        json=chat_body("weather in Paris", chat_id="conv-7"),
+        headers={"traceparent": TRACEPARENT},
+    )
     assert res.done
     meta = res.parts[0]["messageMetadata"]
     spans = await _spans_of(exporter, meta["runId"])
@@ -76,9 +82,21 @@ async def test_without_traceparent_the_stream_carries_the_runs_own_trace_id(serv
 
 async def test_without_a_subscriber_the_callers_trace_id_is_linked(serve, client):
     srv = serve(Agent())
-    res = await read_sse(client, "POST", srv.url + "/api/chat", json=chat_body("weather in Rome", chat_id="c9"), headers={"traceparent": TRACEPARENT})
+    res = await read_sse(
+        client,
+        "POST",
+        srv.url + "/api/chat",
+        json=chat_body("weather in Rome", chat_id="c9"),
+        headers={"traceparent": TRACEPARENT},
+    )
     assert res.parts[0]["messageMetadata"]["traceId"] == CALLER_TRACE
-    res = await read_sse(client, "POST", srv.url + "/api/chat", json=chat_body("weather in Rome", chat_id="c10"), headers={"traceparent": "00-garbage"})
+    res = await read_sse(
+        client,
+        "POST",
+        srv.url + "/api/chat",
+        json=chat_body("weather in Rome", chat_id="c10"),
+        headers={"traceparent": "00-garbage"},
+    )
     assert res.done and "traceId" not in res.parts[0]["messageMetadata"]  # an invalid header is ignored, not an error
 
 

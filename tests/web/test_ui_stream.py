@@ -14,7 +14,7 @@ from streamtap.web.ui_stream import UIMessageMapper, data_part_name, encode_part
 
 from .helpers import check_ui_stream
 
-Action = t.Tuple[str, int]
+Action = tuple[str, int]
 ACTIONS = ["text", "reasoning", "tool_args", "tool_ok", "tool_err", "custom", "llm", "node", "tool_run", "empty"]
 
 
@@ -32,7 +32,7 @@ class Child(ModuleBase):
 def play(actions: list[Action]) -> t.Iterator[t.Any]:
     ctx = streamtap.current()
     assert ctx is not None
-    for i, (what, n) in enumerate(actions):
+    for _i, (what, n) in enumerate(actions):
         cid = f"call{n % 3}"
         if what == "text":
             yield f"t{n} "
@@ -77,7 +77,12 @@ class Pause(Exception):
 
     def __init__(self) -> None:
         super().__init__("paused")
-        self.streamtap_output = {"type": "streamtap.pause", "id": "p1", "state": {"secret": 1}, "interrupts": [{"id": "i1", "payload": {"question": "ok?"}, "schema": {"type": "boolean"}}]}
+        self.streamtap_output = {
+            "type": "streamtap.pause",
+            "id": "p1",
+            "state": {"secret": 1},
+            "interrupts": [{"id": "i1", "payload": {"question": "ok?"}, "schema": {"type": "boolean"}}],
+        }
 
 
 def events_of(actions: list[Action], ending: str) -> list[dict[str, t.Any]]:
@@ -113,7 +118,7 @@ def spoken(events: list[dict[str, t.Any]]) -> list[str]:
         rid, delta = e["run"]["run_id"], e["delta"]
         if rid in echo:
             if echo[rid].startswith(delta):
-                echo[rid] = echo[rid][len(delta):]
+                echo[rid] = echo[rid][len(delta) :]
                 continue
             echo[rid] = ""
         out.append(delta)
@@ -128,13 +133,23 @@ actions_st = st.lists(st.tuples(st.sampled_from(ACTIONS), st.integers(0, 9)), ma
 
 
 @settings(max_examples=60, deadline=None)
-@given(actions=actions_st, ending=st.sampled_from(["ok", "error", "cancel", "interrupt"]), verbose=st.booleans(), stream_text=st.booleans())
+@given(
+    actions=actions_st,
+    ending=st.sampled_from(["ok", "error", "cancel", "interrupt"]),
+    verbose=st.booleans(),
+    stream_text=st.booleans(),
+)
 def test_any_run_maps_to_a_valid_stream(actions, ending, verbose, stream_text):
     events = events_of(actions, ending)
     parts = mapped(events, verbose=verbose, stream_text=stream_text)
     check_ui_stream(parts)
     last = parts[-1]
-    expected = {"ok": ("finish", "stop"), "error": ("finish", "error"), "interrupt": ("finish", "other"), "cancel": ("abort", None)}[ending]
+    expected = {
+        "ok": ("finish", "stop"),
+        "error": ("finish", "error"),
+        "interrupt": ("finish", "other"),
+        "cancel": ("abort", None),
+    }[ending]
     assert (last["type"], last.get("finishReason")) == expected
     visible = "".join(spoken(events))
     texts: dict[str, str] = {}  # the message's text parts, in the order they opened (as the AI SDK builds them)
@@ -185,7 +200,10 @@ def test_a_parents_own_words_after_its_model_spoke_are_shown():
         Agent()(None)
     parts = mapped([e.to_dict() for e in log])
     check_ui_stream(parts)
-    assert "".join(p["delta"] for p in parts if p["type"] == "text-delta") == "weatherYou asked about weather. It is sunny."
+    assert (
+        "".join(p["delta"] for p in parts if p["type"] == "text-delta")
+        == "weatherYou asked about weather. It is sunny."
+    )
 
 
 def test_relayed_text_is_not_shown_twice():
@@ -201,8 +219,7 @@ def test_relayed_text_is_not_shown_twice():
 
         def forward(self, x):
             yield "Let me see. "  # its own words, before any child spoke
-            for piece in Model().stream(x).text():
-                yield piece  # a relay of its model's text
+            yield from Model().stream(x).text()  # a relay of its model's text
 
     with capture_events() as log:
         Relay()(None)
@@ -223,7 +240,10 @@ def test_other_roots_are_ignored_and_close_ends_an_unfinished_stream():
 def test_names_and_encoding():
     assert data_part_name("node progress/1") == "data-node-progress-1"
     assert data_part_name("") == "data-event"
-    assert encode_part({"type": "text-delta", "id": "t", "delta": "é\n"}) == b'data: {"type":"text-delta","id":"t","delta":"\xc3\xa9\\n"}\n\n'
+    assert (
+        encode_part({"type": "text-delta", "id": "t", "delta": "é\n"})
+        == b'data: {"type":"text-delta","id":"t","delta":"\xc3\xa9\\n"}\n\n'
+    )
 
 
 def test_run_parts_are_capped():

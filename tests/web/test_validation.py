@@ -61,6 +61,8 @@ async def test_booleans_are_strict_on_the_resume_path_and_the_pause_stays(serve,
     assert first.parts[-1]["finishReason"] == "other"
     r = await client.post(srv.url + "/api/chat", json=chat_body("x", chat_id="p1", resume=True, verbose="false"))
     assert r.status_code == 422 and "'verbose'" in r.json()["error"]
-    good = await read_sse(client, "POST", srv.url + "/api/chat", json=chat_body("x", chat_id="p1", resume=True, verbose=False))
+    good = await read_sse(
+        client, "POST", srv.url + "/api/chat", json=chat_body("x", chat_id="p1", resume=True, verbose=False)
+    )
     check_ui_stream(good.parts)
     assert "".join(p["delta"] for p in good.parts if p["type"] == "text-delta") == "Going."

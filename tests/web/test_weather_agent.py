@@ -23,7 +23,10 @@ def parts_of(body: str) -> list[dict]:
 
 
 def test_weather_agent_answer_with_parallel_tool_calls():
-    with FakeOpenAI(reasoning=True) as model, BackgroundServer(create_app(lambda: weather_agent(base_url=model.base_url))) as srv:
+    with (  # noqa: SIM117 - nested blocks show which resource lives inside which
+        FakeOpenAI(reasoning=True) as model,
+        BackgroundServer(create_app(lambda: weather_agent(base_url=model.base_url))) as srv,
+    ):
         with httpx.Client(timeout=30) as client:
             r = client.post(srv.url + "/api/chat", json=chat_body(QUERY, chat_id="w1"))
     parts = parts_of(r.text)
@@ -31,10 +34,12 @@ def test_weather_agent_answer_with_parallel_tool_calls():
     calls = {p["toolCallId"]: p for p in parts if p["type"] == "tool-input-available"}
     assert sorted(p["input"]["location"] for p in calls.values()) == ["Paris, France", "Tokyo, Japan"]
     outputs = [p for p in parts if p["type"] == "tool-output-available"]
-    assert set(p["toolCallId"] for p in outputs) == set(calls)
+    assert {p["toolCallId"] for p in outputs} == set(calls)
     # Streamed arguments add up to the arguments the tool got.
     for cid, call in calls.items():
-        streamed = "".join(p["inputTextDelta"] for p in parts if p["type"] == "tool-input-delta" and p["toolCallId"] == cid)
+        streamed = "".join(
+            p["inputTextDelta"] for p in parts if p["type"] == "tool-input-delta" and p["toolCallId"] == cid
+        )
         assert json.loads(streamed) == call["input"]
     text = "".join(p["delta"] for p in parts if p["type"] == "text-delta")
     assert "Tokyo is 10 degrees Celsius" in text and "Paris" in text and "<tool_call>" not in text
@@ -45,7 +50,10 @@ def test_weather_agent_answer_with_parallel_tool_calls():
 
 
 def test_stop_closes_the_model_stream():
-    with FakeOpenAI(token_delay=0.03) as model, BackgroundServer(create_app(lambda: weather_agent(base_url=model.base_url, asynchronous=True))) as srv:
+    with (
+        FakeOpenAI(token_delay=0.03) as model,
+        BackgroundServer(create_app(lambda: weather_agent(base_url=model.base_url, asynchronous=True))) as srv,
+    ):
         story = " ".join(f"word{i}" for i in range(300))
         with httpx.Client(timeout=30) as client:
             t0 = time.monotonic()

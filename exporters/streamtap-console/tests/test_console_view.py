@@ -12,9 +12,9 @@ import pytest
 from rich.console import Console
 
 import streamtap
+import streamtap_console
 from streamtap import ModuleBase
 from streamtap.events import Usage
-import streamtap_console
 from streamtap_console import LiveView
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\r")

@@ -145,7 +145,9 @@ def span_tree(spans: list[ReceivedSpan]) -> dict[str, str | None]:
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_export_run_tree(fresh: OtlpReceiver, protocol: str) -> None:
     """One trace whose span tree is the run tree, with GenAI names, kinds, typed attributes, statuses, service.name."""
-    export = streamtap_otlp.configure(endpoint_of(fresh, protocol), protocol=protocol, service_name="weather-svc", set_global=False)
+    export = streamtap_otlp.configure(
+        endpoint_of(fresh, protocol), protocol=protocol, service_name="weather-svc", set_global=False
+    )
     try:
         runs = run_app()
         assert export.force_flush(10)
@@ -217,7 +219,10 @@ def test_metrics_exported(fresh: OtlpReceiver, protocol: str) -> None:
     usage = got["gen_ai.client.token.usage"][0]
     assert usage.unit == "{token}"
     kinds = sorted(
-        kv.value.string_value for p in usage.histogram.data_points for kv in p.attributes if kv.key == "gen_ai.token.type"
+        kv.value.string_value
+        for p in usage.histogram.data_points
+        for kv in p.attributes
+        if kv.key == "gen_ai.token.type"
     )
     assert kinds == ["input", "output"]
     assert got["gen_ai.client.operation.duration"][0].unit == "s"
@@ -235,7 +240,9 @@ def test_content_opt_in_from_env(fresh: OtlpReceiver, monkeypatch: pytest.Monkey
     spans = fresh.wait_for_spans(14)
     chat = next(s for s in spans if s.name == "chat gpt-test")
     messages = json.loads(chat.attributes["gen_ai.output.messages"])
-    assert messages == [{"role": "assistant", "parts": [{"type": "text", "content": "It is sunny."}], "finish_reason": "stop"}]
+    assert messages == [
+        {"role": "assistant", "parts": [{"type": "text", "content": "It is sunny."}], "finish_reason": "stop"}
+    ]
     agent = next(s for s in spans if s.name == "invoke_agent weather_agent")
     requested = next(e for e in agent.span.events if e.name == "streamtap.tool.requested")
     args = {kv.key: kv.value.string_value for kv in requested.attributes}["gen_ai.tool.call.arguments"]
@@ -267,7 +274,9 @@ def test_configuration_from_standard_env(fresh: OtlpReceiver, monkeypatch: pytes
 
 def test_http_headers_and_default_service_name(fresh: OtlpReceiver) -> None:
     """Headers given as arguments reach the collector; service.name defaults to 'streamtap'."""
-    export = streamtap_otlp.configure(fresh.http_endpoint, headers={"authorization": "Basic dXNlcg=="}, set_global=False)
+    export = streamtap_otlp.configure(
+        fresh.http_endpoint, headers={"authorization": "Basic dXNlcg=="}, set_global=False
+    )
     assert export.protocol == "http/protobuf"
     try:
         Lookup()("x")
@@ -453,7 +462,12 @@ def test_backend_without_metrics_is_logged_once_and_counted(
     assert sdk == [], [r.getMessage() for r in sdk]
     # One warning for the metrics outage. (Under heavy load another test's exporter, still shutting down, may
     # log a line of its own to the same logger: only this backend's metrics warnings count here.)
-    mine = [r for r in ours if endpoint_of(backend, protocol).split("//")[-1] in r.getMessage() and r.getMessage().startswith("OTLP metrics")]
+    mine = [
+        r
+        for r in ours
+        if endpoint_of(backend, protocol).split("//")[-1] in r.getMessage()
+        and r.getMessage().startswith("OTLP metrics")
+    ]
     assert len(mine) == 1, ([r.getMessage() for r in ours], export.health.snapshot())
     assert "OTEL_METRICS_EXPORTER=none" in mine[0].getMessage()
     assert export.health.failures("metrics") == backend.refused_metric_requests
@@ -479,7 +493,9 @@ def test_metrics_exporter_none(protocol: str, monkeypatch: pytest.MonkeyPatch) -
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_traces_exporter_none_keeps_metrics(fresh: OtlpReceiver, protocol: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_traces_exporter_none_keeps_metrics(
+    fresh: OtlpReceiver, protocol: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """OTEL_TRACES_EXPORTER=none: no span leaves the process; the GenAI metrics still do."""
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint_of(fresh, protocol))
@@ -495,7 +511,9 @@ def test_traces_exporter_none_keeps_metrics(fresh: OtlpReceiver, protocol: str, 
     assert fresh.spans() == []
 
 
-def test_console_exporter_needs_no_endpoint(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_console_exporter_needs_no_endpoint(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """OTEL_TRACES_EXPORTER=console writes the spans to stdout, with no endpoint configured."""
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
     monkeypatch.setenv("OTEL_METRICS_EXPORTER", "none")
@@ -531,7 +549,9 @@ def test_unknown_exporter_name_is_explained(monkeypatch: pytest.MonkeyPatch, var
     """An exporter this distribution does not have is refused with the variable, the value and the choices."""
     monkeypatch.setenv(variable, "otlp,jaeger")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1")
-    with pytest.raises(streamtap.UsageError, match=rf"{variable}='otlp,jaeger' names 'jaeger'.*'otlp', 'console', 'none'"):
+    with pytest.raises(
+        streamtap.UsageError, match=rf"{variable}='otlp,jaeger' names 'jaeger'.*'otlp', 'console', 'none'"
+    ):
         streamtap_otlp.export_from_env(set_global=False)
 
 
@@ -546,7 +566,9 @@ def _closed_port() -> int:
 
 @pytest.mark.parametrize("fault", ["down", "hanging"])
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_unreachable_collector_is_logged_once_and_counted(protocol: str, fault: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_unreachable_collector_is_logged_once_and_counted(
+    protocol: str, fault: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """A closed port (down) or a port that accepts and never answers (hanging), gRPC and HTTP: runs are not
     slowed or broken, the failure is one warning, every failed export is counted, shutdown keeps its bound."""
     caplog.set_level(logging.INFO)
@@ -596,7 +618,11 @@ def test_recovery_is_logged_and_the_next_outage_again(caplog: pytest.LogCaptureF
                 export.force_flush(5)
         finally:
             export.shutdown()
-    lines = [(r.levelname, r.getMessage().split(" failed")[0].split(" works")[0]) for r in caplog.records if r.name == "streamtap_otlp"]
+    lines = [
+        (r.levelname, r.getMessage().split(" failed")[0].split(" works")[0])
+        for r in caplog.records
+        if r.name == "streamtap_otlp"
+    ]
     where = f"OTLP traces export to {failing.http_endpoint} over http/protobuf"
     assert lines == [("WARNING", where), ("INFO", where), ("WARNING", where)]
     assert export.health.snapshot()["traces"] == {"ok": 2, "failed": 4}

@@ -16,13 +16,13 @@ import textwrap
 import typing as t
 
 import pytest
-import streamtap_otlp
-from streamtap_otlp.testing import OtlpReceiver
 
+import streamtap_otlp
 from streamtap.llm.server import FakeOpenAI
 from streamtap.testing import capture_events
 from streamtap.tracing import PENDING_ATTRIBUTE
 from streamtap.weather import QUERY, weather_agent
+from streamtap_otlp.testing import OtlpReceiver
 
 DOOMED = textwrap.dedent(
     '''
@@ -73,7 +73,10 @@ def test_a_run_killed_mid_way_leaves_its_start_in_the_backend(tmp_path, receiver
         try:
             assert proc.stdout is not None
             running = [proc.stdout.readline() for _ in range(2)]  # both tool calls of the turn are running
-            assert all(line.startswith("tool running") for line in running), (running, proc.stderr.read() if proc.poll() is not None else "")
+            assert all(line.startswith("tool running") for line in running), (
+                running,
+                proc.stderr.read() if proc.poll() is not None else "",
+            )
             # In the backend while the run goes on: the agent's, the model call's and both tools' markers, and the
             # finished model call's own span.
             spans = receiver.wait_for_spans(5, timeout=15)
@@ -92,7 +95,9 @@ def test_a_run_killed_mid_way_leaves_its_start_in_the_backend(tmp_path, receiver
     kinds = sorted(s.attributes["streamtap.run.kind"] for s in markers)
     assert kinds == ["agent", "llm", "tool", "tool"]
     [agent] = [s for s in markers if s.attributes["streamtap.run.kind"] == "agent"]
-    assert agent.name == "invoke_agent doomed_agent" and agent.attributes["streamtap.pending.parent_span_id"] == "0" * 16
+    assert (
+        agent.name == "invoke_agent doomed_agent" and agent.attributes["streamtap.pending.parent_span_id"] == "0" * 16
+    )
     # The agent and its tools never ended: only their markers are there, each pointing at the span that never came.
     assert {s.attributes["streamtap.run.kind"] for s in real} == {"llm"}
     real_ids = {s.span_id for s in real}

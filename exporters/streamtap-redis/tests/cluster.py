@@ -13,6 +13,7 @@ import time
 import typing as t
 
 import httpx
+
 from streamtap_redis.testing import free_port
 
 HERE = pathlib.Path(__file__).parent
@@ -83,16 +84,27 @@ def cli(*args: str) -> list[str]:
 
 
 def start_worker(
-    redis_url: str, prefix: str, base_url: str, *extra: str, target: str = "cluster_targets:chat", environ: dict[str, str] | None = None
+    redis_url: str,
+    prefix: str,
+    base_url: str,
+    *extra: str,
+    target: str = "cluster_targets:chat",
+    environ: dict[str, str] | None = None,
 ) -> Proc:
-    proc = Proc(cli("worker", target, "--redis", redis_url, "--prefix", prefix, *extra), {**env(base_url), **(environ or {})})
+    proc = Proc(
+        cli("worker", target, "--redis", redis_url, "--prefix", prefix, *extra), {**env(base_url), **(environ or {})}
+    )
     proc.wait_line(b"ready")
     return proc
 
 
-def start_web(redis_url: str, prefix: str, base_url: str, *extra: str, target: str = "cluster_targets:chat") -> tuple[Proc, str]:
+def start_web(
+    redis_url: str, prefix: str, base_url: str, *extra: str, target: str = "cluster_targets:chat"
+) -> tuple[Proc, str]:
     port = free_port()
-    proc = Proc(cli("serve", target, "--redis", redis_url, "--prefix", prefix, "--port", str(port), *extra), env(base_url))
+    proc = Proc(
+        cli("serve", target, "--redis", redis_url, "--prefix", prefix, "--port", str(port), *extra), env(base_url)
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -110,7 +122,12 @@ def start_web(redis_url: str, prefix: str, base_url: str, *extra: str, target: s
 
 
 def chat_body(chat_id: str, text: str, **extra: t.Any) -> dict[str, t.Any]:
-    return {"id": chat_id, "trigger": "submit-message", "messages": [{"id": "u1", "role": "user", "parts": [{"type": "text", "text": text}]}], **extra}
+    return {
+        "id": chat_id,
+        "trigger": "submit-message",
+        "messages": [{"id": "u1", "role": "user", "parts": [{"type": "text", "text": text}]}],
+        **extra,
+    }
 
 
 async def sse_data(lines: t.AsyncIterator[str]) -> t.AsyncIterator[tuple[str | None, str]]:

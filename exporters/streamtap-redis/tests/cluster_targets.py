@@ -25,7 +25,9 @@ class _Ask(Node):
     def exec(self, question: t.Any) -> t.Iterator[str]:
         yield f"Checking Paris in process {os.getpid()}. "
         answer = interrupt({"question": "Allow the weather tool?"}, schema=_SCHEMA)
-        yield f"Resumed in process {os.getpid()}: " + ("it is 22 degrees in Paris." if answer["approved"] else "not approved.")
+        yield f"Resumed in process {os.getpid()}: " + (
+            "it is 22 degrees in Paris." if answer["approved"] else "not approved."
+        )
 
 
 _SCHEMA = {"type": "object", "required": ["approved"], "properties": {"approved": {"type": "boolean"}}}

@@ -11,9 +11,9 @@ import typing as t
 import httpx
 import pytest
 from cluster import Proc, chat_body, sse_data, start_web, start_worker, ui_parts
-from streamtap_redis.testing import RedisServer
 
 from streamtap.llm import FakeOpenAI
+from streamtap_redis.testing import RedisServer
 
 LONG = "[delay=0.03] " + " ".join(f"word{i}" for i in range(120))
 
@@ -32,7 +32,9 @@ def procs() -> t.Iterator[list[Proc]]:
         proc.stop()
 
 
-async def _ui_stream(client: httpx.AsyncClient, method: str, url: str, parts: list[dict[str, t.Any]], **kw: t.Any) -> None:
+async def _ui_stream(
+    client: httpx.AsyncClient, method: str, url: str, parts: list[dict[str, t.Any]], **kw: t.Any
+) -> None:
     async with client.stream(method, url, **kw) as resp:
         assert resp.status_code == 200, await resp.aread()
         async for _, data in sse_data(resp.aiter_lines()):
@@ -49,7 +51,9 @@ async def _wait_for(cond: t.Callable[[], bool], timeout: float, what: str) -> No
         await asyncio.sleep(0.01)
 
 
-async def _events(client: httpx.AsyncClient, url: str, *, last_id: str | None = None, stop_after: int | None = None) -> list[tuple[int, dict[str, t.Any]]]:
+async def _events(
+    client: httpx.AsyncClient, url: str, *, last_id: str | None = None, stop_after: int | None = None
+) -> list[tuple[int, dict[str, t.Any]]]:
     headers = {"last-event-id": last_id} if last_id is not None else {}
     out: list[tuple[int, dict[str, t.Any]]] = []
     async with client.stream("GET", url, headers=headers) as resp:
@@ -73,7 +77,9 @@ async def test_chat_on_a_is_read_live_on_b_resumed_from_last_event_id_and_stoppe
     procs += [web_a, web_b]
     async with httpx.AsyncClient(timeout=20) as client:
         parts_a: list[dict[str, t.Any]] = []
-        reader_a = asyncio.ensure_future(_ui_stream(client, "POST", a + "/api/chat", parts_a, json=chat_body("c1", LONG)))
+        reader_a = asyncio.ensure_future(
+            _ui_stream(client, "POST", a + "/api/chat", parts_a, json=chat_body("c1", LONG))
+        )
         await _wait_for(lambda: any(p["type"] == "text-delta" for p in parts_a), 15, "text on web A")
         run_id = parts_a[0]["messageMetadata"]["runId"]
 
@@ -145,7 +151,9 @@ async def test_a_killed_worker_s_request_is_reclaimed_and_completed_by_the_other
     assert took < 15
 
 
-async def test_redis_restarted_mid_run_ends_the_stream_never_hangs(fresh_redis: RedisServer, prefix: str, model: FakeOpenAI, procs: list[Proc]) -> None:
+async def test_redis_restarted_mid_run_ends_the_stream_never_hangs(
+    fresh_redis: RedisServer, prefix: str, model: FakeOpenAI, procs: list[Proc]
+) -> None:
     url = fresh_redis.url
     procs.append(start_worker(url, prefix, model.base_url))
     web, a = start_web(url, prefix, model.base_url)
@@ -192,8 +200,14 @@ async def test_an_interrupt_raised_in_a_worker_is_answered_through_a_and_resumes
 ) -> None:
     url = redis_server.url
     target = "cluster_targets:approval"
-    procs += [start_worker(url, prefix, model.base_url, target=target), start_worker(url, prefix, model.base_url, target=target)]
-    (web_a, a), (web_b, b) = start_web(url, prefix, model.base_url, target=target), start_web(url, prefix, model.base_url, target=target)
+    procs += [
+        start_worker(url, prefix, model.base_url, target=target),
+        start_worker(url, prefix, model.base_url, target=target),
+    ]
+    (web_a, a), (web_b, b) = (
+        start_web(url, prefix, model.base_url, target=target),
+        start_web(url, prefix, model.base_url, target=target),
+    )
     procs += [web_a, web_b]
     async with httpx.AsyncClient(timeout=20) as client:
         first: list[dict[str, t.Any]] = []
@@ -203,7 +217,9 @@ async def test_an_interrupt_raised_in_a_worker_is_answered_through_a_and_resumes
         assert first[-1] == {"type": "finish", "finishReason": "other"}
         # the answer goes to the other web process; a worker resumes the paused flow
         second: list[dict[str, t.Any]] = []
-        await _ui_stream(client, "POST", a + "/api/chat", second, json={**chat_body("i1", "yes"), "resume": {"approved": True}})
+        await _ui_stream(
+            client, "POST", a + "/api/chat", second, json={**chat_body("i1", "yes"), "resume": {"approved": True}}
+        )
     said = "".join(p["delta"] for p in second if p["type"] == "text-delta")
     assert said.startswith("Checking Paris in process ") and said.endswith("it is 22 degrees in Paris."), said
     assert "Resumed in process" in said and second[-1]["finishReason"] == "stop"
@@ -220,7 +236,13 @@ async def test_serve_with_four_web_processes_keeps_twenty_concurrent_chats_consi
     async def one(i: int) -> tuple[str, str, str]:
         async with httpx.AsyncClient(timeout=30) as client:  # a connection of its own: the kernel picks the process
             parts: list[dict[str, t.Any]] = []
-            await _ui_stream(client, "POST", base + "/api/chat", parts, json=chat_body(f"many{i}", f"[delay=0.005] chat {i} " + "x " * 20))
+            await _ui_stream(
+                client,
+                "POST",
+                base + "/api/chat",
+                parts,
+                json=chat_body(f"many{i}", f"[delay=0.005] chat {i} " + "x " * 20),
+            )
             run_id = parts[0]["messageMetadata"]["runId"]
             replayed: list[dict[str, t.Any]] = []
             await _ui_stream(client, "GET", f"{base}/api/chat/many{i}/stream?run={run_id}", replayed)
@@ -238,7 +260,10 @@ async def test_run_in_process_web_processes_run_requests_and_share_them(
     redis_server: RedisServer, prefix: str, model: FakeOpenAI, procs: list[Proc]
 ) -> None:
     url = redis_server.url
-    (web_a, a), (web_b, b) = start_web(url, prefix, model.base_url, "--run-in-process"), start_web(url, prefix, model.base_url)
+    (web_a, a), (web_b, b) = (
+        start_web(url, prefix, model.base_url, "--run-in-process"),
+        start_web(url, prefix, model.base_url),
+    )
     procs += [web_a, web_b]  # no worker process: web A runs the requests itself
     async with httpx.AsyncClient(timeout=20) as client:
         parts: list[dict[str, t.Any]] = []
@@ -275,7 +300,9 @@ async def test_a_killed_web_process_s_stream_is_resumed_on_another(
     assert end["output"] == "You said: " + " ".join(f"v{i}" for i in range(50))
 
 
-async def test_a_worker_s_spans_continue_the_caller_s_trace(redis_server: RedisServer, prefix: str, model: FakeOpenAI, procs: list[Proc]) -> None:
+async def test_a_worker_s_spans_continue_the_caller_s_trace(
+    redis_server: RedisServer, prefix: str, model: FakeOpenAI, procs: list[Proc]
+) -> None:
     from streamtap_otlp.testing import OtlpReceiver
 
     with OtlpReceiver(grpc=False, metrics=False) as receiver:

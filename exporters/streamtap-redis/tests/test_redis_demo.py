@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import httpx
+
 from streamtap_redis.testing import RedisServer
 
 
@@ -29,7 +30,10 @@ def test_demo_on_redis_answers_through_a_worker_process(redis_server: RedisServe
                 break
         assert url is not None and "via Redis" in worker_line, proc.stderr.read() if proc.stderr else ""
         with httpx.Client(timeout=20) as client:
-            body = {"id": "demo-r", "messages": [{"id": "u", "role": "user", "parts": [{"type": "text", "text": "weather in Paris?"}]}]}
+            body = {
+                "id": "demo-r",
+                "messages": [{"id": "u", "role": "user", "parts": [{"type": "text", "text": "weather in Paris?"}]}],
+            }
             r = client.post(url + "api/chat", json=body)
         parts = [json.loads(x[6:]) for x in r.text.splitlines() if x.startswith("data: {")]
         text = "".join(p["delta"] for p in parts if p["type"] == "text-delta")

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import typing as t
 
-from streamtap_redis import Keys, RedisEventStore, RedisPublisher, connect
-from streamtap_redis.testing import RedisServer
-
 from streamtap import ModuleBase
 from streamtap.testing import capture_events
+from streamtap_redis import Keys, RedisEventStore, RedisPublisher, connect
+from streamtap_redis.testing import RedisServer
 
 
 class Step(ModuleBase):
@@ -24,7 +23,9 @@ class Job(ModuleBase):
         return "".join(Step()(3) for _ in range(n))
 
 
-async def test_a_script_s_runs_are_published_and_replayed_by_another_reader(redis_server: RedisServer, prefix: str) -> None:
+async def test_a_script_s_runs_are_published_and_replayed_by_another_reader(
+    redis_server: RedisServer, prefix: str
+) -> None:
     with capture_events() as local, RedisPublisher(redis_server.url, prefix=prefix) as publisher:
         Job()(4)  # a synchronous run in this thread: nothing to do with asyncio
     ends = [e for e in local if e.kind == "end" and e.run.parent_id is None]

@@ -7,14 +7,14 @@ import typing as t
 
 import pytest
 import redis.asyncio as aioredis
-from streamtap_redis import Keys, RedisEventStore, RunLog, connect
-from streamtap_redis.connection import RedisUnavailable, mask_url
-from streamtap_redis.store import GAP, SNAPSHOT
-from streamtap_redis.testing import RedisServer, free_port
 
 import streamtap
 from streamtap import ModuleBase
 from streamtap.web.store import EventStore
+from streamtap_redis import Keys, RedisEventStore, RunLog, connect
+from streamtap_redis.connection import RedisUnavailable, mask_url
+from streamtap_redis.store import GAP, SNAPSHOT
+from streamtap_redis.testing import RedisServer, free_port
 
 
 class Words(ModuleBase):
@@ -135,7 +135,9 @@ async def test_a_password_url_works(prefix: str) -> None:
         await client.aclose()
 
 
-async def test_redis_lost_mid_run_buffers_flushes_on_reconnect_and_readers_see_a_gap(fresh_redis: RedisServer, prefix: str) -> None:
+async def test_redis_lost_mid_run_buffers_flushes_on_reconnect_and_readers_see_a_gap(
+    fresh_redis: RedisServer, prefix: str
+) -> None:
     keys = Keys(prefix)
     client = await connect(fresh_redis.url, timeout=1)
     log = RunLog(client, keys, max_buffered=20)

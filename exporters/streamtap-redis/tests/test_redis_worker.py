@@ -11,14 +11,14 @@ import typing as t
 
 import pytest
 import redis.asyncio as aioredis
-from streamtap_redis import Keys, RedisEventStore, Worker, connect
-from streamtap_redis.requests import RunRequest
-from streamtap_redis.state import ChatState
-from streamtap_redis.testing import RedisServer, free_port
 
 from streamtap import ModuleBase
 from streamtap.exceptions import UsageError
 from streamtap.serving import load_target
+from streamtap_redis import Keys, RedisEventStore, Worker, connect
+from streamtap_redis.requests import RunRequest
+from streamtap_redis.state import ChatState
+from streamtap_redis.testing import RedisServer, free_port
 
 
 class Slow(ModuleBase):
@@ -52,7 +52,9 @@ async def _follow(store: RedisEventStore, run_id: str, timeout: float = 10.0) ->
             await store.wait(run_id, after, 1.0)
 
 
-async def _running_worker(target: t.Any, client: aioredis.Redis, keys: Keys, **kw: t.Any) -> tuple[Worker, asyncio.Task[None]]:
+async def _running_worker(
+    target: t.Any, client: aioredis.Redis, keys: Keys, **kw: t.Any
+) -> tuple[Worker, asyncio.Task[None]]:
     worker = Worker(target, client, keys, **kw)
     await worker.ensure_group()
     return worker, asyncio.ensure_future(worker.run())
@@ -65,7 +67,9 @@ async def _close(worker: Worker, task: asyncio.Task[None]) -> None:
         await task
 
 
-async def test_unparseable_requests_and_failing_targets_go_to_the_dead_letter_stream(client: aioredis.Redis, prefix: str) -> None:
+async def test_unparseable_requests_and_failing_targets_go_to_the_dead_letter_stream(
+    client: aioredis.Redis, prefix: str
+) -> None:
     keys = Keys(prefix)
     store = RedisEventStore(client, keys)
     state = ChatState(client, keys)
@@ -147,14 +151,22 @@ def test_worker_command_fails_clearly_when_redis_is_unreachable() -> None:
     url = f"redis://:topsecret@127.0.0.1:{free_port()}/0"
     proc = subprocess.run(
         [sys.executable, "-m", "streamtap.cli", "worker", "cluster_targets:chat", "--redis", url],
-        capture_output=True, text=True, timeout=30, env=_env(), check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=_env(),
+        check=False,
     )
     assert proc.returncode == 1
     assert "redis://:***@127.0.0.1" in proc.stderr and "did not answer" in proc.stderr
     assert "topsecret" not in proc.stderr + proc.stdout
     serve = subprocess.run(
         [sys.executable, "-m", "streamtap.cli", "serve", "cluster_targets:chat", "--workers", "2"],
-        capture_output=True, text=True, timeout=30, env=_env(), check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=_env(),
+        check=False,
     )
     assert serve.returncode == 2 and "--workers 2 needs --redis URL" in serve.stderr
 
@@ -165,14 +177,18 @@ def _env() -> dict[str, str]:
     return env("http://127.0.0.1:9/v1")
 
 
-async def test_a_live_worker_keeps_its_claim_fresh_so_a_long_run_is_not_taken_over(client: aioredis.Redis, prefix: str) -> None:
+async def test_a_live_worker_keeps_its_claim_fresh_so_a_long_run_is_not_taken_over(
+    client: aioredis.Redis, prefix: str
+) -> None:
     keys = Keys(prefix)
     store = RedisEventStore(client, keys)
     # two workers, a claim timeout far shorter than the run: only the heartbeat keeps the claim
     one, task_one = await _running_worker(Slow(), client, keys, claim_timeout=0.4)
     two, task_two = await _running_worker(Slow(), client, keys, claim_timeout=0.4)
     await store.create("long")
-    await client.xadd(keys.requests, {"r": RunRequest("long", None, " ".join(["w"] * 150)).to_json()})  # ~1.5 s and more
+    await client.xadd(
+        keys.requests, {"r": RunRequest("long", None, " ".join(["w"] * 150)).to_json()}
+    )  # ~1.5 s and more
     events = await _follow(store, "long", timeout=20)
     for worker, task in ((one, task_one), (two, task_two)):
         await _close(worker, task)
@@ -181,7 +197,9 @@ async def test_a_live_worker_keeps_its_claim_fresh_so_a_long_run_is_not_taken_ov
     assert one.completed + two.completed == 1
 
 
-async def test_worker_close_takes_no_new_requests_and_finishes_runs_within_the_grace(client: aioredis.Redis, prefix: str) -> None:
+async def test_worker_close_takes_no_new_requests_and_finishes_runs_within_the_grace(
+    client: aioredis.Redis, prefix: str
+) -> None:
     keys = Keys(prefix)
     store = RedisEventStore(client, keys)
     worker, task = await _running_worker(Slow(), client, keys, grace=0.3)
@@ -198,7 +216,9 @@ async def test_worker_close_takes_no_new_requests_and_finishes_runs_within_the_g
     assert await client.exists(keys.meta("g2")) == 0  # never taken
 
 
-async def test_a_worker_whose_heartbeat_is_late_never_takes_over_its_own_request(client: aioredis.Redis, prefix: str) -> None:
+async def test_a_worker_whose_heartbeat_is_late_never_takes_over_its_own_request(
+    client: aioredis.Redis, prefix: str
+) -> None:
     """Under load a worker's own claim can go idle past claim_timeout: its reclaim loop must not re-run it."""
     keys = Keys(prefix)
     store = RedisEventStore(client, keys)

@@ -50,6 +50,6 @@ def jsonable(value: t.Any, depth: int = 0) -> t.Any:
     if callable(dump):
         try:
             return jsonable(dump(), depth + 1)
-        except Exception:  # noqa: BLE001 - a model that cannot dump itself is shown as text
+        except Exception:
             return str(value)
     return str(value)

@@ -202,7 +202,10 @@ class StreamtapCallbackHandler(BaseCallbackHandler):
         name = _name(serialized, kwargs, "chat_model")
         first = inputs[0] if len(inputs) == 1 else inputs
         params = kwargs.get("invocation_params")
-        self._guard("on_chat_model_start", lambda: self._begin(run_id, parent_run_id, name, "llm", first, tags, metadata, params))
+        self._guard(
+            "on_chat_model_start",
+            lambda: self._begin(run_id, parent_run_id, name, "llm", first, tags, metadata, params),
+        )
 
     def on_llm_start(
         self,
@@ -219,7 +222,9 @@ class StreamtapCallbackHandler(BaseCallbackHandler):
         name = _name(serialized, kwargs, "llm")
         first = prompts[0] if len(prompts) == 1 else prompts
         params = kwargs.get("invocation_params")
-        self._guard("on_llm_start", lambda: self._begin(run_id, parent_run_id, name, "llm", first, tags, metadata, params))
+        self._guard(
+            "on_llm_start", lambda: self._begin(run_id, parent_run_id, name, "llm", first, tags, metadata, params)
+        )
 
     def on_llm_new_token(self, token: t.Any, *, chunk: t.Any = None, run_id: uuid.UUID, **kwargs: t.Any) -> None:
         """A streamed token: text, reasoning and tool-call argument chunks (the hot path: kept lean)."""
@@ -271,12 +276,16 @@ class StreamtapCallbackHandler(BaseCallbackHandler):
                 text = getattr(gen, "text", "") or ""
                 message = getattr(gen, "message", None)
             for call in getattr(message, "tool_calls", None) or ():
-                ctx.tool(call.get("id") or "", call.get("name") or "tool", "requested", arguments=jsonable(call.get("args")))
+                ctx.tool(
+                    call.get("id") or "", call.get("name") or "tool", "requested", arguments=jsonable(call.get("args"))
+                )
             usage = getattr(message, "usage_metadata", None)
             if usage:
                 details = usage.get("output_token_details") or {}
                 cached = (usage.get("input_token_details") or {}).get("cache_read")
-                ctx.add_usage(Usage(usage.get("input_tokens", 0), usage.get("output_tokens", 0), details.get("reasoning"), cached))
+                ctx.add_usage(
+                    Usage(usage.get("input_tokens", 0), usage.get("output_tokens", 0), details.get("reasoning"), cached)
+                )
             self._finish(run_id, text)
 
         self._guard("on_llm_end", end)
@@ -387,7 +396,9 @@ class StreamtapCallbackHandler(BaseCallbackHandler):
             if entry is None:
                 return
             self._finish(run_id, error=error)
-            _owner_of(entry, entry.run.context.run.parent_id).tool(entry.tool_call_id or str(run_id), entry.name, "error", error=error)
+            _owner_of(entry, entry.run.context.run.parent_id).tool(
+                entry.tool_call_id or str(run_id), entry.name, "error", error=error
+            )
 
         self._guard("on_tool_error", end)
 
@@ -403,11 +414,17 @@ class StreamtapCallbackHandler(BaseCallbackHandler):
         **kwargs: t.Any,
     ) -> None:
         """A retriever starts: a ``tool`` run."""
-        self._guard("on_retriever_start", lambda: self._begin(run_id, parent_run_id, _name(serialized, kwargs, "retriever"), "tool", query, tags))
+        self._guard(
+            "on_retriever_start",
+            lambda: self._begin(run_id, parent_run_id, _name(serialized, kwargs, "retriever"), "tool", query, tags),
+        )
 
     def on_retriever_end(self, documents: t.Any, *, run_id: uuid.UUID, **kwargs: t.Any) -> None:
         """The retriever returned its documents."""
-        docs = [{"page_content": getattr(d, "page_content", str(d)), "metadata": jsonable(getattr(d, "metadata", {}))} for d in documents or ()]
+        docs = [
+            {"page_content": getattr(d, "page_content", str(d)), "metadata": jsonable(getattr(d, "metadata", {}))}
+            for d in documents or ()
+        ]
         self._guard("on_retriever_end", lambda: self._finish(run_id, docs))
 
     def on_retriever_error(self, error: BaseException, *, run_id: uuid.UUID, **kwargs: t.Any) -> None:
@@ -475,7 +492,11 @@ def _reasoning(message: t.Any) -> str:
         return text
     content = message.content
     if isinstance(content, list):
-        return "".join(b.get("reasoning", "") or b.get("thinking", "") for b in content if isinstance(b, dict) and b.get("type") in ("reasoning", "thinking"))
+        return "".join(
+            b.get("reasoning", "") or b.get("thinking", "")
+            for b in content
+            if isinstance(b, dict) and b.get("type") in ("reasoning", "thinking")
+        )
     return ""
 
 
@@ -493,7 +514,7 @@ def instrument(handler: StreamtapCallbackHandler | None = None) -> StreamtapCall
     Args:
         handler: the handler to register (default: a new :class:`StreamtapCallbackHandler`).
     """
-    global _hook
+    global _hook  # noqa: PLW0603 - one process-wide install of the framework's own global hook, undone by uninstall()
     with _hook_lock:
         if _hook is not None:
             return t.cast(StreamtapCallbackHandler, _hook.get())
@@ -502,7 +523,9 @@ def instrument(handler: StreamtapCallbackHandler | None = None) -> StreamtapCall
         from langchain_core.tracers.context import register_configure_hook
 
         chosen = handler or StreamtapCallbackHandler()
-        var: contextvars.ContextVar[StreamtapCallbackHandler | None] = contextvars.ContextVar("streamtap_langchain_handler", default=chosen)
+        var: contextvars.ContextVar[StreamtapCallbackHandler | None] = contextvars.ContextVar(
+            "streamtap_langchain_handler", default=chosen
+        )
         register_configure_hook(var, True)
         _hook = var
         return chosen

@@ -143,7 +143,7 @@ class _Runs:
 class StreamtapSpanHandler(BaseSpanHandler[SimpleSpan]):
     """LlamaIndex spans as streamtap runs (see the module docs). Made and registered by :func:`instrument`."""
 
-    _runs: _Runs = PrivateAttr(default_factory=lambda: _Runs())
+    _runs: _Runs = PrivateAttr(default_factory=_Runs)
 
     def __init__(self, runs: _Runs | None = None, **kwargs: t.Any) -> None:
         super().__init__(**kwargs)
@@ -170,7 +170,9 @@ class StreamtapSpanHandler(BaseSpanHandler[SimpleSpan]):
             runs = self._runs
             parent = runs.open.get(parent_span_id) if parent_span_id else None
             kind = _kind(instance)
-            module = ForeignRun(_UUID_SUFFIX.sub("", id_), kind, "llama-index", model=_model(instance) if kind == "llm" else None)
+            module = ForeignRun(
+                _UUID_SUFFIX.sub("", id_), kind, "llama-index", model=_model(instance) if kind == "llm" else None
+            )
             owner = parent.context if parent is not None else current()
             if kind == "tool" and owner is not None and "Retriever" not in type(instance).__name__:
                 owner.tool(id_, module.name or "tool", "requested", arguments=_arguments(bound_args))
@@ -181,13 +183,20 @@ class StreamtapSpanHandler(BaseSpanHandler[SimpleSpan]):
         return SimpleSpan(id_=id_, parent_id=parent_span_id, tags=tags or {})
 
     def prepare_to_exit_span(
-        self, id_: str, bound_args: inspect.BoundArguments, instance: t.Any = None, result: t.Any = None, **kwargs: t.Any
+        self,
+        id_: str,
+        bound_args: inspect.BoundArguments,
+        instance: t.Any = None,
+        result: t.Any = None,
+        **kwargs: t.Any,
     ) -> SimpleSpan | None:
         """The method returned: end its run (a stream's run waits for its end event)."""
 
         def exit_() -> None:
             runs = self._runs
-            if (inspect.isgenerator(result) or inspect.isasyncgen(result) or _is_streaming_response(result)) and runs.returned_stream(id_):
+            if (
+                inspect.isgenerator(result) or inspect.isasyncgen(result) or _is_streaming_response(result)
+            ) and runs.returned_stream(id_):
                 target = getattr(result, "response_gen", result)
                 try:  # abandoned before its end: ended when collected
                     weakref.finalize(target, runs.collected, id_)
@@ -195,7 +204,12 @@ class StreamtapSpanHandler(BaseSpanHandler[SimpleSpan]):
                     pass
                 return
             run = runs.open.get(id_)
-            if run is not None and run.run.kind == "tool" and run.run.parent_id is not None and "Retriever" not in type(instance).__name__:
+            if (
+                run is not None
+                and run.run.kind == "tool"
+                and run.run.parent_id is not None
+                and "Retriever" not in type(instance).__name__
+            ):
                 owner = next((r.context for r in runs.open.values() if r.run.run_id == run.run.parent_id), None)
                 ctx = current()
                 if owner is None and ctx is not None and ctx.run.run_id == run.run.parent_id:
@@ -210,7 +224,12 @@ class StreamtapSpanHandler(BaseSpanHandler[SimpleSpan]):
         return None
 
     def prepare_to_drop_span(
-        self, id_: str, bound_args: inspect.BoundArguments, instance: t.Any = None, err: BaseException | None = None, **kwargs: t.Any
+        self,
+        id_: str,
+        bound_args: inspect.BoundArguments,
+        instance: t.Any = None,
+        err: BaseException | None = None,
+        **kwargs: t.Any,
     ) -> SimpleSpan | None:
         """The method raised: end its run with the error."""
         self._runs.guard("prepare_to_drop_span", lambda: self._runs.end(id_, None, err))
@@ -220,7 +239,7 @@ class StreamtapSpanHandler(BaseSpanHandler[SimpleSpan]):
 class StreamtapEventHandler(BaseEventHandler):
     """LlamaIndex instrumentation events as streamtap chunks and tool events. Made and registered by :func:`instrument`."""
 
-    _runs: _Runs = PrivateAttr(default_factory=lambda: _Runs())
+    _runs: _Runs = PrivateAttr(default_factory=_Runs)
 
     def __init__(self, runs: _Runs | None = None, **kwargs: t.Any) -> None:
         super().__init__(**kwargs)
@@ -254,7 +273,10 @@ class StreamtapEventHandler(BaseEventHandler):
                 if span_id in runs.streaming:
                     runs.text.setdefault(span_id, []).append(delta)
         elif name == "AgentToolCallEvent":
-            runs.guard("AgentToolCallEvent", lambda: run.context.tool(span_id, str(event.tool.name), "requested", arguments=_json(event.arguments)))
+            runs.guard(
+                "AgentToolCallEvent",
+                lambda: run.context.tool(span_id, str(event.tool.name), "requested", arguments=_json(event.arguments)),
+            )
         elif name in _END_EVENTS:
             runs.guard(name, lambda: _end_of_stream(runs, span_id, run, event))
 
@@ -363,7 +385,7 @@ def instrument(dispatcher: t.Any = None) -> tuple[StreamtapSpanHandler, Streamta
     Returns:
         The two handlers.
     """
-    global _installed  # LlamaIndex's root dispatcher is process-wide; this records our one pair
+    global _installed  # LlamaIndex's root dispatcher is process-wide; this records our one pair  # noqa: PLW0603 - one process-wide install of the framework's own global hook, undone by uninstall()
     with _installed_lock:
         if _installed is not None and dispatcher is None:
             return _installed

@@ -130,7 +130,12 @@ class StreamtapTracingProcessor(TracingProcessor):
                 details = usage.get("output_tokens_details") or {}
                 cached = (usage.get("input_tokens_details") or {}).get("cached_tokens")
                 entry.run.context.add_usage(
-                    Usage(int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0), details.get("reasoning_tokens"), cached)
+                    Usage(
+                        int(usage.get("input_tokens") or 0),
+                        int(usage.get("output_tokens") or 0),
+                        details.get("reasoning_tokens"),
+                        cached,
+                    )
                 )
             error = span.error
             exc = AgentsSpanError(str(error.get("message") or "the span failed")) if isinstance(error, dict) else None
@@ -254,8 +259,14 @@ def _mirror(ctx: t.Any, event: t.Any, calls: dict[t.Any, str]) -> None:
             call_id = _get(raw, "call_id")
             tool = calls.pop("name:" + str(call_id), None) or "tool"
             ctx.tool(str(call_id or ""), tool, "result", result=_parse(getattr(item, "output", None)))
-        elif name == "handoff_occured" or name == "handoff_occurred":
-            ctx.emit("handoff", {"from": _agent_name(getattr(item, "source_agent", None)), "to": _agent_name(getattr(item, "target_agent", None))})
+        elif name in {"handoff_occured", "handoff_occurred"}:
+            ctx.emit(
+                "handoff",
+                {
+                    "from": _agent_name(getattr(item, "source_agent", None)),
+                    "to": _agent_name(getattr(item, "target_agent", None)),
+                },
+            )
     elif typ == "agent_updated_stream_event":
         ctx.emit("agent", {"name": _agent_name(getattr(event, "new_agent", None))})
 
@@ -328,7 +339,7 @@ def instrument(processor: StreamtapTracingProcessor | None = None) -> StreamtapT
     Args:
         processor: the processor to register (default: a new :class:`StreamtapTracingProcessor`).
     """
-    global _processor  # the SDK's processor list is process-wide; this records our one entry
+    global _processor  # the SDK's processor list is process-wide; this records our one entry  # noqa: PLW0603 - one process-wide install of the framework's own global hook, undone by uninstall()
     with _processor_lock:
         if _processor is None:
             from agents import add_trace_processor

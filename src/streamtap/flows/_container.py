@@ -67,7 +67,9 @@ class Container(BaseNode):
         text = json.dumps([type(self).__qualname__, self._run_name(), self._structure()], sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def resume(self, record: dict[str, t.Any] | str, answer: t.Any = _MISSING, *, answers: t.Mapping[str, t.Any] | None = None) -> t.Any:
+    def resume(
+        self, record: dict[str, t.Any] | str, answer: t.Any = _MISSING, *, answers: t.Mapping[str, t.Any] | None = None
+    ) -> t.Any:
         """Continue a paused run with the human's answer; returns the flow's output.
 
         Args:
@@ -83,7 +85,9 @@ class Container(BaseNode):
         """
         return self(Resume(record, answer, answers=answers))
 
-    async def aresume(self, record: dict[str, t.Any] | str, answer: t.Any = _MISSING, *, answers: t.Mapping[str, t.Any] | None = None) -> t.Any:
+    async def aresume(
+        self, record: dict[str, t.Any] | str, answer: t.Any = _MISSING, *, answers: t.Mapping[str, t.Any] | None = None
+    ) -> t.Any:
         """Async :meth:`resume`."""
         return await self.acall(Resume(record, answer, answers=answers))
 
@@ -99,6 +103,9 @@ class Call:
     """One run of a container: resolves a :class:`Resume`, saves records, arms the flow's own timeout."""
 
     __slots__ = (
+        "_resuming",
+        "_timer",
+        "_tokens",
         "answers",
         "ctx",
         "fired",
@@ -109,9 +116,6 @@ class Call:
         "reason",
         "record",
         "thread",
-        "_tokens",
-        "_resuming",
-        "_timer",
     )
 
     def __init__(self, flow: Container, arg: t.Any) -> None:
@@ -173,7 +177,7 @@ class Call:
             self._resuming.__enter__()
         return self
 
-    def __exit__(self, exc_type: t.Any, exc: BaseException | None, tb: t.Any) -> None:
+    def __exit__(self, exc_type: t.Any, exc: BaseException | None, tb: t.Any) -> None:  # noqa: PYI036 - the arguments are passed on untouched
         self.disarm()
         if self._resuming is not None:
             self._resuming.__exit__(exc_type, exc, tb)

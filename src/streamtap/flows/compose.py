@@ -55,7 +55,14 @@ class Sequential(Container):
     _frame_kind = "sequence"
     _sync = True
 
-    def __init__(self, *steps: Step | t.Callable[..., t.Any], name: str | None = None, store: t.Any = None, version: str | None = None, timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        *steps: Step | t.Callable[..., t.Any],
+        name: str | None = None,
+        store: t.Any = None,
+        version: str | None = None,
+        timeout: float | None = None,
+    ) -> None:
         if not steps:
             msg = f"{type(self).__name__}() needs at least one step."
             raise UsageError(msg)
@@ -66,7 +73,9 @@ class Sequential(Container):
         self._configure(name, store, version, timeout)
 
     def _structure(self) -> t.Any:
-        return [[_qualname(s), s._run_name(), s.flow_version() if isinstance(s, Container) else None] for s in self.steps]
+        return [
+            [_qualname(s), s._run_name(), s.flow_version() if isinstance(s, Container) else None] for s in self.steps
+        ]
 
     def _start(self, call: Call) -> tuple[int, t.Any, t.Any]:
         frame = call.frame
@@ -240,7 +249,10 @@ class Parallel(Container):
         self._configure(name, store, version, timeout)
 
     def _structure(self) -> t.Any:
-        return [[k, _qualname(s), s._run_name(), s.flow_version() if isinstance(s, Container) else None] for k, s in self.branches.items()]
+        return [
+            [k, _qualname(s), s._run_name(), s.flow_version() if isinstance(s, Container) else None]
+            for k, s in self.branches.items()
+        ]
 
     def forward(self, x: t.Any) -> t.Any:
         """Run every branch on ``x`` in threads; wait for all."""

@@ -123,7 +123,9 @@ class Node(BaseNode):
     max_retries: int = 1
     wait: float = 0.0
 
-    def __init__(self, max_retries: int = 1, wait: float = 0.0, *, name: str | None = None, timeout: float | None = None) -> None:
+    def __init__(
+        self, max_retries: int = 1, wait: float = 0.0, *, name: str | None = None, timeout: float | None = None
+    ) -> None:
         if not isinstance(max_retries, int) or max_retries < 1:
             msg = f"max_retries must be a whole number >= 1 (1 = no retry), got {max_retries!r}."
             raise UsageError(msg)
@@ -212,7 +214,9 @@ class AsyncNode(BaseNode):
     max_retries: int = 1
     wait: float = 0.0
 
-    def __init__(self, max_retries: int = 1, wait: float = 0.0, *, name: str | None = None, timeout: float | None = None) -> None:
+    def __init__(
+        self, max_retries: int = 1, wait: float = 0.0, *, name: str | None = None, timeout: float | None = None
+    ) -> None:
         Node.__init__(self, max_retries, wait, name=name, timeout=timeout)  # type: ignore[arg-type]
 
     def __init_subclass__(cls, **kwargs: t.Any) -> None:
@@ -364,7 +368,11 @@ class _Batch:
     def finish(self) -> list[t.Any]:
         if self.pending:
             done = {str(i): r for i, r in enumerate(self.results) if str(i) not in self.pending}
-            state = {"kind": "batch", "done": snapshot(done, f"the results of {self.name}'s finished items"), "pending_branches": self.pending}
+            state = {
+                "kind": "batch",
+                "done": snapshot(done, f"the results of {self.name}'s finished items"),
+                "pending_branches": self.pending,
+            }
             raise Interrupt(self.entries, state)
         return self.results
 
@@ -379,7 +387,7 @@ class BatchNode(Node):
     """
 
     def forward(self, shared: t.Any) -> t.Any:
-        """prep -> exec per item (streaming) -> post."""
+        """Prep -> exec per item (streaming) -> post."""
         slot = take_slot()
         batch = _Batch(self._run_name())
         ctx = current()
@@ -418,7 +426,7 @@ class ParallelBatchNode(Node):
     max_workers: int = 8
 
     def forward(self, shared: t.Any) -> t.Any:
-        """prep -> exec per item in a bounded thread pool -> post."""
+        """Prep -> exec per item in a bounded thread pool -> post."""
         slot = take_slot()
         batch = _Batch(self._run_name())
         ctx = current()
@@ -465,7 +473,9 @@ class ParallelBatchNode(Node):
         return results
 
     @staticmethod
-    def _collect(batch: _Batch, window: dict[concurrent.futures.Future[t.Any], int], when: str, progress: _Progress) -> None:
+    def _collect(
+        batch: _Batch, window: dict[concurrent.futures.Future[t.Any], int], when: str, progress: _Progress
+    ) -> None:
         done, _ = concurrent.futures.wait(window, return_when=when)
         for fut in done:
             i = window.pop(fut)

@@ -65,7 +65,14 @@ class ChatRenderer:
             (:data:`streamtap.web.ui_stream.ErrorText`).
     """
 
-    def __init__(self, root_id: str, *, verbose: bool = True, stream_text: bool = True, describe_error: t.Callable[..., str] | None = None) -> None:
+    def __init__(
+        self,
+        root_id: str,
+        *,
+        verbose: bool = True,
+        stream_text: bool = True,
+        describe_error: t.Callable[..., str] | None = None,
+    ) -> None:
         from ..web.ui_stream import UIMessageMapper
 
         self.gr = _gradio()
@@ -91,7 +98,12 @@ class ChatRenderer:
     def messages(self) -> list[t.Any]:
         """The reply so far, as new ``gr.ChatMessage`` objects."""
         chat_message = self.gr.ChatMessage
-        return [chat_message(role="assistant", content=i["content"], metadata=dict(i["metadata"]) if i["metadata"] else None) for i in self._items]
+        return [
+            chat_message(
+                role="assistant", content=i["content"], metadata=dict(i["metadata"]) if i["metadata"] else None
+            )
+            for i in self._items
+        ]
 
     def _new(self, key: str, content: str = "", **metadata: t.Any) -> dict[str, t.Any]:
         item = {"content": content, "metadata": metadata}
@@ -195,9 +207,13 @@ def chat_interface(
     errors = ClientErrors(error_detail, Redactor())
     build = to_input or (lambda message, history: message)
 
-    async def respond(message: str, history: list[dict[str, t.Any]], stream: bool, show_thoughts: bool) -> t.AsyncIterator[list[t.Any]]:
+    async def respond(
+        message: str, history: list[dict[str, t.Any]], stream: bool, show_thoughts: bool
+    ) -> t.AsyncIterator[list[t.Any]]:
         run = module.astream(build(message, history))
-        renderer = ChatRenderer(run.handle.run_id, verbose=bool(show_thoughts), stream_text=bool(stream), describe_error=errors.describe)
+        renderer = ChatRenderer(
+            run.handle.run_id, verbose=bool(show_thoughts), stream_text=bool(stream), describe_error=errors.describe
+        )
         try:
             async for ev in run:
                 data = ev.to_dict()

@@ -11,7 +11,16 @@ from ..module import new_id
 from .errors import AnswerValidationError, ResumeError, StalePauseError, UnknownInterruptError
 from .schema import check_json, short, validate_answer
 
-__all__ = ["RECORD_FORMAT", "RECORD_TYPE", "Interrupt", "Resume", "check_record", "make_record", "resolve_answers", "snapshot"]
+__all__ = [
+    "RECORD_FORMAT",
+    "RECORD_TYPE",
+    "Interrupt",
+    "Resume",
+    "check_record",
+    "make_record",
+    "resolve_answers",
+    "snapshot",
+]
 
 RECORD_TYPE = "streamtap.pause"
 RECORD_FORMAT = 1
@@ -19,7 +28,7 @@ RECORD_FORMAT = 1
 _MISSING: t.Any = object()
 
 
-class Interrupt(StreamtapError):  # noqa: N818 - it is a signal, like GeneratorExit
+class Interrupt(StreamtapError):
     """Raised by :func:`interrupt` and by every flow on the way up: the run pauses.
 
     The run ends with status ``interrupted`` and :attr:`record` (the pause
@@ -34,13 +43,17 @@ class Interrupt(StreamtapError):  # noqa: N818 - it is a signal, like GeneratorE
 
     __streamtap_status__ = "interrupted"
 
-    def __init__(self, entries: list[dict[str, t.Any]], state: dict[str, t.Any], record: dict[str, t.Any] | None = None) -> None:
+    def __init__(
+        self, entries: list[dict[str, t.Any]], state: dict[str, t.Any], record: dict[str, t.Any] | None = None
+    ) -> None:
         self.entries = entries
         self.state = state
         self.record = record if record is not None else make_record(entries, state, None, None, None)
         self.streamtap_output = self.record
         ids = ", ".join(e["id"] for e in entries)
-        super().__init__(f"The run paused for human input (interrupt {ids}). Resume it with flow.resume(record, answer).")
+        super().__init__(
+            f"The run paused for human input (interrupt {ids}). Resume it with flow.resume(record, answer)."
+        )
 
 
 def make_record(
@@ -82,7 +95,9 @@ class Resume:
 
     __slots__ = ("answers", "record", "shared")
 
-    def __init__(self, record: dict[str, t.Any] | str, answer: t.Any = _MISSING, *, answers: t.Mapping[str, t.Any] | None = None) -> None:
+    def __init__(
+        self, record: dict[str, t.Any] | str, answer: t.Any = _MISSING, *, answers: t.Mapping[str, t.Any] | None = None
+    ) -> None:
         if answer is not _MISSING and answers is not None:
             msg = "Give either one answer or answers={interrupt_id: answer}, not both."
             raise UsageError(msg)

@@ -50,7 +50,9 @@ class PauseStore(t.Protocol):
 
 
 def _unknown(pause_id: str) -> UnknownInterruptError:
-    return UnknownInterruptError(f"No pause record with id {pause_id!r} in this store; list pending ones with store.pending().")
+    return UnknownInterruptError(
+        f"No pause record with id {pause_id!r} in this store; list pending ones with store.pending()."
+    )
 
 
 def _stale(pause_id: str, status: str) -> StalePauseError:
@@ -124,7 +126,9 @@ class MemoryPauseStore(_Transitions):
     def pending(self, run_id: str | None = None) -> list[dict[str, t.Any]]:
         """See :class:`PauseStore`."""
         with self._lock:
-            recs = [r for s, r in self._records.values() if s == "pending" and (run_id is None or r["run_id"] == run_id)]
+            recs = [
+                r for s, r in self._records.values() if s == "pending" and (run_id is None or r["run_id"] == run_id)
+            ]
         return sorted(recs, key=lambda r: r["created_at"])
 
     def _move(self, pause_id: str, frm: str, to: str) -> None:
@@ -231,7 +235,9 @@ class SQLitePauseStore(_Transitions):
                     raise _unknown(pause_id)
                 if row[0] != frm:
                     raise _stale(pause_id, row[0])
-                db.execute("UPDATE streamtap_pauses SET status = ?, updated_at = ? WHERE id = ?", (to, time.time(), pause_id))
+                db.execute(
+                    "UPDATE streamtap_pauses SET status = ?, updated_at = ? WHERE id = ?", (to, time.time(), pause_id)
+                )
             except BaseException:
                 db.execute("ROLLBACK")
                 raise

@@ -117,7 +117,7 @@ class Budget:
         if server_wait is not None:
             delay = server_wait
         else:  # the openai client's back-off: 0.5 s, 1 s, 2 s... at most 8 s, with up to 25 % jitter
-            delay = min(_FIRST_BACKOFF * 2.0 ** (self.attempts - 1), _MAX_BACKOFF) * (1 - 0.25 * random.random())
+            delay = min(_FIRST_BACKOFF * 2.0 ** (self.attempts - 1), _MAX_BACKOFF) * (1 - 0.25 * random.random())  # noqa: S311 - jitter for retry back-off, not cryptography
         if delay + self.timeout * _MIN_ATTEMPT_SHARE >= self.remaining():
             if server_wait is not None:
                 self.declined_wait = server_wait

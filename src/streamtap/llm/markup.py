@@ -68,7 +68,7 @@ class Markup(t.NamedTuple):
     complete: bool = True
 
 
-Piece = t.Union[Text, Markup]
+Piece = t.Union[Text, Markup]  # noqa: UP007 - a runtime Union built from a tuple of types
 
 
 class MarkupFilter:

@@ -85,7 +85,7 @@ from .markup import Markup, MarkupFilter, markers_for
 
 __all__ = ["AsyncOpenAIChat", "ChatReply", "OpenAIChat", "ToolCall"]
 
-Message = t.Dict[str, t.Any]
+Message = dict[str, t.Any]
 _SAMPLING = ("temperature", "top_p", "max_tokens", "seed", "stop")
 _DEFAULT_MODEL = "gpt-4o-mini"
 
@@ -136,8 +136,9 @@ class ChatReply(str):
         finish_reason: str | None = None,
         model: str | None = None,
         usage: Usage | None = None,
-        id: str | None = None,  # noqa: A002
+        id: str | None = None,
     ) -> ChatReply:
+        """Make the reply: its text, and what the model call said besides."""
         self = super().__new__(cls, text)
         self.tool_calls = tuple(tool_calls)
         self.reasoning = reasoning
@@ -306,8 +307,11 @@ class _Accumulator:
         return out
 
     def _slot(self, tc: t.Any) -> list[t.Any]:
-        """The call a tool-call delta belongs to, by index as OpenAI sends it, or by id and order when
-        a server leaves the index out (Gemini) or reuses it for every call (Ollama)."""
+        """The call a tool-call delta belongs to.
+
+        By index as OpenAI sends it, or by id and order when a server leaves the
+        index out (Gemini) or reuses it for every call (Ollama).
+        """
         index = tc.index
         key = self._by_index.get(index) if index is not None else self._last
         slot = self.calls.get(key) if key is not None else None
@@ -395,7 +399,7 @@ def _abort_response(response: t.Any) -> None:
         pass
     try:
         response.close()
-    except Exception:  # pragma: no cover - best effort from another thread
+    except Exception:  # pragma: no cover - best effort from another thread  # noqa: S110 - best effort: nothing useful to report here
         pass
 
 
@@ -539,7 +543,9 @@ class OpenAIChat(ModuleBase):
 
     # -- requests ------------------------------------------------------------
 
-    def messages_for(self, prompt: str | t.Sequence[Message], history: t.Sequence[Message] | None = None) -> list[Message]:
+    def messages_for(
+        self, prompt: str | t.Sequence[Message], history: t.Sequence[Message] | None = None
+    ) -> list[Message]:
         """Build the request messages for a prompt (a string, or a list of messages used as they are)."""
         msgs = build_messages(prompt, self.system, lambda: self._history_for(history))
         if msgs is not None:
@@ -557,7 +563,11 @@ class OpenAIChat(ModuleBase):
         return []
 
     def _request(
-        self, prompt: t.Any, tools: t.Sequence[t.Any] | None, history: t.Sequence[Message] | None, params: dict[str, t.Any]
+        self,
+        prompt: t.Any,
+        tools: t.Sequence[t.Any] | None,
+        history: t.Sequence[Message] | None,
+        params: dict[str, t.Any],
     ) -> tuple[dict[str, t.Any], MarkupFilter | None]:
         messages = self.messages_for(prompt, history)
         kwargs: dict[str, t.Any] = {"model": self.model, "messages": messages, **self.params, **params}
@@ -737,6 +747,7 @@ def _create_cancellable(ctx: RunContext, create: t.Callable[..., t.Any], kwargs:
     if not ctx.cancellable:
         return create(**kwargs)
     cancelled: concurrent.futures.Future[None] = concurrent.futures.Future()
+
     def settle() -> None:
         if not cancelled.done():
             cancelled.set_result(None)
@@ -761,7 +772,7 @@ def _close_late(fut: concurrent.futures.Future[t.Any]) -> None:
     if callable(close):
         try:
             close()
-        except Exception:  # noqa: BLE001 - nothing is waiting for it any more
+        except Exception:  # noqa: S110 - best effort: nothing useful to report here
             pass
 
 
@@ -855,8 +866,11 @@ def _feed_completion(acc: _Accumulator, completion: t.Any) -> list[Delta]:
 
 
 def _finished(ctx: RunContext, acc: _Accumulator) -> bool:
-    """Whether a stream that broke had already given its finish reason: the answer is complete, only its tail
-    (a usage chunk, ``[DONE]``) is lost, so the call succeeds."""
+    """Whether a stream that broke had already given its finish reason.
+
+    The answer is then complete, only its tail (a usage chunk, ``[DONE]``) is
+    lost, so the call succeeds.
+    """
     return bool(acc.finish_reasons) and not ctx.cancelled
 
 

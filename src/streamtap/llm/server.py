@@ -446,9 +446,7 @@ class FakeOpenAI:
         stream = bool(body.get("stream")) if chat and isinstance(body, dict) else False
         behaviour = self._behaviour(model, headers, body) if chat else dataclasses.replace(self.defaults)
         with self._cond:
-            rec = RequestRecord(
-                self._received, method, path, model, stream, body, headers, behaviour, time.monotonic()
-            )
+            rec = RequestRecord(self._received, method, path, model, stream, body, headers, behaviour, time.monotonic())
             self._received += 1
             self._records.append(rec)
             self._cond.notify_all()
@@ -686,9 +684,7 @@ class FakeOpenAI:
     def _script(self, body: dict[str, t.Any], b: Behaviour) -> _Turn:
         messages = body.get("messages") or []
         offered = {
-            (tool.get("function") or {}).get("name")
-            for tool in body.get("tools") or []
-            if isinstance(tool, dict)
+            (tool.get("function") or {}).get("name") for tool in body.get("tools") or [] if isinstance(tool, dict)
         }
         user = _DIRECTIVE.sub("", _last_user_text(body)).strip()
         turn = _Turn(id=self._next_completion_id(), model=_response_model(body.get("model")))
@@ -742,7 +738,7 @@ class FakeOpenAI:
             calls.append((self._next_call_id(), other, json.dumps({"num_days": "three"})))
             return calls
         found = [(lower.find(key), loc) for key, loc in _CITIES.items() if key in lower]
-        if not found or "weather" not in lower and "forecast" not in lower and "temperature" not in lower:
+        if not found or ("weather" not in lower and "forecast" not in lower and "temperature" not in lower):
             return []
         days = re.search(r"(\d+)[- ]day", lower)
         forecast = ("forecast" in lower or days is not None) and "get_n_day_weather_forecast" in offered

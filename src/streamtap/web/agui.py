@@ -176,7 +176,10 @@ class AGUIMapper:
         if typ == "reasoning-start":
             mid = self._mid(p["id"])
             self._add({"id": mid, "role": "reasoning", "content": ""})
-            return [c.ReasoningStartEvent(message_id=mid), c.ReasoningMessageStartEvent(message_id=mid, role="reasoning")]
+            return [
+                c.ReasoningStartEvent(message_id=mid),
+                c.ReasoningMessageStartEvent(message_id=mid, role="reasoning"),
+            ]
         if typ == "reasoning-delta":
             mid = self._mid(p["id"])
             self._by_id[mid]["content"] += p["delta"]
@@ -213,7 +216,15 @@ class AGUIMapper:
             if error is not None:
                 msg["error"] = error
             self._add(msg)
-            return [c.ToolCallResultEvent(message_id=mid, tool_call_id=call_id, content=content, role="tool", **({"error": error} if error else {}))]
+            return [
+                c.ToolCallResultEvent(
+                    message_id=mid,
+                    tool_call_id=call_id,
+                    content=content,
+                    role="tool",
+                    **({"error": error} if error else {}),
+                )
+            ]
         if typ == "data-run":
             return self._run_part(p["data"])
         if typ == "data-interrupt":
@@ -237,12 +248,20 @@ class AGUIMapper:
             parent = {"id": f"{call_id}-message", "role": "assistant"}
             self._add(parent)
             self._last_text = parent
-        call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": ""}, "metadata": {"callId": model_call_id}}
+        call = {
+            "id": call_id,
+            "type": "function",
+            "function": {"name": name, "arguments": ""},
+            "metadata": {"callId": model_call_id},
+        }
         parent.setdefault("toolCalls", []).append(call)
         self._tool_parent[call_id] = parent
         return [
             self.core.ToolCallStartEvent(
-                tool_call_id=call_id, tool_call_name=name, parent_message_id=parent["id"], metadata={"callId": model_call_id}
+                tool_call_id=call_id,
+                tool_call_name=name,
+                parent_message_id=parent["id"],
+                metadata={"callId": model_call_id},
             )
         ]
 
@@ -316,7 +335,13 @@ def _interrupts(data: t.Mapping[str, t.Any], core: t.Any) -> list[t.Any]:
     pause_id = data.get("id")
     if not isinstance(entries, list):
         iid = str(pause_id or data.get("runId") or "interrupt")
-        return [core.Interrupt(id=iid if valid_id(iid) else "interrupt", reason="input_required", metadata={"value": data.get("value", None)})]
+        return [
+            core.Interrupt(
+                id=iid if valid_id(iid) else "interrupt",
+                reason="input_required",
+                metadata={"value": data.get("value", None)},
+            )
+        ]
     out = []
     for e in entries:
         payload = e.get("payload")
@@ -377,14 +402,22 @@ def parse_run_input(body: t.Any, *, max_messages: int) -> RunInput:
     """
     core = _core()
     if not isinstance(body, dict):
-        raise BadRequest(422, f"The body must be an AG-UI RunAgentInput object (threadId, runId, messages), not {type(body).__name__}.")
+        raise BadRequest(
+            422,
+            f"The body must be an AG-UI RunAgentInput object (threadId, runId, messages), not {type(body).__name__}.",
+        )
     for key in ("threadId", "runId"):
         if not valid_id(body.get(key)):
             shown = repr(body.get(key))[:100]
-            raise BadRequest(422, f"'{key}' must be 1-128 characters of letters, digits, '_', '-', '.', ':'; got {shown}.")
+            raise BadRequest(
+                422, f"'{key}' must be 1-128 characters of letters, digits, '_', '-', '.', ':'; got {shown}."
+            )
     messages = body.get("messages")
     if isinstance(messages, list) and len(messages) > max_messages:
-        raise BadRequest(413, f"Too many messages: {len(messages)} > max_messages={max_messages}. Send only recent messages or raise max_messages.")
+        raise BadRequest(
+            413,
+            f"Too many messages: {len(messages)} > max_messages={max_messages}. Send only recent messages or raise max_messages.",
+        )
     from pydantic import ValidationError
 
     try:
@@ -398,14 +431,18 @@ def parse_run_input(body: t.Any, *, max_messages: int) -> RunInput:
     for key in ("verbose", "stream"):
         if key in forwarded:
             if not isinstance(forwarded[key], bool):
-                raise BadRequest(422, f"'forwardedProps.{key}' must be true or false when given, got {forwarded[key]!r}.")
+                raise BadRequest(
+                    422, f"'forwardedProps.{key}' must be true or false when given, got {forwarded[key]!r}."
+                )
             extra[key] = forwarded[key]
     ui_messages = []
     for m in parsed.messages:
         role = {"developer": "system"}.get(m.role, m.role)
         if role not in ("system", "user", "assistant"):
             continue  # tool, reasoning and activity messages carry no user text
-        ui_messages.append({"id": m.id, "role": role, "parts": [{"type": "text", "text": _content_text(getattr(m, "content", None))}]})
+        ui_messages.append(
+            {"id": m.id, "role": role, "parts": [{"type": "text", "text": _content_text(getattr(m, "content", None))}]}
+        )
     resume = [r.model_dump(by_alias=True) for r in (parsed.resume or [])]
     resolved = [r for r in resume if r["status"] == "resolved"]
     if len(resolved) == 1:
@@ -520,10 +557,14 @@ def agui_routes(
             conv = service.conversations.get(req.thread_id)
             pending = conv.pending if conv is not None and conv.active is None else None
             if req.resume and pending is None:
-                raise BadRequest(409, f"Thread {req.thread_id!r} has no pending interrupt to resume; send the run without 'resume'.")
+                raise BadRequest(
+                    409, f"Thread {req.thread_id!r} has no pending interrupt to resume; send the run without 'resume'."
+                )
             if pending is not None:
                 if not req.resume:
-                    ids = [e.get("id") for e in pending.get("interrupts") or () if isinstance(e, dict)] or [pending.get("id")]
+                    ids = [e.get("id") for e in pending.get("interrupts") or () if isinstance(e, dict)] or [
+                        pending.get("id")
+                    ]
                     raise BadRequest(
                         409,
                         f"Thread {req.thread_id!r} has pending interrupt(s) {ids}: answer them with "
@@ -532,7 +573,9 @@ def agui_routes(
                 if "resume" not in req.chat.body:  # every entry cancelled: drop the pause, run the new input
                     service.dismiss_pending(req.thread_id)
             if not req.chat.last_user_text and "resume" not in req.chat.body:
-                raise BadRequest(422, "The run has no user message with text; add {'role': 'user', 'content': '...'} to messages.")
+                raise BadRequest(
+                    422, "The run has no user message with text; add {'role': 'user', 'content': '...'} to messages."
+                )
             run = await service.start(req.chat)
         except BadRequest as exc:
             return _error(exc.status, exc.message)

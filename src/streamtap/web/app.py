@@ -291,19 +291,27 @@ def create_app(
         try:
             return json.loads(body)
         except ValueError as exc:
-            raise BadRequest(400, f"The request body is not valid JSON ({exc}). Send the AI SDK chat body as JSON.") from None
+            raise BadRequest(
+                400, f"The request body is not valid JSON ({exc}). Send the AI SDK chat body as JSON."
+            ) from None
         except RecursionError:
-            raise BadRequest(400, "The request body is JSON nested too deeply to read; send the AI SDK chat body.") from None
+            raise BadRequest(
+                400, "The request body is JSON nested too deeply to read; send the AI SDK chat body."
+            ) from None
 
     async def chat(request: Request) -> Response:
         try:
             req: ChatRequest = parse_chat_request(await read_json(request), max_messages=max_messages)
             answering = "resume" in req.body or bool(await _resolved(service.has_pending(req.chat_id)))
             if not answering and not req.last_user_text:
-                raise BadRequest(422, "The last user message has no text; put the question in a {'type': 'text', 'text': ...} part.")
+                raise BadRequest(
+                    422, "The last user message has no text; put the question in a {'type': 'text', 'text': ...} part."
+                )
             carrier = {k: request.headers[k] for k in ("traceparent", "tracestate") if k in request.headers}
             with propagation.continue_trace(carrier) as caller, conversation(req.chat_id):
-                run = await service.start(req)  # the run's task copies this context: its root span continues the caller's trace
+                run = await service.start(
+                    req
+                )  # the run's task copies this context: its root span continues the caller's trace
         except BadRequest as exc:
             return _error(exc.status, exc.message)
         return sse(ui_frames(run.run_id, mapper_for(run, _trace_id(caller)), run), UI_STREAM_HEADERS)
@@ -364,10 +372,10 @@ def create_app(
                 return True
             kind = ev["kind"]
             if kind == "chunk":
-                return ev.get("channel") == "text"
+                return bool(ev.get("channel") == "text")
             if kind in ("start", "end"):
-                return ev["run"]["run_id"] == run_id
-            return kind == "custom"
+                return bool(ev["run"]["run_id"] == run_id)
+            return bool(kind == "custom")
 
         async def frames(after: int) -> t.AsyncIterator[bytes]:
             reading = service.runs.get(run_id)  # a run still going counts this client as its reader
@@ -419,7 +427,14 @@ def create_app(
         traced = _trace_id(tracing.span_context(run_id)) if tracing is not None else None
         if traced:
             meta["traceId"] = traced
-        mapper = UIMessageMapper(run_id, message_id=run_id, verbose=True, stream_text=True, metadata=lambda: meta, describe_error=errors.describe)
+        mapper = UIMessageMapper(
+            run_id,
+            message_id=run_id,
+            verbose=True,
+            stream_text=True,
+            metadata=lambda: meta,
+            describe_error=errors.describe,
+        )
         return sse(ui_frames(run_id, mapper, None), UI_STREAM_HEADERS)
 
     async def index(request: Request) -> Response:
@@ -430,7 +445,7 @@ def create_app(
     async def openapi(request: Request) -> Response:
         return JSONResponse(openapi_document(page=page, token=token is not None))
 
-    routes = [
+    routes: list[Route | Mount] = [
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/api/chat", chat, methods=["POST"]),
         Route("/api/chat/{chat_id}/stream", chat_stream, methods=["GET"]),
@@ -445,10 +460,21 @@ def create_app(
             return _trace_id(tracing.span_context(run_id)) if tracing is not None else None
 
         options = AGUIOptions(path=agui_path)
-        routes += agui_routes(service, errors, options=options, read_json=read_json, sse=sse, max_messages=max_messages, trace_id=run_trace_id)
+        routes += agui_routes(
+            service,
+            errors,
+            options=options,
+            read_json=read_json,
+            sse=sse,
+            max_messages=max_messages,
+            trace_id=run_trace_id,
+        )
     if page:
         static_dir = str(resources.files("streamtap.web").joinpath("static"))
-        routes += [Route("/", index, methods=["GET"]), Mount("/static", StaticFiles(directory=static_dir), name="static")]
+        routes += [
+            Route("/", index, methods=["GET"]),
+            Mount("/static", StaticFiles(directory=static_dir), name="static"),
+        ]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> t.AsyncIterator[None]:
@@ -467,7 +493,7 @@ def create_app(
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: not_routed})
     app.state.chat = service
     app.state.security = policy
-    app.add_middleware(RequestGuard, policy=policy)  # type: ignore[arg-type]
+    app.add_middleware(RequestGuard, policy=policy)
     return app
 
 
@@ -475,7 +501,11 @@ def _check_trace_url(template: str | None) -> str | None:
     """The trace URL template, checked: an http(s) URL with ``{trace_id}`` in it."""
     if template is None or template == "":
         return None
-    if not isinstance(template, str) or not template.startswith(("http://", "https://")) or "{trace_id}" not in template:
+    if (
+        not isinstance(template, str)
+        or not template.startswith(("http://", "https://"))
+        or "{trace_id}" not in template
+    ):
         from ..exceptions import UsageError
 
         msg = (
@@ -494,7 +524,12 @@ def _input_text(inputs: t.Any) -> str | None:
         texts = [v for v in inputs.values() if isinstance(v, str)]
         if len(texts) == 1:
             return texts[0]
-    if isinstance(inputs, list) and inputs and isinstance(inputs[-1], dict) and isinstance(inputs[-1].get("content"), str):
+    if (
+        isinstance(inputs, list)
+        and inputs
+        and isinstance(inputs[-1], dict)
+        and isinstance(inputs[-1].get("content"), str)
+    ):
         return str(inputs[-1]["content"])
     return None
 
@@ -506,4 +541,3 @@ async def _resolved(value: t.Any) -> t.Any:
 
 def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
-

@@ -73,7 +73,11 @@ def message_text(msg: t.Mapping[str, t.Any]) -> str:
     """
     parts = msg.get("parts")
     if isinstance(parts, list):
-        text = "".join(p.get("text", "") for p in parts if isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str))
+        text = "".join(
+            p.get("text", "")
+            for p in parts
+            if isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
+        )
     else:
         content = msg.get("content")
         text = content if isinstance(content, str) else ""
@@ -92,13 +96,17 @@ def parse_chat_request(body: t.Any, *, max_messages: int) -> ChatRequest:
         BadRequest: 422 naming the field that is wrong and what it must be.
     """
     if not isinstance(body, dict):
-        raise BadRequest(422, f"The body must be a JSON object with 'id', 'messages' and 'trigger', not {type(body).__name__}.")
+        raise BadRequest(
+            422, f"The body must be a JSON object with 'id', 'messages' and 'trigger', not {type(body).__name__}."
+        )
     chat_id = body.get("id")
     if not valid_id(chat_id):
         raise BadRequest(422, f"'id' must be the chat id: {_ID_RULE}; got {_shown(chat_id)}.")
     messages = body.get("messages")
     if not isinstance(messages, list):
-        raise BadRequest(422, f"'messages' must be a list of UI messages ({{id, role, parts}}), got {type(messages).__name__}.")
+        raise BadRequest(
+            422, f"'messages' must be a list of UI messages ({{id, role, parts}}), got {type(messages).__name__}."
+        )
     if len(messages) > max_messages:
         raise BadRequest(
             413,
@@ -109,14 +117,20 @@ def parse_chat_request(body: t.Any, *, max_messages: int) -> ChatRequest:
         if not isinstance(msg, dict):
             raise BadRequest(422, f"messages[{i}] must be an object {{id, role, parts}}, got {type(msg).__name__}.")
         if "id" in msg and not (isinstance(msg["id"], str) and len(msg["id"]) <= 1024):
-            raise BadRequest(422, f"messages[{i}].id must be a string (at most 1024 characters) when given, got {_shown(msg['id'])}.")
+            raise BadRequest(
+                422, f"messages[{i}].id must be a string (at most 1024 characters) when given, got {_shown(msg['id'])}."
+            )
         if msg.get("role") not in _ROLES:
             raise BadRequest(422, f"messages[{i}].role must be one of {list(_ROLES)}, got {msg.get('role')!r}.")
         parts = msg.get("parts")
-        if parts is not None and not (isinstance(parts, list) and all(isinstance(p, dict) and isinstance(p.get("type"), str) for p in parts)):
+        if parts is not None and not (
+            isinstance(parts, list) and all(isinstance(p, dict) and isinstance(p.get("type"), str) for p in parts)
+        ):
             raise BadRequest(422, f"messages[{i}].parts must be a list of parts, each an object with a string 'type'.")
         if parts is None and not isinstance(msg.get("content"), str):
-            raise BadRequest(422, f"messages[{i}] needs 'parts' (a list of parts like {{\"type\": \"text\", \"text\": \"...\"}}).")
+            raise BadRequest(
+                422, f'messages[{i}] needs \'parts\' (a list of parts like {{"type": "text", "text": "..."}}).'
+            )
     trigger = body.get("trigger", "submit-message")
     if trigger not in _TRIGGERS:
         raise BadRequest(422, f"'trigger' must be one of {list(_TRIGGERS)}, got {trigger!r}.")
@@ -131,7 +145,7 @@ def parse_chat_request(body: t.Any, *, max_messages: int) -> ChatRequest:
         for iid in answers["answers"]:
             if not valid_id(iid):
                 raise BadRequest(422, f"'resume.answers' keys must be interrupt ids ({_ID_RULE}), got {_shown(iid)}.")
-    return ChatRequest(chat_id, messages, trigger, message_id, body)
+    return ChatRequest(str(chat_id), messages, trigger, message_id, body)
 
 
 def _shown(value: t.Any, limit: int = 200) -> str:

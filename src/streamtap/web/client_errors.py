@@ -89,7 +89,10 @@ class ClientErrors:
             return ev
         attributes = ev.get("attributes")
         if isinstance(attributes, t.Mapping) and any(str(k).startswith(ERROR_DETAIL_PREFIX) for k in attributes):
-            ev = {**ev, "attributes": {k: v for k, v in attributes.items() if not str(k).startswith(ERROR_DETAIL_PREFIX)}}
+            ev = {
+                **ev,
+                "attributes": {k: v for k, v in attributes.items() if not str(k).startswith(ERROR_DETAIL_PREFIX)},
+            }
         run = ev.get("run") or {}
         if ev.get("kind") == "tool":
             kind, name = "tool", str(ev.get("name") or "")
@@ -109,14 +112,20 @@ class ClientErrors:
             return
         run = ev.get("run") or {}
         what = f"tool {ev.get('name')!r}" if ev.get("kind") == "tool" else f"{run.get('kind')} {run.get('name')!r}"
-        level = logging.ERROR if ev.get("kind") == "end" and run.get("run_id") == run.get("root_id") else logging.WARNING
+        level = (
+            logging.ERROR if ev.get("kind") == "end" and run.get("run_id") == run.get("root_id") else logging.WARNING
+        )
         verb = "failed"
         if ev.get("status") == "cancelled":
             level, verb = logging.INFO, "was cancelled"
         attributes = ev.get("attributes")
         detail = ""
         if isinstance(attributes, t.Mapping):
-            facts = [f"{k[len(ERROR_DETAIL_PREFIX):]}={v}" for k, v in attributes.items() if str(k).startswith(ERROR_DETAIL_PREFIX)]
+            facts = [
+                f"{k[len(ERROR_DETAIL_PREFIX) :]}={v}"
+                for k, v in attributes.items()
+                if str(k).startswith(ERROR_DETAIL_PREFIX)
+            ]
             detail = f" [{', '.join(facts)}]" if facts else ""
         log.log(
             level,

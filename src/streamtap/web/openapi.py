@@ -39,7 +39,11 @@ def openapi_document(*, page: bool = True, token: bool = False) -> dict[str, t.A
             "role": {"enum": ["system", "user", "assistant"]},
             "parts": {
                 "type": "array",
-                "items": {"type": "object", "required": ["type"], "properties": {"type": {"type": "string"}, "text": {"type": "string"}}},
+                "items": {
+                    "type": "object",
+                    "required": ["type"],
+                    "properties": {"type": {"type": "string"}, "text": {"type": "string"}},
+                },
             },
             "content": {"type": "string"},
         },
@@ -54,7 +58,9 @@ def openapi_document(*, page: bool = True, token: bool = False) -> dict[str, t.A
             "messageId": _ID,
             "verbose": {"type": "boolean", "default": True},
             "stream": {"type": "boolean", "default": True},
-            "resume": {"description": "The answer to the chat's pending interrupt ({'answers': {interrupt id: answer}} for several)."},
+            "resume": {
+                "description": "The answer to the chat's pending interrupt ({'answers': {interrupt id: answer}} for several)."
+            },
         },
     }
     chat_id = {"name": "chat_id", "in": "path", "required": True, "schema": _ID}
@@ -64,7 +70,10 @@ def openapi_document(*, page: bool = True, token: bool = False) -> dict[str, t.A
                 "summary": "Send a message (AI SDK chat body); the answer streams as a UI message stream v1.",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": chat_body}}},
                 "responses": {
-                    "200": {"description": "UI message stream: SSE `data:` frames, `data: [DONE]` last.", "content": _SSE},
+                    "200": {
+                        "description": "UI message stream: SSE `data:` frames, `data: [DONE]` last.",
+                        "content": _SSE,
+                    },
                     **guard,
                     **_errors(409, 413, 415, 422, 503),
                 },
@@ -89,7 +98,15 @@ def openapi_document(*, page: bool = True, token: bool = False) -> dict[str, t.A
                 "responses": {
                     "200": {
                         "description": "Whether something was stopped.",
-                        "content": {"application/json": {"schema": {"type": "object", "required": ["stopped"], "properties": {"stopped": {"type": "boolean"}}}}},
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["stopped"],
+                                    "properties": {"stopped": {"type": "boolean"}},
+                                }
+                            }
+                        },
                     },
                     **guard,
                     **_errors(415, 422),
@@ -124,16 +141,25 @@ def openapi_document(*, page: bool = True, token: bool = False) -> dict[str, t.A
                 },
             }
         },
-        "/openapi.json": {"get": {"summary": "This document.", "responses": {"200": {"description": "OpenAPI 3.1 JSON."}}}},
+        "/openapi.json": {
+            "get": {"summary": "This document.", "responses": {"200": {"description": "OpenAPI 3.1 JSON."}}}
+        },
     }
     if page:
-        paths["/"] = {"get": {"summary": "The built-in chat page.", "responses": {"200": {"description": "HTML.", "content": {"text/html": {}}}}}}
+        paths["/"] = {
+            "get": {
+                "summary": "The built-in chat page.",
+                "responses": {"200": {"description": "HTML.", "content": {"text/html": {}}}},
+            }
+        }
     doc: dict[str, t.Any] = {
         "openapi": "3.1.0",
         "info": {"title": "streamtap web app", "version": "1"},
         "paths": paths,
         "components": {
-            "schemas": {"Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
+            },
         },
     }
     if token:

@@ -182,7 +182,11 @@ class SecurityPolicy:
 
 
 def allow_serving(
-    app: t.Any, bind: str, *, allowed_hosts: t.Iterable[str] | None = None, allowed_origins: t.Iterable[str] | None = None
+    app: t.Any,
+    bind: str,
+    *,
+    allowed_hosts: t.Iterable[str] | None = None,
+    allowed_origins: t.Iterable[str] | None = None,
 ) -> None:
     """Extend the policy of an app from :func:`~streamtap.web.create_app` for serving on ``bind``.
 
@@ -201,7 +205,7 @@ def allow_serving(
             )
             raise UsageError(msg)
         return
-    own = [bind] if bind and not is_loopback(bind) and bind not in ("0.0.0.0", "::", "") else []
+    own = [bind] if bind and not is_loopback(bind) and bind not in ("0.0.0.0", "::", "") else []  # noqa: S104 - the address is compared with, not bound to
     policy.allow(hosts=[*own, *(allowed_hosts or ())], origins=allowed_origins)
 
 
@@ -241,6 +245,7 @@ class RequestGuard:
         self._after_host = self._host_ok  # one bound method: the policy keeps its TrustedHostMiddleware around it
 
     async def __call__(self, scope: t.Any, receive: t.Any, send: t.Any) -> None:
+        """Check the request (ASGI), then pass it on."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -265,7 +270,10 @@ class RequestGuard:
         if policy.token is None:
             client = scope.get("client")
             if client is not None and not is_loopback(client[0]):
-                return 403, "This server has no access token, so it only serves loopback clients. Start it with a token to allow others."
+                return (
+                    403,
+                    "This server has no access token, so it only serves loopback clients. Start it with a token to allow others.",
+                )
         elif scope["path"].startswith("/api"):
             scheme, _, given = headers.get(b"authorization", b"").partition(b" ")
             if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), policy.token):

@@ -184,13 +184,29 @@ class BackgroundServer:
             httpx.get(srv.url + "/")
     """
 
-    def __init__(self, app: t.Any, host: str = "127.0.0.1", port: int = 0, *, log_level: str = "warning", shutdown_grace: float = 10.0) -> None:
+    def __init__(
+        self,
+        app: t.Any,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        log_level: str = "warning",
+        shutdown_grace: float = 10.0,
+    ) -> None:
         uvicorn = _uvicorn()
         self.shutdown_grace = check_grace(shutdown_grace)
         self.host = host
         self._sock = _bind(host, port)
         self.port = self._sock.getsockname()[1]
-        self.config = uvicorn.Config(app, host=host, port=self.port, log_level=log_level, lifespan="on", timeout_graceful_shutdown=self.shutdown_grace, access_log=False)
+        self.config = uvicorn.Config(
+            app,
+            host=host,
+            port=self.port,
+            log_level=log_level,
+            lifespan="on",
+            timeout_graceful_shutdown=self.shutdown_grace,
+            access_log=False,
+        )
         self.server = uvicorn.Server(self.config)
         # The shutdown is ours (signals included): uvicorn's own handlers would re-raise SIGTERM
         # after serving and kill the process before the spans are flushed.
@@ -225,7 +241,9 @@ class BackgroundServer:
         asyncio.run(self._main(signals=main, stop_after=stop_after, ready=ready))
         flush_telemetry()
 
-    async def _main(self, *, signals: bool, stop_after: float | None, ready: t.Callable[[], None] | None = None) -> None:
+    async def _main(
+        self, *, signals: bool, stop_after: float | None, ready: t.Callable[[], None] | None = None
+    ) -> None:
         loop = self._loop = asyncio.get_running_loop()
         previous: dict[signal.Signals, t.Any] = {}
         if signals:
@@ -248,7 +266,9 @@ class BackgroundServer:
                 previous[sig] = signal.signal(sig, on_signal)
         # uvicorn does not log the address of sockets it is given; with port 0 the user needs it.
         logging.getLogger("uvicorn.error").info("streamtap: serving on %s (SIGTERM or Ctrl-C to stop)", self.url)
-        timer = loop.call_later(stop_after, self._begin_shutdown, self.shutdown_grace) if stop_after is not None else None
+        timer = (
+            loop.call_later(stop_after, self._begin_shutdown, self.shutdown_grace) if stop_after is not None else None
+        )
         try:
             if ready is not None:
                 ready()  # the socket already listens: connections made now wait in its backlog
@@ -273,7 +293,9 @@ class BackgroundServer:
             service = _drainable(self.config.app)
             if service is not None:
                 await service.shutdown(grace)
-                self.config.timeout_graceful_shutdown = _STREAM_ENDS_WAIT  # the runs have ended: only the last bytes are left
+                self.config.timeout_graceful_shutdown = (
+                    _STREAM_ENDS_WAIT  # the runs have ended: only the last bytes are left
+                )
         except Exception:
             log.exception("The graceful shutdown failed; the server stops now")
         finally:

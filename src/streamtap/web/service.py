@@ -57,7 +57,9 @@ SHUTDOWN = "shutdown"
 CANCEL_REASONS = (STOP_REQUEST, SUPERSEDED, CLIENT_GONE, SHUTDOWN)
 """Why the web app cancels a run; the reason is on the run's ``End`` (``error.message``) and span."""
 
-_READERS_LEAVE_WAIT = 0.5  # seconds a new message waits for the old run's readers to be seen gone (a just-aborted fetch)
+_READERS_LEAVE_WAIT = (
+    0.5  # seconds a new message waits for the old run's readers to be seen gone (a just-aborted fetch)
+)
 _CANCELLED_END_WAIT = 10.0  # seconds a superseding message or a shutdown waits for a cancelled run's End
 
 InputBuilder = t.Callable[[ChatRequest], t.Any]
@@ -91,7 +93,6 @@ class ActiveRun:
     readers: int = 0
     unread: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)  # set while nobody reads
     detach_timer: asyncio.TimerHandle | None = None
-
 
     @property
     def cancel_reason(self) -> str | None:
@@ -291,11 +292,16 @@ class ChatService:
             BadRequest: 409 when the conversation already has a run going.
         """
         if self.draining:
-            raise BadRequest(503, "The server is shutting down; send the message again in a moment (to the server that replaces it).")
+            raise BadRequest(
+                503, "The server is shutting down; send the message again in a moment (to the server that replaces it)."
+            )
         conv = self.conversation(request.chat_id, create=True)
         assert conv is not None
         if conv.starting:
-            raise BadRequest(409, f"Chat {request.chat_id!r} is starting a run; wait for its stream, or stop it with POST /api/chat/{request.chat_id}/stop.")
+            raise BadRequest(
+                409,
+                f"Chat {request.chat_id!r} is starting a run; wait for its stream, or stop it with POST /api/chat/{request.chat_id}/stop.",
+            )
         conv.starting = True  # until conv.active is set: a concurrent POST gets 409, not a second run
         try:
             if conv.active is not None:
@@ -324,14 +330,16 @@ class ChatService:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(run.finished.wait(), _CANCELLED_END_WAIT)
         if conv.active is run:
-            raise BadRequest(409, f"Chat {request.chat_id!r}: its run {run.run_id} was cancelled but has not ended yet; try again.")
+            raise BadRequest(
+                409, f"Chat {request.chat_id!r}: its run {run.run_id} was cancelled but has not ended yet; try again."
+            )
 
     async def _start(self, conv: Conversation, request: ChatRequest) -> ActiveRun:
         body = request.body
         module = conv.module
         if conv.pending is not None:
             record = conv.pending
-            answer = body["resume"] if "resume" in body else request.last_user_text
+            answer = body.get("resume", request.last_user_text)
             conv.pending = None
             handle = self.resume(module, record, answer)
             resumed: dict[str, t.Any] | None = record
@@ -355,7 +363,9 @@ class ChatService:
             if resumed is not None:
                 conv.pending = resumed
             log.exception("Run %s: the event store could not create it", run.run_id)
-            raise BadRequest(503, f"The event store failed ({type(exc).__name__}); try again. The details are in the server log.") from None
+            raise BadRequest(
+                503, f"The event store failed ({type(exc).__name__}); try again. The details are in the server log."
+            ) from None
         conv.active = run
         self.runs[run.run_id] = run
         run.pump = self._spawn(self._pump(conv, run))
@@ -427,7 +437,12 @@ class ChatService:
                     if ev.status == "interrupted":
                         out = ev.output
                         conv.pending = out if isinstance(out, dict) else {"value": out}
-                    elif ev.status == "error" and run.resumed is not None and ev.error and ".interrupts." in ev.error.type:
+                    elif (
+                        ev.status == "error"
+                        and run.resumed is not None
+                        and ev.error
+                        and ".interrupts." in ev.error.type
+                    ):
                         # The answer was refused (wrong shape, stale record): the pause is still pending.
                         conv.pending = run.resumed
                 await store.append(rid, ev.to_dict())
@@ -454,7 +469,7 @@ class ChatService:
             # Collect the run's result so that its exception is not reported as never retrieved.
             try:
                 await run.handle
-            except BaseException:  # noqa: BLE001 - the run's failure is already an End event
+            except BaseException:  # noqa: S110 - best effort: nothing useful to report here
                 pass
 
     async def stop(self, chat_id: str, *, wait: float = 10.0) -> ActiveRun | None:

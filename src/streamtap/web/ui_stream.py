@@ -48,7 +48,7 @@ from ..answer import AnswerText
 
 __all__ = ["ErrorText", "UIMessageMapper", "data_part_name", "encode_json", "encode_part"]
 
-Part = t.Dict[str, t.Any]
+Part = dict[str, t.Any]
 
 _NAME_OK = re.compile(r"[^A-Za-z0-9_\-]")
 
@@ -317,7 +317,12 @@ class UIMessageMapper:
             out.append({"type": "finish", "finishReason": "stop"})
         elif status == "error":
             err = ev.get("error")
-            out.append({"type": "error", "errorText": self.describe_error(err, run_id=self.root_id, kind=info.kind, name=info.name)})
+            out.append(
+                {
+                    "type": "error",
+                    "errorText": self.describe_error(err, run_id=self.root_id, kind=info.kind, name=info.name),
+                }
+            )
             out.append({"type": "finish", "finishReason": "error"})
         elif status == "interrupted":
             record = output if isinstance(output, dict) else {"value": output}
@@ -325,7 +330,11 @@ class UIMessageMapper:
             out.append({"type": "data-interrupt", "id": iid, "data": {"runId": rid, **_public(record)}})
             out.append({"type": "finish", "finishReason": "other"})
         else:  # cancelled
-            reason = (self.cancel_reason() if self.cancel_reason else None) or (ev.get("error") or {}).get("message") or "stopped"
+            reason = (
+                (self.cancel_reason() if self.cancel_reason else None)
+                or (ev.get("error") or {}).get("message")
+                or "stopped"
+            )
             out.append({"type": "abort", "reason": _redact(str(reason))})
         self.done = True
         return out
@@ -413,13 +422,25 @@ class UIMessageMapper:
             args = ev.get("arguments") if phase == "requested" else None
             if args is None and phase != "requested":
                 args = _parse_json(self._tool_args.get(call_id, ""))
-            out.append({"type": "tool-input-available", "toolCallId": call_id, "toolName": name, "input": args, "dynamic": True})
+            out.append(
+                {
+                    "type": "tool-input-available",
+                    "toolCallId": call_id,
+                    "toolName": name,
+                    "input": args,
+                    "dynamic": True,
+                }
+            )
             self._tools[call_id] = "available"
         if phase == "result":
-            out.append({"type": "tool-output-available", "toolCallId": call_id, "output": ev.get("result"), "dynamic": True})
+            out.append(
+                {"type": "tool-output-available", "toolCallId": call_id, "output": ev.get("result"), "dynamic": True}
+            )
             self._tools[call_id] = "done"
         elif phase == "error":
-            text = self.describe_error(ev.get("error") or {"type": "Error"}, run_id=self.root_id, kind="tool", name=name)
+            text = self.describe_error(
+                ev.get("error") or {"type": "Error"}, run_id=self.root_id, kind="tool", name=name
+            )
             out.append({"type": "tool-output-error", "toolCallId": call_id, "errorText": text, "dynamic": True})
             self._tools[call_id] = "done"
         return out

@@ -227,7 +227,7 @@ class LiveView:
             head.append(f"  {step.usage.input_tokens}→{step.usage.output_tokens} tok", style="dim")
         if step.tools:
             head.append(f"  {step.tools} tool call{'s' if step.tools != 1 else ''}", style="dim")
-        if step.status is not None and step.status != "ok" and step.status != "error":
+        if step.status is not None and step.status not in {"ok", "error"}:
             head.append(f"  {step.status}", style=_MARKS[step.status][1])
         if step.progress is None and len(step.children) > 1:
             finished = sum(1 for c in step.children if self._steps[c].status is not None)

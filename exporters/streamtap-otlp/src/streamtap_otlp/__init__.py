@@ -335,7 +335,11 @@ def configure(
 
     from .health import ExportHealth, WatchedMetricExporter, WatchedSpanExporter
 
-    for label, value in (("timeout", timeout), ("shutdown_timeout", shutdown_timeout), ("metric_interval", metric_interval)):
+    for label, value in (
+        ("timeout", timeout),
+        ("shutdown_timeout", shutdown_timeout),
+        ("metric_interval", metric_interval),
+    ):
         if value is not None and not value > 0:
             msg = f"{label} must be a positive number of seconds, got {value!r}."
             raise _usage_error(msg)

@@ -133,7 +133,7 @@ class ExportHealth:
         with self._hold.holding() as held:
             try:
                 yield outcome
-            except Exception as exc:  # noqa: BLE001 - an exporter that raises is a failed export
+            except Exception as exc:
                 error = exc
                 outcome[0] = False
         detail = (

@@ -176,7 +176,7 @@ class OtlpReceiver:
 
         class Traces(trace_service_pb2_grpc.TraceServiceServicer):
             def Export(self, request: t.Any, context: t.Any) -> t.Any:  # noqa: N802 - gRPC method name
-                receiver.grpc_metadata.append({k: v for k, v in context.invocation_metadata()})
+                receiver.grpc_metadata.append(dict(context.invocation_metadata()))
                 receiver._record(receiver.trace_requests, "grpc", request)
                 return trace_service_pb2.ExportTraceServiceResponse()
 
@@ -186,9 +186,9 @@ class OtlpReceiver:
                 return metrics_service_pb2.ExportMetricsServiceResponse()
 
         server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=4))
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(), server)
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(), server)  # type: ignore[no-untyped-call]  # grpc generated code has no annotations
         if self._metrics:
-            metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Metrics(), server)
+            metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Metrics(), server)  # type: ignore[no-untyped-call]
         else:
             server.add_generic_rpc_handlers([_RefuseMetrics(self)])
         self.grpc_port = server.add_insecure_port("127.0.0.1:0")
@@ -201,7 +201,11 @@ class OtlpReceiver:
 
         receiver = self
         routes: dict[str, tuple[t.Any, t.Any, list[tuple[str, t.Any]]]] = {
-            "/v1/traces": (trace_service_pb2.ExportTraceServiceRequest, trace_service_pb2.ExportTraceServiceResponse, receiver.trace_requests),
+            "/v1/traces": (
+                trace_service_pb2.ExportTraceServiceRequest,
+                trace_service_pb2.ExportTraceServiceResponse,
+                receiver.trace_requests,
+            ),
         }
         if self._metrics:
             routes["/v1/metrics"] = (
@@ -213,7 +217,7 @@ class OtlpReceiver:
         class Handler(http_server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 route = routes.get(self.path)
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
@@ -244,7 +248,7 @@ class OtlpReceiver:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, format: str, *args: t.Any) -> None:  # noqa: A002 - silence the access log
+            def log_message(self, format: str, *args: t.Any) -> None:
                 pass
 
         server = http_server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -265,7 +269,7 @@ class OtlpReceiver:
                 resource = attributes_of(rs.resource.attributes)
                 for ss in rs.scope_spans:
                     for span in ss.spans:
-                        out.append(ReceivedSpan(span, resource, ss.scope.name, protocol))
+                        out.append(ReceivedSpan(span, resource, ss.scope.name, protocol))  # noqa: PERF401 - a loop reads more plainly here
         return out
 
     def wait_for_spans(self, count: int, timeout: float = 10.0) -> list[ReceivedSpan]:

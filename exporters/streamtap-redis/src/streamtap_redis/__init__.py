@@ -50,7 +50,6 @@ _LAZY = {
 }
 
 
-
 def __getattr__(name: str) -> t.Any:
     """Import a public name from its submodule on first use (nothing at package import)."""
     module = _LAZY.get(name)

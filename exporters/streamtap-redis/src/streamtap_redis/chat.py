@@ -90,7 +90,9 @@ class RedisChatService(ChatService):
         self._stopping: set[asyncio.Task[None]] = set()
 
     @classmethod
-    def factory(cls, client: aioredis.Redis, keys: Keys | None = None, **settings: t.Any) -> t.Callable[..., RedisChatService]:
+    def factory(
+        cls, client: aioredis.Redis, keys: Keys | None = None, **settings: t.Any
+    ) -> t.Callable[..., RedisChatService]:
         """A ``chat_service`` for :func:`streamtap.web.create_app` using ``client``."""
 
         def make(module_or_factory: t.Any, store: EventStore, **options: t.Any) -> RedisChatService:
@@ -119,13 +121,17 @@ class RedisChatService(ChatService):
             body = request.body
             if record is not None:
                 answer = body.get("resume", request.last_user_text)
-                run_request = RunRequest(run_id, chat_id, None, {"record": record, "answer": answer}, propagation.inject())
+                run_request = RunRequest(
+                    run_id, chat_id, None, {"record": record, "answer": answer}, propagation.inject()
+                )
             else:
                 run_request = RunRequest(run_id, chat_id, self.to_input(request), None, propagation.inject())
             try:
                 payload = run_request.to_json()
             except (TypeError, ValueError) as exc:
-                raise BadRequest(422, f"The module's input for this request is not JSON ({exc}); a worker could not receive it.") from None
+                raise BadRequest(
+                    422, f"The module's input for this request is not JSON ({exc}); a worker could not receive it."
+                ) from None
             run = ActiveRun(
                 run_id=run_id,
                 chat_id=chat_id,
@@ -136,7 +142,12 @@ class RedisChatService(ChatService):
                 resumed=record,
             )
             await self.store.create(run_id)
-            meta: t.Any = {"chat": chat_id, "message": run.message_id, "verbose": int(run.verbose), "stream": int(run.stream_text)}
+            meta: t.Any = {
+                "chat": chat_id,
+                "message": run.message_id,
+                "verbose": int(run.verbose),
+                "stream": int(run.stream_text),
+            }
             pipe = self.client.pipeline(transaction=True)
             pipe.hset(self.keys.meta(run_id), mapping=meta)
             pipe.xadd(self.keys.requests, {"r": payload})
@@ -148,7 +159,9 @@ class RedisChatService(ChatService):
             if isinstance(exc, BadRequest):
                 raise
             if isinstance(exc, Exception):
-                raise BadRequest(503, f"Redis failed ({type(exc).__name__}); try again. The details are in the server log.") from exc
+                raise BadRequest(
+                    503, f"Redis failed ({type(exc).__name__}); try again. The details are in the server log."
+                ) from exc
             raise
         return run
 

@@ -25,7 +25,7 @@ def mask_url(url: str) -> str:
     match = _USERINFO.match(url)
     if match is None or match.group("password") is None:
         return url
-    return f"{match.group('scheme')}{match.group('user')}:***@{url[match.end():]}"
+    return f"{match.group('scheme')}{match.group('user')}:***@{url[match.end() :]}"
 
 
 def check_url(url: str) -> str:
@@ -84,7 +84,9 @@ def client_for(url: str, *, timeout: float = 5.0, max_connections: int = 256) ->
     import redis.asyncio as aioredis
 
     check_url(url)
-    return aioredis.Redis.from_url(url, max_connections=max_connections, socket_connect_timeout=timeout, health_check_interval=10)
+    return aioredis.Redis.from_url(
+        url, max_connections=max_connections, socket_connect_timeout=timeout, health_check_interval=10
+    )
 
 
 def _masked(text: str, url: str) -> str:

@@ -114,7 +114,7 @@ class Follower:
             try:
                 if await self.client.client_unblock(self._own_id):
                     return
-            except Exception:  # noqa: BLE001 - the follower's XREAD slice ends anyway
+            except Exception:
                 return
             await asyncio.sleep(0.001)
 
@@ -123,7 +123,9 @@ class Follower:
             import redis.asyncio as aioredis
 
             kwargs = dict(self.client.connection_pool.connection_kwargs)
-            pool = aioredis.ConnectionPool(connection_class=self.client.connection_pool.connection_class, max_connections=1, **kwargs)
+            pool = aioredis.ConnectionPool(
+                connection_class=self.client.connection_pool.connection_class, max_connections=1, **kwargs
+            )
             self._own = aioredis.Redis(connection_pool=pool)
             self._own_id = int(await self._own.client_id())
         return self._own
@@ -146,7 +148,9 @@ class Follower:
                 streams = {key: f"{ms}-{sq}" if ms >= 0 else "0-0" for key, (ms, sq) in self._cursors.items()}
                 self._covered = frozenset(streams)
                 self._reading = True
-                found: t.Any = await own.xread(t.cast(t.Any, streams), count=self.count, block=max(1, int(self.block * 1000)))
+                found: t.Any = await own.xread(
+                    t.cast(t.Any, streams), count=self.count, block=max(1, int(self.block * 1000))
+                )
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -221,7 +221,9 @@ class RunLog:
         if kind == "start":
             parent = run.get("parent_id")
             pending.hidden[run.get("run_id", "")] = run.get("kind") == "tool" or pending.hidden.get(parent or "", False)
-        elif kind == "chunk" and event.get("channel") == "text" and not pending.hidden.get(run.get("run_id", ""), False):
+        elif (
+            kind == "chunk" and event.get("channel") == "text" and not pending.hidden.get(run.get("run_id", ""), False)
+        ):
             delta = event.get("delta")
             if isinstance(delta, str) and delta and pending.text_size < _MAX_TEXT:
                 pending.text.append(delta)
@@ -243,7 +245,9 @@ class RunLog:
                     if not self._down:
                         self._down = self._outage_logged = True
                         self._outages += 1
-                        log.warning("Redis is unreachable (%s); run events are buffered until it is back", type(exc).__name__)
+                        log.warning(
+                            "Redis is unreachable (%s); run events are buffered until it is back", type(exc).__name__
+                        )
                     self._made_room()  # producers waiting for room now drop their oldest instead
                     with contextlib.suppress(Exception):  # idle pooled connections are stale too: reconnect them all
                         await self.client.connection_pool.disconnect(inuse_connections=False)
@@ -305,7 +309,7 @@ class RunLog:
             results = await pipe.execute(raise_on_error=False)
             self._down = False
         except BaseException:
-            for run_id, pending, events, text, unreported, _ in reversed(taken):
+            for run_id, pending, events, text, unreported, _ in reversed(taken):  # noqa: B007 - the key is unpacked for clarity
                 pending.events.extendleft(reversed(events))
                 pending.text[:0] = text
                 pending.text_size += sum(map(len, text))
@@ -323,7 +327,11 @@ class RunLog:
         if failed or refused:
             # An entry id not above the log's last one: another writer wrote this run (a retried attempt).
             self._lost += len(failed) + refused
-            log.warning("Redis refused %d run-log entries/commands: %s", len(failed) + refused, failed[0] if failed else "ids not above the log's last")
+            log.warning(
+                "Redis refused %d run-log entries/commands: %s",
+                len(failed) + refused,
+                failed[0] if failed else "ids not above the log's last",
+            )
         self._made_room()
         for run_id, pending, events, _, _, closing in taken:
             self._written += len(events)

@@ -46,7 +46,14 @@ class RedisPublisher:
     """
 
     def __init__(
-        self, url: str, *, prefix: str = "streamtap", maxlen: int = 10_000, ttl: float = 600.0, max_buffered: int = 10_000, flush_timeout: float = 10.0
+        self,
+        url: str,
+        *,
+        prefix: str = "streamtap",
+        maxlen: int = 10_000,
+        ttl: float = 600.0,
+        max_buffered: int = 10_000,
+        flush_timeout: float = 10.0,
     ) -> None:
         self.url = url
         self.keys = Keys(prefix)
@@ -110,7 +117,7 @@ class RedisPublisher:
         await self._log.aclose(self.flush_timeout)
         await self._log.client.aclose()
 
-    def __enter__(self) -> RedisPublisher:  # noqa: PYI034 - Python 3.10 has no typing.Self
+    def __enter__(self) -> RedisPublisher:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -43,7 +43,14 @@ class RunRequest:
 
     def to_json(self) -> str:
         """The request as the JSON a worker parses."""
-        body = {"v": VERSION, "run_id": self.run_id, "chat_id": self.chat_id, "input": self.input, "resume": self.resume, "trace": dict(self.trace)}
+        body = {
+            "v": VERSION,
+            "run_id": self.run_id,
+            "chat_id": self.chat_id,
+            "input": self.input,
+            "resume": self.resume,
+            "trace": dict(self.trace),
+        }
         return json.dumps(body, separators=(",", ":"), allow_nan=False)
 
 
@@ -69,9 +76,13 @@ def parse_request(raw: bytes | str) -> RunRequest:
     if not ok_run:
         raise BadRunRequest(f"'run_id' must be 1-128 of letters, digits, '_-.:', got {str(run_id)[:80]!r}", **ids)
     if not ok_chat:
-        raise BadRunRequest(f"'chat_id' must be null or 1-128 of letters, digits, '_-.:', got {str(chat_id)[:80]!r}", **ids)
+        raise BadRunRequest(
+            f"'chat_id' must be null or 1-128 of letters, digits, '_-.:', got {str(chat_id)[:80]!r}", **ids
+        )
     resume = body.get("resume")
-    if resume is not None and not (isinstance(resume, dict) and isinstance(resume.get("record"), dict) and "answer" in resume):
+    if resume is not None and not (
+        isinstance(resume, dict) and isinstance(resume.get("record"), dict) and "answer" in resume
+    ):
         raise BadRunRequest("'resume' must be null or {'record': {...}, 'answer': ...}", **ids)
     trace = body.get("trace") or {}
     if not (isinstance(trace, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in trace.items())):

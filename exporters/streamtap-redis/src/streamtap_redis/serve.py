@@ -66,7 +66,11 @@ def create_redis_app(
     async def lifespan(a: t.Any) -> t.AsyncIterator[t.Any]:
         checked = await connect(url)  # a clear error naming the URL when Redis is not there
         await checked.aclose()
-        worker = Worker(target, client, keys, concurrency=concurrency, claim_timeout=claim_timeout, store=store) if run_in_process else None
+        worker = (
+            Worker(target, client, keys, concurrency=concurrency, claim_timeout=claim_timeout, store=store)
+            if run_in_process
+            else None
+        )
         task = asyncio.ensure_future(worker.run()) if worker is not None else None
         try:
             async with inner(a) as state:

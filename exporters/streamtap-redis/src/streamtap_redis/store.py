@@ -55,7 +55,9 @@ class RedisEventStore:
         retry: seconds a read keeps retrying while Redis is unreachable before it raises.
     """
 
-    def __init__(self, client: aioredis.Redis, keys: Keys | None = None, *, log: RunLog | None = None, retry: float = 10.0) -> None:
+    def __init__(
+        self, client: aioredis.Redis, keys: Keys | None = None, *, log: RunLog | None = None, retry: float = 10.0
+    ) -> None:
         self.client = client
         self.keys = keys or Keys()
         self.log = log if log is not None else RunLog(client, self.keys)
@@ -89,7 +91,11 @@ class RedisEventStore:
             cached = self.follower.cached(stream, after)
             if cached == []:
                 return ReadResult([], False, after + 1)  # followed from here, nothing newer yet: wait() will say
-            entries = cached[: limit + 1] if cached else await self.client.xrange(stream, f"{after + 1}-0", "+", count=limit + 1)
+            entries = (
+                cached[: limit + 1]
+                if cached
+                else await self.client.xrange(stream, f"{after + 1}-0", "+", count=limit + 1)
+            )
             if entries and _position(entries[0][0]) == after + 1:
                 events, finished = self._contiguous(entries, after, limit)
                 return ReadResult(events, finished, after + 1)  # first_seq: at most this; only its bound matters here
@@ -101,7 +107,9 @@ class RedisEventStore:
             return None
         first_seq = _position(head[0][0]) if head else after + 1
         if entries and _position(entries[0][0]) > after + 1:  # events missing before the first entry held
-            return ReadResult(await self._gap(run_id, after + 1, _position(entries[0][0]) - 1, int(lost or 0)), False, first_seq)
+            return ReadResult(
+                await self._gap(run_id, after + 1, _position(entries[0][0]) - 1, int(lost or 0)), False, first_seq
+            )
         finished = not entries and done is not None and not head  # the log expired or was lost, the run is over
         return ReadResult([], finished, first_seq)
 
@@ -126,18 +134,38 @@ class RedisEventStore:
         pipe.get(self.keys.text(run_id))
         pipe.hget(self.keys.meta(run_id), "upto")
         text, upto = await pipe.execute()
-        run: dict[str, t.Any] = {"run_id": run_id, "root_id": run_id, "parent_id": None, "name": "", "kind": "module", "tags": [], "metadata": {}}
+        run: dict[str, t.Any] = {
+            "run_id": run_id,
+            "root_id": run_id,
+            "parent_id": None,
+            "name": "",
+            "kind": "module",
+            "tags": [],
+            "metadata": {},
+        }
         reason = (
             f"events {first}..{last} of this run are not in its log any more (trimmed, or lost while Redis was "
             f"unreachable: {lost} undelivered); the snapshot stands for them"
         )
         out: list[StoredEvent] = [
-            {"kind": "custom", "seq": last, "run": run, "name": GAP, "data": {"from": first, "to": last, "lost": lost, "reason": reason}}
+            {
+                "kind": "custom",
+                "seq": last,
+                "run": run,
+                "name": GAP,
+                "data": {"from": first, "to": last, "lost": lost, "reason": reason},
+            }
         ]
         upto_n = int(upto) if upto is not None else last
         upto_n = max(upto_n, last)
         out.append(
-            {"kind": "custom", "seq": upto_n, "run": run, "name": SNAPSHOT, "data": {"text": (text or b"").decode("utf-8", "replace"), "upto": upto_n}}
+            {
+                "kind": "custom",
+                "seq": upto_n,
+                "run": run,
+                "name": SNAPSHOT,
+                "data": {"text": (text or b"").decode("utf-8", "replace"), "upto": upto_n},
+            }
         )
         return out
 
@@ -155,7 +183,7 @@ class RedisEventStore:
             try:
                 if not await self.client.exists(self.keys.meta(run_id), stream):
                     return True  # the run is gone: let the reader find out
-            except Exception:  # noqa: BLE001 - Redis is away: the reader's next read retries, then reports it
+            except Exception:
                 return False
 
     async def expire(self, now: float | None = None) -> int:

@@ -57,7 +57,19 @@ class RedisServer:
 
     def start(self, timeout: float = 10.0) -> RedisServer:
         """Start the server and wait until it accepts connections."""
-        args = [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", self._dir.name]
+        args = [
+            self.exe,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            self._dir.name,
+        ]
         if self.password:
             args += ["--requirepass", self.password]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -100,7 +112,7 @@ class RedisServer:
         self.kill()
         self.start()
 
-    def __enter__(self) -> RedisServer:  # noqa: PYI034 - Python 3.10 has no typing.Self
+    def __enter__(self) -> RedisServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -109,4 +121,3 @@ class RedisServer:
 
     def __repr__(self) -> str:
         return f"<RedisServer port={self.port} running={self.proc is not None}>"
-

@@ -142,7 +142,9 @@ class Worker:
                     break
                 got: t.Any
                 try:
-                    got = await self.client.xreadgroup(GROUP, self.consumer, {self.keys.requests: ">"}, count=1, block=500)
+                    got = await self.client.xreadgroup(
+                        GROUP, self.consumer, {self.keys.requests: ">"}, count=1, block=500
+                    )
                 except asyncio.CancelledError:
                     self._slots.release()
                     raise
@@ -201,12 +203,14 @@ class Worker:
             await self._dead(entry_id, raw, exc.reason, exc.run_id, exc.chat_id)
             return
         if attempt > self.max_attempts:
-            reason = f"the request was tried {attempt - 1} times (max_attempts={self.max_attempts}); its workers kept dying"
+            reason = (
+                f"the request was tried {attempt - 1} times (max_attempts={self.max_attempts}); its workers kept dying"
+            )
             await self._dead(entry_id, raw, reason, request.run_id, request.chat_id)
             return
         try:
             module = self._module()
-        except Exception as exc:  # noqa: BLE001 - whatever the user's factory raises, the request is dead-lettered
+        except Exception as exc:
             reason = f"the worker's target could not build a module ({type(exc).__name__}: {exc})"
             await self._dead(entry_id, raw, reason, request.run_id, request.chat_id)
             return
@@ -301,7 +305,12 @@ class Worker:
     async def _dead(self, entry_id: bytes, raw: bytes, reason: str, run_id: str | None, chat_id: str | None) -> None:
         log.error("Run request %s goes to the dead-letter stream: %s", entry_id.decode(), reason)
         pipe = self.client.pipeline(transaction=True)
-        pipe.xadd(self.keys.dead, {"reason": reason, "request": raw[:100_000], "entry": entry_id, "at": str(time.time())}, maxlen=10_000, approximate=True)
+        pipe.xadd(
+            self.keys.dead,
+            {"reason": reason, "request": raw[:100_000], "entry": entry_id, "at": str(time.time())},
+            maxlen=10_000,
+            approximate=True,
+        )
         pipe.xack(self.keys.requests, GROUP, entry_id)
         await pipe.execute()
         if run_id is not None:
@@ -309,8 +318,8 @@ class Worker:
             base = int(upto) + 1 if upto is not None else 0
             run = Run(run_id, "request", "module", None, run_id)
             error = ErrorInfo("streamtap_redis.RequestRejected", f"The worker could not run this request: {reason}.")
-            await self.store.append(run_id, Start(run, base, None, time.time()).to_dict())  # type: ignore[call-arg]  # mypy counts `kind` as a field
-            await self.store.append(run_id, End(run, base + 1, "error", None, error, None, None, {}).to_dict())  # type: ignore[call-arg]
+            await self.store.append(run_id, Start(run, base, None, time.time()).to_dict())
+            await self.store.append(run_id, End(run, base + 1, "error", None, error, None, None, {}).to_dict())
             await self.store.finish(run_id, status="error")
             if chat_id is not None:
                 await self.state.release(chat_id, run_id)
@@ -332,7 +341,9 @@ class Worker:
         """Take over requests idle for ``claim_timeout`` seconds (their worker died); returns how many."""
         taken = 0
         while not self._closing.is_set() and not self._slots.locked():
-            res = await self.client.xautoclaim(self.keys.requests, GROUP, self.consumer, int(self.claim_timeout * 1000), "0-0", count=1)
+            res = await self.client.xautoclaim(
+                self.keys.requests, GROUP, self.consumer, int(self.claim_timeout * 1000), "0-0", count=1
+            )
             entries = [e for e in res[1] if e and e[1] is not None] if res else []
             if not entries:
                 return taken
@@ -343,7 +354,11 @@ class Worker:
                     continue
                 info = await self.client.xpending_range(self.keys.requests, GROUP, entry_id, entry_id, 1)
                 deliveries = int(info[0]["times_delivered"]) if info else 2
-                log.warning("Taking over run request %s (attempt %d): its worker stopped responding", entry_id.decode(), deliveries)
+                log.warning(
+                    "Taking over run request %s (attempt %d): its worker stopped responding",
+                    entry_id.decode(),
+                    deliveries,
+                )
                 await self._slots.acquire()
                 self._spawn(self._serve(entry_id, fields, deliveries))
                 taken += 1
@@ -376,6 +391,14 @@ class Worker:
 
 
 def _attempt_event(run_id: str, seq: int, attempt: int) -> dict[str, t.Any]:
-    run: dict[str, t.Any] = {"run_id": run_id, "root_id": run_id, "parent_id": None, "name": "", "kind": "module", "tags": [], "metadata": {}}
+    run: dict[str, t.Any] = {
+        "run_id": run_id,
+        "root_id": run_id,
+        "parent_id": None,
+        "name": "",
+        "kind": "module",
+        "tags": [],
+        "metadata": {},
+    }
     data = {"attempt": attempt, "reason": "the worker running this request stopped responding; it is run again"}
     return {"kind": "custom", "seq": seq, "run": run, "name": ATTEMPT, "data": data}
