@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures.thread
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -15,6 +16,30 @@ import typing as t
 import pytest
 
 from streamtap import bus
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+"""Debian's Chromium, which scripts/test.sh installs; the page tests drive it with Playwright."""
+
+
+@pytest.fixture(scope="module")
+def browser() -> t.Iterator[t.Any]:
+    """One headless Chromium per test module (its pages are the tests' own)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        yield b
+        b.close()
 
 
 def _connected() -> list[str]:

@@ -30,26 +30,6 @@ ASSISTANT_TEXT = "() => { const m = [...document.querySelectorAll('.msg.assistan
 
 
 @pytest.fixture(scope="module")
-def browser() -> t.Iterator[t.Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        yield b
-        b.close()
-
-
-@pytest.fixture(scope="module")
 def weather() -> t.Iterator[tuple[FakeOpenAI, BackgroundServer]]:
     with FakeOpenAI(token_delay=0.03, reasoning=True) as model:
         srv = BackgroundServer(

@@ -45,26 +45,6 @@ DONE = ".msg.assistant:not(.streaming)"
 
 
 @pytest.fixture(scope="module")
-def browser() -> t.Iterator[t.Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        yield b
-        b.close()
-
-
-@pytest.fixture(scope="module")
 def model() -> t.Iterator[FakeOpenAI]:
     with FakeOpenAI(token_delay=0.01) as srv:
         yield srv

@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import threading
-import typing as t
 
 import pytest
 
@@ -78,16 +77,6 @@ class Replay:
         return code
 
 
-@pytest.fixture(scope="module")
-def browser() -> t.Iterator[t.Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--no-first-run"])
-        yield b
-        b.close()
-
-
 @pytest.mark.parametrize(
     "size", [{"width": 1280, "height": 800}, {"width": 390, "height": 844}], ids=["desktop", "phone"]
 )
@@ -105,10 +94,11 @@ def test_a_recorded_run_replays_into_the_page_at_its_pace(browser, recording, si
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(link)
         # At the recorded pace the answer streams: part of it shows before the end.
-        page.wait_for_function(
-            f"() => document.querySelector('.msg.assistant.streaming') && ({ANSWER})().length > 0", timeout=20000
-        )
-        partial = page.evaluate(ANSWER)
+        # The partial text is read in the same tick as the "still streaming" check (read later, it may be whole).
+        partial = page.wait_for_function(
+            f"() => {{ const a = ({ANSWER})(); return document.querySelector('.msg.assistant.streaming') && a ? a : null; }}",
+            timeout=20000,
+        ).json_value()
         page.wait_for_function(
             f"() => ({ANSWER})() === {answer!r} && !document.querySelector('.msg.assistant.streaming')", timeout=20000
         )
