@@ -10,16 +10,13 @@ import sys
 import typing as t
 
 import pytest
-
-pytest.importorskip("celery")
-
 import relay_celery_app
-import streamtap_otlp
-from streamtap_otlp.testing import OtlpReceiver
-from streamtap_redis.testing import RedisServer
 
+import streamtap_otlp
 from streamtap import ModuleBase, propagation
 from streamtap.events import Chunk, End, Event, Start
+from streamtap_otlp.testing import OtlpReceiver
+from streamtap_redis.testing import RedisServer
 
 HERE = pathlib.Path(__file__).parent
 
