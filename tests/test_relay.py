@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
+import os
+import pathlib
+import subprocess
+import sys
 import threading
 import time
 import typing as t
@@ -182,3 +186,23 @@ def test_carried_context_round_trips_through_json_and_masks_its_key() -> None:
     carried = Tool()("x")
     assert propagation.Carried.from_dict(carried.to_dict()) == carried
     assert carried.key not in repr(carried) and "***" in repr(carried)
+
+
+def test_the_process_pool_example_runs_and_its_children_s_spans_join_the_parents_trace() -> None:
+    """``examples/process_pool.py``: two spawned children stream into one gap-free run tree and one trace."""
+    example = pathlib.Path(__file__).resolve().parents[1] / "examples" / "process_pool.py"
+    with OtlpReceiver(grpc=False) as receiver:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OPENAI_"))}
+        env |= {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.http_endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
+        env["OTEL_METRICS_EXPORTER"] = "none"
+        proc = subprocess.run(
+            [sys.executable, str(example)], capture_output=True, text=True, timeout=90, env=env, check=False
+        )
+        assert proc.returncode == 0, proc.stderr
+        spans = receiver.wait_for_spans(4)
+    assert "seq gap-free" in proc.stdout and "ret: You said: What is streamtap?" in proc.stdout
+    assert proc.stdout.count("trace: start pool_agent/compare/child_chat") == 2
+    assert len({s.trace_id for s in spans}) == 1
+    (tool,) = [s for s in spans if s.name == "execute_tool compare"]
+    chats = [s for s in spans if s.name.startswith("chat ")]
+    assert len(chats) == 2 and all(s.parent_span_id == tool.span_id for s in chats)
