@@ -210,7 +210,9 @@ class Relay:
         with contextlib.suppress(OSError), Client(self.address, authkey=self._key) as conn:
             conn.send_bytes(_CLOSE)
         deadline = time.monotonic() + self._drain_timeout
-        for thread in list(self._threads):
+        accept, *_ = self._threads
+        accept.join(max(0.0, deadline - time.monotonic()))  # it starts the readers: join it first
+        for thread in list(self._threads[1:]):
             thread.join(max(0.0, deadline - time.monotonic()))
         with self._lock:
             self._closed = True
