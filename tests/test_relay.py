@@ -206,3 +206,20 @@ def test_the_process_pool_example_runs_and_its_children_s_spans_join_the_parents
     (tool,) = [s for s in spans if s.name == "execute_tool compare"]
     chats = [s for s in spans if s.name.startswith("chat ")]
     assert len(chats) == 2 and all(s.parent_span_id == tool.span_id for s in chats)
+
+
+def test_a_child_that_cannot_reach_the_relay_still_runs_and_counts_what_it_lost(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Tool(ModuleBase):
+        kind = "tool"
+
+        def forward(self, x: str) -> propagation.Carried:
+            with propagation.relay() as r:
+                return r.carry()
+
+    carried = Tool()("x")  # its relay has closed: nothing listens at its address any more
+    with propagation.attach(carried.to_dict()) as attached:
+        assert children.Summarise()("still runs") == "still runs"
+    assert attached.sent == 0 and attached.lost >= 4  # Start, two chunks, End
+    assert "cannot reach the parent's relay" in caplog.text
