@@ -30,6 +30,7 @@ running on a stream consumer's own loop await
 
 from __future__ import annotations
 
+import contextvars
 import itertools
 import threading
 import time
@@ -37,10 +38,23 @@ import types
 import typing as t
 
 from . import bus
-from .events import Chunk, Custom, End, ErrorInfo, Run, Start, Status, Timings, Tool, ToolPhase, Usage
+from .events import Chunk, Custom, End, ErrorInfo, Event, Run, Start, Status, Timings, Tool, ToolPhase, Usage
 from .exceptions import RunCancelled, UsageError
 
-__all__ = ["Emitter", "Tree"]
+__all__ = ["Emitter", "Tree", "relaying"]
+
+_relaying: contextvars.ContextVar[bool] = contextvars.ContextVar("streamtap_relaying", default=False)
+
+
+def relaying() -> bool:
+    """Whether the event being delivered right now was relayed from another process (see :meth:`Emitter.relay`).
+
+    Subscribers run in the delivering thread, so one that must not handle such
+    events twice (the tracing subscriber: the other process exports its own
+    spans) checks this.
+    """
+    return _relaying.get()
+
 
 _tuple_new = tuple.__new__
 _get_ident = threading.get_ident
@@ -241,8 +255,35 @@ class Emitter:
             elif full:
                 self._wait_for_room_sync()
 
-    def _send(self, cls: type[t.Any], fields: tuple[t.Any, ...], subs: tuple[t.Any, ...], sig: t.Any) -> t.Any:
+    def relay(self, event: Event) -> Event:
+        """Deliver ``event``, an event of a run of another process, into this run's tree; returns it as delivered.
+
+        The event keeps its own run (give it one whose ``parent_id`` leads to
+        this tree) and gets this tree's next ``seq``, so ordering and
+        gap-freeness stay this process's job. It reaches this tree's streams
+        and the bus's subscribers like any event; while it is delivered,
+        :func:`relaying` is true. Used by :class:`streamtap.propagation.Relay`.
+        """
+        kind = event.kind
+        token = _relaying.set(True)
+        try:
+            return t.cast(
+                Event,
+                self._send(type(event), tuple(event)[2:], getattr(_registry, kind), bus.signals[kind], event.run),
+            )
+        finally:
+            _relaying.reset(token)
+
+    def _send(
+        self,
+        cls: type[t.Any],
+        fields: tuple[t.Any, ...],
+        subs: tuple[t.Any, ...],
+        sig: t.Any,
+        run: Run | None = None,
+    ) -> t.Any:
         """Number, build and deliver one event of ``cls`` (``fields`` are those after ``run, seq``)."""
+        run = self.run if run is None else run
         tree = self._tree or self.tree()
         sinks = self.sinks
         full = done = False
@@ -251,7 +292,7 @@ class Emitter:
             tree.busy += 1
             try:
                 if not tree.shared:
-                    ev = _tuple_new(cls, (self.run, next(tree.counter), *fields))
+                    ev = _tuple_new(cls, (run, next(tree.counter), *fields))
                     for sink in sinks:
                         if sink.put(ev):
                             full = True
@@ -266,7 +307,7 @@ class Emitter:
             tree.share()
         if not done:
             with tree.lock:
-                ev = _tuple_new(cls, (self.run, next(tree.counter), *fields))
+                ev = _tuple_new(cls, (run, next(tree.counter), *fields))
                 for sink in sinks:
                     if sink.put(ev):
                         full = True

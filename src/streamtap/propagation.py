@@ -14,6 +14,17 @@ Both use OpenTelemetry's global propagator (``tracecontext,baggage`` unless
 ``OTEL_PROPAGATORS`` says otherwise), so ``tracestate`` and baggage travel too.
 Outside a module, pass the span context to inject, e.g. the one the tracing
 subscriber keeps for a run: ``inject(span=tracing.span_context(run_id))``.
+
+Runs, not only traces, cross with :func:`relay` and :func:`attach` (from
+:mod:`streamtap.relay`): a child process's modules become children of the
+tool run that handed the work out, in the parent's streams and trace::
+
+    with propagation.relay() as r:                       # in the tool, parent process
+        pool.submit(job, r.carry(), task).result()
+
+    def job(carried, task):                              # in the child process
+        with propagation.attach(carried):
+            return summarise(task)                       # streams into the parent's run tree
 """
 
 from __future__ import annotations
@@ -25,8 +36,19 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 
 from .exceptions import UsageError
+from .relay import Attachment, Carried, Relay, attach, relay
 
-__all__ = ["continue_trace", "extract", "inject", "traceparent"]
+__all__ = [
+    "Attachment",
+    "Carried",
+    "Relay",
+    "attach",
+    "continue_trace",
+    "extract",
+    "inject",
+    "relay",
+    "traceparent",
+]
 
 Carrier = t.MutableMapping[str, str]
 

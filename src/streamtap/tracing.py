@@ -99,6 +99,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from . import genai_messages as genai
 from ._receivers import IsolatedReceivers
 from ._subscriber import KindDispatcher
+from .dispatch import relaying
 from .events import End, ErrorInfo, Run, Start, to_jsonable
 from .redaction import REDACTED, Redactor
 
@@ -463,6 +464,8 @@ class TracingSubscriber(KindDispatcher):
         entry = self._entries.get(rid)
         if entry is not None:
             return entry
+        if relaying():
+            return None  # a run of another process: that process exports its own span (propagation.attach)
         if run.parent_id is None:
             tracer = self._root_tracer()
             if tracer is None:
