@@ -2,7 +2,7 @@
 
 Tests, examples and the demo talk to it with the real ``openai`` client::
 
-    from streamtap.llm.server import FakeOpenAI
+    from streamtap.testing import FakeOpenAI
 
     with FakeOpenAI() as srv:
         client = openai.OpenAI(base_url=srv.base_url, api_key="x")
