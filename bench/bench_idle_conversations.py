@@ -2,7 +2,7 @@
 
 Each conversation is a real ``POST /api/chat`` (one question, answered to the
 end by the seeds' weather agent on the ``openai`` client against the embedded
-:class:`~streamtap.llm.server.FakeOpenAI`, over real HTTP), then left idle.
+:class:`~streamtap.testing.FakeOpenAI`, over real HTTP), then left idle.
 The app is made as ``streamtap demo`` makes it (:func:`streamtap.demo.agent_factory`:
 one model client shared by every conversation's agent). ``--per-chat-client``
 builds the model (so an ``openai`` client and its keep-alive socket) per
@@ -39,7 +39,7 @@ import typing as t
 import httpx
 
 from streamtap.demo import agent_factory
-from streamtap.weather import weather_agent
+from streamtap.demo.weather import weather_agent
 from streamtap.web import MemoryEventStore, create_app
 from streamtap.web.server import BackgroundServer
 

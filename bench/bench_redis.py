@@ -36,7 +36,7 @@ import typing as t
 import httpx
 
 from streamtap import ModuleBase
-from streamtap.llm import FakeOpenAI
+from streamtap.testing import FakeOpenAI
 from streamtap_redis import Keys, RedisEventStore, RunLog, connect
 from streamtap_redis.testing import RedisServer, free_port
 

@@ -27,9 +27,9 @@ import typing as t
 
 import openai
 
+from streamtap.demo.weather import QUERY, weather_agent, weather_tools
 from streamtap.llm.openai import OpenAIChat
-from streamtap.llm.server import FakeOpenAI
-from streamtap.weather import QUERY, weather_agent, weather_tools
+from streamtap.testing import FakeOpenAI
 
 
 def _first_content(stream: t.Any, t0: float) -> float:

@@ -2,7 +2,7 @@
 
 Every stream is a real ``POST /api/chat`` (AI SDK UI message stream over SSE)
 answered by a real model module on the ``openai`` client talking to the
-embedded :class:`~streamtap.llm.server.FakeOpenAI` over real HTTP. Each
+embedded :class:`~streamtap.testing.FakeOpenAI` over real HTTP. Each
 stream is checked complete and correct (``start`` first, ``finish`` last,
 ``[DONE]``, the exact expected text); the script exits non-zero otherwise.
 
@@ -36,9 +36,9 @@ import typing as t
 
 import httpx
 
+from streamtap.demo.weather import weather_agent
 from streamtap.llm.openai import AsyncOpenAIChat
-from streamtap.llm.server import FakeOpenAI
-from streamtap.weather import weather_agent
+from streamtap.testing import FakeOpenAI
 from streamtap.web import create_app
 from streamtap.web.server import BackgroundServer
 

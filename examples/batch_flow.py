@@ -19,7 +19,7 @@ import typing as t
 from streamtap.exporting import traces_from_env
 from streamtap.flows import Flow, Node, ParallelBatchNode
 from streamtap.llm.openai import OpenAIChat
-from streamtap.llm.server import FakeOpenAI
+from streamtap.testing import FakeOpenAI
 
 TOPICS = ["invoices", "contracts", "meeting notes", "bug reports", "release notes", "support tickets"]
 DOCUMENTS = [f"Document {i}: {TOPICS[i % len(TOPICS)]} for week {i // len(TOPICS) + 1}." for i in range(24)]

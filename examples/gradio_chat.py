@@ -22,9 +22,9 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from gradio_client import Client
 
+from streamtap.demo.weather import QUERY, weather_agent
 from streamtap.integrations.gradio import chat_interface
-from streamtap.llm.server import model_endpoint
-from streamtap.weather import QUERY, weather_agent
+from streamtap.testing import model_endpoint
 
 
 def free_port() -> int:

@@ -22,8 +22,8 @@ from collections.abc import Iterator
 from streamtap.exporting import traces_from_env
 from streamtap.flows import Sequential
 from streamtap.llm.openai import OpenAIChat
-from streamtap.llm.server import model_endpoint
 from streamtap.parsers import JsonOutputParser
+from streamtap.testing import model_endpoint
 
 PROMPT = (
     "Output the content as JSON. Tell the story of 'covering one's ears to steal a bell'. "

@@ -16,9 +16,9 @@ import contextlib
 import os
 
 import streamtap_otlp
-from streamtap.llm.server import model_endpoint
+from streamtap.demo.weather import QUERY, weather_agent
+from streamtap.testing import model_endpoint
 from streamtap.tracing import PENDING_ATTRIBUTE
-from streamtap.weather import QUERY, weather_agent
 from streamtap_otlp.testing import OtlpReceiver
 
 

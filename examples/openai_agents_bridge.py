@@ -20,8 +20,8 @@ from agents import Agent, OpenAIChatCompletionsModel, function_tool, set_trace_p
 from openai import AsyncOpenAI
 
 from streamtap.bridges.openai_agents import AgentModule, StreamtapTracingProcessor
-from streamtap.llm.server import model_endpoint
-from streamtap.weather import QUERY
+from streamtap.demo.weather import QUERY
+from streamtap.testing import model_endpoint
 
 
 @function_tool

@@ -18,8 +18,8 @@ import threading
 
 import httpx
 
-from streamtap.llm.server import model_endpoint
-from streamtap.weather import QUERY, weather_agent
+from streamtap.demo.weather import QUERY, weather_agent
+from streamtap.testing import model_endpoint
 from streamtap.web import create_app
 from streamtap.web.server import BackgroundServer
 

@@ -17,7 +17,7 @@ import typing as t
 from streamtap.exporting import traces_from_env
 from streamtap.flows import Flow, Node
 from streamtap.llm.openai import OpenAIChat
-from streamtap.llm.server import FakeOpenAI
+from streamtap.testing import FakeOpenAI
 
 TOOLS: dict[str, t.Callable[[str], str]] = {
     "search": lambda q: f"3 results for {q!r}",

@@ -22,12 +22,11 @@ import tempfile
 from pathlib import Path
 
 from streamtap.agents import FunctionCallAgent
+from streamtap.demo.weather import QUERY, get_n_day_weather_forecast, weather_agent
 from streamtap.llm.replay import ReplayChat
-from streamtap.llm.server import model_endpoint
 from streamtap.recording import Recorder
-from streamtap.testing import capture_events, first_divergence, replay
+from streamtap.testing import capture_events, first_divergence, model_endpoint, replay
 from streamtap.tools import tool
-from streamtap.weather import QUERY, get_n_day_weather_forecast, weather_agent
 
 
 @tool

@@ -22,7 +22,7 @@ from streamtap import ModuleBase
 from streamtap.exporting import traces_from_env
 from streamtap.flows import Sequential
 from streamtap.llm.openai import OpenAIChat
-from streamtap.llm.server import model_endpoint
+from streamtap.testing import model_endpoint
 
 TEMPLATE = """Answer the question based only on the following context:
 {context}

@@ -26,7 +26,7 @@ import typing as t
 
 import httpx
 
-from streamtap.llm import FakeOpenAI
+from streamtap.testing import FakeOpenAI
 from streamtap.web.server import BackgroundServer
 from streamtap_redis.serve import create_redis_app
 from streamtap_redis.testing import RedisServer

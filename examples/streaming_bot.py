@@ -18,7 +18,7 @@ import os
 
 from streamtap.exporting import traces_from_env
 from streamtap.llm.openai import AsyncOpenAIChat, OpenAIChat
-from streamtap.llm.server import model_endpoint
+from streamtap.testing import model_endpoint
 
 
 def model_name(base_url: str) -> str | None:

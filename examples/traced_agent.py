@@ -25,9 +25,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import streamtap_otlp
 from streamtap import logs
-from streamtap.llm.server import model_endpoint
+from streamtap.demo.weather import QUERY, weather_agent
+from streamtap.testing import model_endpoint
 from streamtap.tracing import TracingSubscriber
-from streamtap.weather import QUERY, weather_agent
 
 
 def print_tree(spans: t.Sequence[ReadableSpan]) -> None:

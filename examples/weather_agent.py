@@ -15,9 +15,9 @@ Run: python examples/weather_agent.py
 
 from __future__ import annotations
 
+from streamtap.demo.weather import QUERY, weather_agent
 from streamtap.exporting import traces_from_env
-from streamtap.llm.server import model_endpoint
-from streamtap.weather import QUERY, weather_agent
+from streamtap.testing import model_endpoint
 
 
 def main() -> None:

@@ -28,9 +28,9 @@ import typing as t
 
 import httpx
 
+from streamtap.demo.weather import weather_agent
 from streamtap.llm.openai import AsyncOpenAIChat
-from streamtap.llm.server import FakeOpenAI
-from streamtap.weather import weather_agent
+from streamtap.testing import FakeOpenAI
 from streamtap.web import create_app, serve
 from streamtap.web.server import BackgroundServer
 

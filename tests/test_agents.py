@@ -12,13 +12,12 @@ import pytest
 
 import streamtap
 from streamtap.agents import AgentStepLimitError, FunctionCallAgent
+from streamtap.demo.weather import QUERY, weather_agent
 from streamtap.events import End
 from streamtap.exceptions import RunCancelled
 from streamtap.llm.openai import AsyncOpenAIChat, OpenAIChat
-from streamtap.llm.server import FakeOpenAI
-from streamtap.testing import capture_events, check_invariants
+from streamtap.testing import FakeOpenAI, capture_events, check_invariants
 from streamtap.tools import ToolRegistry, tool
-from streamtap.weather import QUERY, weather_agent
 
 ANSWER = "The current weather in Tokyo is 10 degrees Celsius, and in Paris, it is 22 degrees Celsius."
 

@@ -12,8 +12,8 @@ from streamtap.agents import FunctionCallAgent
 from streamtap.answer import TURN_SEPARATOR, AnswerText
 from streamtap.flows import Sequential
 from streamtap.llm.openai import OpenAIChat
-from streamtap.llm.server import FakeOpenAI
 from streamtap.parsers import JsonOutputParser
+from streamtap.testing import FakeOpenAI
 from streamtap.tools import tool
 from streamtap.web.ui_stream import UIMessageMapper
 

@@ -66,7 +66,7 @@ async def test_demo_conversations_share_one_model_client_no_descriptor_each():
     import gc
 
     from streamtap.demo import agent_factory
-    from streamtap.llm.server import FakeOpenAI
+    from streamtap.testing import FakeOpenAI
     from streamtap.web import create_app
     from streamtap.web.server import BackgroundServer
 

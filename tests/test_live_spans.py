@@ -15,12 +15,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from streamtap.agents import FunctionCallAgent
+from streamtap.demo.weather import QUERY, get_n_day_weather_forecast, weather_agent
 from streamtap.llm.openai import OpenAIChat
-from streamtap.llm.server import FakeOpenAI
-from streamtap.testing import capture_events
+from streamtap.testing import FakeOpenAI, capture_events
 from streamtap.tools import tool
 from streamtap.tracing import LIVE_SPANS_ENV, PENDING_ATTRIBUTE, TracingSubscriber
-from streamtap.weather import QUERY, get_n_day_weather_forecast, weather_agent
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from streamtap import ModuleBase, UsageError
 from streamtap.events import End, Start
 from streamtap.flows import Sequential
 from streamtap.llm.openai import OpenAIChat
-from streamtap.llm.server import model_endpoint
+from streamtap.testing import model_endpoint
 
 
 class Echo(ModuleBase):

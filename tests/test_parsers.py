@@ -12,9 +12,8 @@ from hypothesis import strategies as st
 
 from streamtap.llm.errors import LLMError
 from streamtap.llm.openai import OpenAIChat
-from streamtap.llm.server import FakeOpenAI
 from streamtap.parsers import JsonOutputParser, PartialJSON
-from streamtap.testing import capture_events
+from streamtap.testing import FakeOpenAI, capture_events
 
 json_values = st.recursive(
     st.none()

@@ -15,8 +15,8 @@ import typing as t
 import pytest
 
 from streamtap import ModuleBase, subscribe
+from streamtap.demo.weather import QUERY, weather_agent
 from streamtap.exceptions import UsageError
-from streamtap.llm.server import FakeOpenAI
 from streamtap.recording import (
     RECORD_ENV,
     SCHEMA,
@@ -26,8 +26,7 @@ from streamtap.recording import (
     event_from_dict,
     read_recording,
 )
-from streamtap.testing import check_invariants, replay
-from streamtap.weather import QUERY, weather_agent
+from streamtap.testing import FakeOpenAI, check_invariants, replay
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

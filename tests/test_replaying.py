@@ -17,10 +17,10 @@ import time
 
 import pytest
 
-from streamtap.llm.server import FakeOpenAI
+from streamtap.demo.weather import QUERY, weather_agent
 from streamtap.recording import Recorder, read_recording
 from streamtap.replaying import ReplayPublisher
-from streamtap.weather import QUERY, weather_agent
+from streamtap.testing import FakeOpenAI
 from streamtap.web.store import MemoryEventStore
 
 pytest.importorskip("streamtap_otlp")

@@ -10,7 +10,7 @@ from streamtap import UsageError
 from streamtap.events import Chunk, Run
 from streamtap.flows import Flow, Node
 from streamtap.llm.openai import OpenAIChat
-from streamtap.llm.server import FakeOpenAI
+from streamtap.testing import FakeOpenAI
 
 
 def _plan_act(base_url: str) -> Flow:

@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from streamtap.exceptions import UsageError
-from streamtap.llm import FakeOpenAI
 from streamtap.serving import load_target
+from streamtap.testing import FakeOpenAI
 
 
 def _free_port() -> int:

@@ -13,7 +13,7 @@ from streamtap import UsageError, step
 from streamtap.events import Chunk, End, Start
 from streamtap.flows import AsyncFlow, AsyncParallel, AsyncSequential, Flow, Parallel, Sequential
 from streamtap.llm.openai import OpenAIChat
-from streamtap.llm.server import model_endpoint
+from streamtap.testing import model_endpoint
 
 
 def retrieve(question: str) -> str:

@@ -10,6 +10,7 @@ import typing as t
 import pydantic
 import pytest
 
+from streamtap.demo.weather import get_current_weather, get_n_day_weather_forecast, weather_tools
 from streamtap.exceptions import UsageError
 from streamtap.testing import capture_events
 from streamtap.tools import (
@@ -20,7 +21,6 @@ from streamtap.tools import (
     parse_docstring,
     tool,
 )
-from streamtap.weather import get_current_weather, get_n_day_weather_forecast, weather_tools
 
 
 def test_seed_tools_schema() -> None:

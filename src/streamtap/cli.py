@@ -23,7 +23,7 @@ __all__ = ["main"]
 # sub-command -> (module, function taking argv, help)
 _COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("streamtap.demo", "main", "run the demo: a streaming weather agent with its web page and traces"),
-    "fake-openai": ("streamtap.llm.server", "main", "run the embedded OpenAI-compatible model server"),
+    "fake-openai": ("streamtap.testing.fake_openai", "main", "run the embedded OpenAI-compatible model server"),
     "record": (
         "streamtap.replaying",
         "record_main",

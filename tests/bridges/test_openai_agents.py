@@ -17,8 +17,8 @@ from openai import AsyncOpenAI
 
 from streamtap import ModuleBase
 from streamtap.bridges.openai_agents import AgentModule, StreamtapTracingProcessor
-from streamtap.llm.server import FakeOpenAI
-from streamtap.weather import QUERY
+from streamtap.demo.weather import QUERY
+from streamtap.testing import FakeOpenAI
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -14,8 +14,7 @@ import streamtap
 from streamtap import RunCancelled
 from streamtap.flows import AsyncFlow, AsyncNode, AsyncParallel, Flow, FlowTimeout, Node, ParallelBatchNode, Sequential
 from streamtap.llm.openai import AsyncOpenAIChat, OpenAIChat
-from streamtap.llm.server import FakeOpenAI
-from streamtap.testing import capture_events, check_invariants
+from streamtap.testing import FakeOpenAI, capture_events, check_invariants
 
 LONG_PROMPT = "tell me " + "a very long story " * 150  # echoed back token by token: seconds of streaming
 

@@ -12,8 +12,8 @@ from streamtap.events import Chunk, End
 from streamtap.flows import AsyncSequential, Sequential
 from streamtap.llm.errors import LLMError
 from streamtap.llm.openai import AsyncOpenAIChat, OpenAIChat
-from streamtap.llm.server import FakeOpenAI
 from streamtap.parsers import JsonOutputParser
+from streamtap.testing import FakeOpenAI
 
 PROMPT = "Output JSON. Tell the story of covering one's ears to steal a bell. Use the key `content`, and only that key."
 

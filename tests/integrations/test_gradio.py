@@ -17,9 +17,9 @@ pytest.importorskip("openai")
 from gradio_client import Client
 
 from streamtap import ModuleBase
+from streamtap.demo.weather import QUERY, weather_agent
 from streamtap.integrations.gradio import chat_interface
-from streamtap.llm.server import FakeOpenAI
-from streamtap.weather import QUERY, weather_agent
+from streamtap.testing import FakeOpenAI
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"

@@ -6,7 +6,7 @@ import typing as t
 
 import pytest
 
-from streamtap.llm.server import FakeOpenAI
+from streamtap.testing import FakeOpenAI
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """A misbehaving OpenAI-compatible server: real HTTP on loopback, written on raw sockets.
 
-The embedded :class:`~streamtap.llm.server.FakeOpenAI` is well behaved by
+The embedded :class:`~streamtap.testing.FakeOpenAI` is well behaved by
 design; this one breaks the protocol in the ways real servers and proxies do,
 byte for byte, so that the real ``openai`` client meets each fault as it would
 in production. Raw sockets (not ``http.server``) because some faults are about

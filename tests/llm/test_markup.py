@@ -12,8 +12,7 @@ from hypothesis import strategies as st
 
 from streamtap.llm.markup import HERMES, INTERNLM, Markup, MarkupFilter, Text, markers_for
 from streamtap.llm.openai import OpenAIChat
-from streamtap.llm.server import FakeOpenAI
-from streamtap.testing import capture_events
+from streamtap.testing import FakeOpenAI, capture_events
 
 MARKERS = HERMES + INTERNLM
 OPENERS = [a for a, _ in MARKERS]

@@ -16,8 +16,7 @@ from streamtap.events import End, Usage
 from streamtap.exceptions import RunCancelled
 from streamtap.llm.errors import LLMError
 from streamtap.llm.openai import AsyncOpenAIChat, ChatReply, OpenAIChat
-from streamtap.llm.server import FakeOpenAI
-from streamtap.testing import capture_events, check_invariants
+from streamtap.testing import FakeOpenAI, capture_events, check_invariants
 
 TOOLS = [
     {"type": "function", "function": {"name": "get_current_weather", "parameters": {"type": "object"}}},
@@ -353,8 +352,7 @@ def test_cancel_before_the_first_byte_ends_the_run_at_once() -> None:
 
     from streamtap.exceptions import RunCancelled
     from streamtap.llm.openai import OpenAIChat
-    from streamtap.llm.server import FakeOpenAI
-    from streamtap.testing import capture_events, check_invariants
+    from streamtap.testing import FakeOpenAI, capture_events, check_invariants
 
     with FakeOpenAI() as srv:
         llm = OpenAIChat("fake-gpt", base_url=srv.base_url, api_key="k", max_retries=0, stream=False, timeout=5)

@@ -6,7 +6,7 @@ import pytest
 
 from streamtap import UsageError
 from streamtap.llm.openai import AsyncOpenAIChat, OpenAIChat
-from streamtap.llm.server import FakeOpenAI
+from streamtap.testing import FakeOpenAI
 
 
 @pytest.mark.parametrize("cls", [OpenAIChat, AsyncOpenAIChat])

@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from streamtap.llm.openai import AsyncOpenAIChat, OpenAIChat
-from streamtap.llm.server import FakeOpenAI
+from streamtap.testing import FakeOpenAI
 from streamtap.tracing import TracingSubscriber
 
 
@@ -83,7 +83,7 @@ def test_http_span_is_a_child_of_the_chat_span_async(spans: InMemorySpanExporter
 streamtap_otlp = pytest.importorskip("streamtap_otlp")
 from genai_schema import check, check_all  # noqa: E402 - imported after the environment is set for it
 
-from streamtap.weather import weather_agent  # noqa: E402 - imported after the environment is set for it
+from streamtap.demo.weather import weather_agent  # noqa: E402 - imported after the environment is set for it
 from streamtap_otlp.testing import OtlpReceiver, ReceivedSpan  # noqa: E402 - imported after the environment is set for it
 
 WEATHER_QUESTION = "What's the weather in Tokyo and Paris?"
@@ -207,7 +207,7 @@ def test_richer_than_and_consistent_with_openai_v2(server: FakeOpenAI, monkeypat
     """One streaming call with a tool, traced by streamtap and by opentelemetry-instrumentation-openai-v2 at once:
     streamtap's chat span has every gen_ai.* key the official one has, and each shared key is well formed."""
     openai_v2 = pytest.importorskip("opentelemetry.instrumentation.openai_v2")
-    from streamtap.weather import get_current_weather
+    from streamtap.demo.weather import get_current_weather
 
     # util-genai 1.0-1.1 (what openai-v2 2.4b0 imports) take span_only; streamtap takes it too
     monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "span_only")

@@ -13,13 +13,12 @@ import pathlib
 import pytest
 
 from streamtap.agents import FunctionCallAgent
+from streamtap.demo.weather import QUERY, get_n_day_weather_forecast, weather_agent, weather_tools
 from streamtap.exceptions import UsageError
 from streamtap.llm.replay import ReplayChat, ReplayExhaustedError
-from streamtap.llm.server import FakeOpenAI
 from streamtap.recording import Recorder
-from streamtap.testing import capture_events, check_invariants, first_divergence, replay
+from streamtap.testing import FakeOpenAI, capture_events, check_invariants, first_divergence, replay
 from streamtap.tools import tool
-from streamtap.weather import QUERY, get_n_day_weather_forecast, weather_agent, weather_tools
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import typing as t
 import openai
 import pytest
 
-from streamtap.llm.server import FakeOpenAI, model_endpoint
+from streamtap.testing import FakeOpenAI, model_endpoint
 
 WEATHER_TOOLS = [
     {"type": "function", "function": {"name": "get_current_weather", "parameters": {"type": "object"}}},

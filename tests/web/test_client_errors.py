@@ -20,7 +20,7 @@ KEY = "sk-live-SECRETKEY1234567890abcdef"
 
 
 def _agent(base_url: str):
-    from streamtap.weather import weather_agent
+    from streamtap.demo.weather import weather_agent
 
     return lambda: weather_agent(base_url=base_url, api_key=KEY, asynchronous=True, max_retries=0)
 

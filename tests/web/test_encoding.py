@@ -177,8 +177,8 @@ async def test_edge_characters_in_the_message_and_the_deltas_finish_both_streams
 async def test_a_lone_surrogate_in_the_question_reaches_the_model_as_a_replacement_character(serve, client):
     """The real openai client cannot send a lone surrogate (UTF-8): the app hands the module valid text."""
     pytest.importorskip("openai")
-    from streamtap.llm.server import FakeOpenAI
-    from streamtap.weather import weather_agent
+    from streamtap.demo.weather import weather_agent
+    from streamtap.testing import FakeOpenAI
 
     raw = (
         '{"id":"s1","messages":[{"id":"m","role":"user","parts":[{"type":"text","text":"weather in Par\\ud800is?"}]}]}'

@@ -11,8 +11,8 @@ import typing as t
 import httpx
 import pytest
 
-from streamtap.llm.server import FakeOpenAI
-from streamtap.weather import QUERY, weather_agent
+from streamtap.demo.weather import QUERY, weather_agent
+from streamtap.testing import FakeOpenAI
 from streamtap.web import create_app
 from streamtap.web.server import BackgroundServer
 

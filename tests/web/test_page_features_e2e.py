@@ -16,9 +16,9 @@ import typing as t
 
 import pytest
 
+from streamtap.demo.weather import QUERY, weather_agent
 from streamtap.llm.openai import OpenAIChat
-from streamtap.llm.server import FakeOpenAI
-from streamtap.weather import QUERY, weather_agent
+from streamtap.testing import FakeOpenAI
 from streamtap.web import create_app
 from streamtap.web.server import BackgroundServer
 

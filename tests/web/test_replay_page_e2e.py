@@ -17,9 +17,9 @@ import threading
 
 import pytest
 
-from streamtap.llm.server import FakeOpenAI
+from streamtap.demo.weather import QUERY, weather_agent
 from streamtap.recording import Recorder, read_recording
-from streamtap.weather import QUERY, weather_agent
+from streamtap.testing import FakeOpenAI
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 

@@ -18,10 +18,9 @@ import typing as t
 import pytest
 
 import streamtap_otlp
-from streamtap.llm.server import FakeOpenAI
-from streamtap.testing import capture_events
+from streamtap.demo.weather import QUERY, weather_agent
+from streamtap.testing import FakeOpenAI, capture_events
 from streamtap.tracing import PENDING_ATTRIBUTE
-from streamtap.weather import QUERY, weather_agent
 from streamtap_otlp.testing import OtlpReceiver
 
 DOOMED = textwrap.dedent(
@@ -31,7 +30,7 @@ DOOMED = textwrap.dedent(
     from streamtap.agents import FunctionCallAgent
     from streamtap.llm.openai import OpenAIChat
     from streamtap.tools import tool
-    from streamtap.weather import QUERY
+    from streamtap.demo.weather import QUERY
 
     streamtap_otlp.configure(endpoint=sys.argv[2], metrics=False, live_spans=True)
     lock = threading.Lock()

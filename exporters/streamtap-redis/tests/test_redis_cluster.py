@@ -12,7 +12,7 @@ import httpx
 import pytest
 from cluster import Proc, chat_body, sse_data, start_web, start_worker, ui_parts
 
-from streamtap.llm import FakeOpenAI
+from streamtap.testing import FakeOpenAI
 from streamtap_redis.testing import RedisServer
 
 LONG = "[delay=0.03] " + " ".join(f"word{i}" for i in range(120))

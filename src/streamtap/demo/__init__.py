@@ -25,7 +25,7 @@ import sys
 import threading
 import typing as t
 
-from .exporting import traces_from_env
+from ..exporting import traces_from_env
 
 __all__ = ["main"]
 
@@ -130,7 +130,7 @@ def _endpoint(args: argparse.Namespace) -> t.Iterator[tuple[str, str]]:
     if url:
         yield url, url
         return
-    from .llm.server import FakeOpenAI
+    from ..testing import FakeOpenAI
 
     with FakeOpenAI(token_delay=args.delay, reasoning=not args.no_reasoning) as srv:
         yield srv.base_url, f"{srv.base_url} (embedded fake model)"
@@ -188,16 +188,16 @@ def agent_factory(base_url: str, model: str | None = None) -> t.Callable[[], t.A
 
 
 def _web(factory: t.Callable[[], t.Any], args: argparse.Namespace, described: str) -> int:
-    from .exceptions import UsageError
-    from .web import create_app
-    from .web.server import BackgroundServer, check_bind
+    from ..exceptions import UsageError
+    from ..web import create_app
+    from ..web.server import BackgroundServer, check_bind
 
     try:
         check_bind(args.host, args.token)
     except UsageError as exc:
         print(f"streamtap demo: {exc}", file=sys.stderr)
         return 2
-    from .web.security import allow_serving
+    from ..web.security import allow_serving
 
     try:
         app = create_app(
@@ -246,9 +246,9 @@ def _web_on_redis(factory: t.Callable[[], t.Any], args: argparse.Namespace, desc
         return 2
     import asyncio
 
-    from .exceptions import UsageError
-    from .web.security import allow_serving
-    from .web.server import BackgroundServer, check_bind
+    from ..exceptions import UsageError
+    from ..web.security import allow_serving
+    from ..web.server import BackgroundServer, check_bind
 
     async def check() -> None:
         client = await connect(args.redis)

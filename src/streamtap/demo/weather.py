@@ -5,8 +5,8 @@ The tools are the LazyLLM seed's ``get_current_weather`` and
 
 ::
 
-    from streamtap.llm.server import model_endpoint
-    from streamtap.weather import weather_agent
+    from streamtap.testing import model_endpoint
+    from streamtap.demo.weather import weather_agent
 
     with model_endpoint() as base_url:        # the embedded server, or OPENAI_BASE_URL
         agent = weather_agent(base_url=base_url)
@@ -18,8 +18,8 @@ from __future__ import annotations
 import json
 import typing as t
 
-from .agents import AsyncFunctionCallAgent, FunctionCallAgent
-from .tools import ToolRegistry, tool
+from ..agents import AsyncFunctionCallAgent, FunctionCallAgent
+from ..tools import ToolRegistry, tool
 
 __all__ = ["QUERY", "get_current_weather", "get_n_day_weather_forecast", "weather_agent", "weather_tools"]
 
@@ -104,7 +104,7 @@ def weather_agent(
     if llm is None:
         import os
 
-        from .llm.openai import AsyncOpenAIChat, OpenAIChat
+        from ..llm.openai import AsyncOpenAIChat, OpenAIChat
 
         if model is None and not os.environ.get("OPENAI_MODEL") and (base_url or "").startswith("http://127.0.0.1"):
             model = "fake-gpt"

@@ -16,6 +16,16 @@ Recordings (:mod:`streamtap.recording`) come back with :func:`replay`, and
     with capture_events() as events:
         weather_agent(llm=ReplayChat("weather.jsonl"))(QUERY)
     assert first_divergence(recorded, events) is None
+
+:class:`FakeOpenAI` (and :func:`model_endpoint`) is an embedded, deterministic
+OpenAI-compatible model server -- real HTTP, real SSE, standard library only --
+for tests, examples and the demo, the way OpenTelemetry ships
+``InMemorySpanExporter`` with its SDK::
+
+    from streamtap.testing import model_endpoint
+
+    with model_endpoint() as base_url:     # the embedded server, or OPENAI_BASE_URL
+        ...
 """
 
 from __future__ import annotations
@@ -27,11 +37,23 @@ import os
 import threading
 import typing as t
 
-from .bus import subscribe
-from .events import End, Event, Start, to_jsonable
-from .recording import as_events, read_recording
+from ..bus import subscribe
+from ..events import End, Event, Start, to_jsonable
+from ..recording import as_events, read_recording
+from .fake_openai import Behaviour, FakeOpenAI, RequestRecord, model_endpoint
 
-__all__ = ["Divergence", "EventLog", "capture_events", "check_invariants", "first_divergence", "replay"]
+__all__ = [
+    "Behaviour",
+    "Divergence",
+    "EventLog",
+    "FakeOpenAI",
+    "RequestRecord",
+    "capture_events",
+    "check_invariants",
+    "first_divergence",
+    "model_endpoint",
+    "replay",
+]
 
 
 class EventLog(list):  # type: ignore[type-arg]
