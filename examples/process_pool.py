@@ -23,7 +23,7 @@ from streamtap import ModuleBase, propagation
 from streamtap.events import Chunk, End, Start
 from streamtap.exporting import traces_from_env
 from streamtap.llm.openai import OpenAIChat
-from streamtap.llm.server import model_endpoint
+from streamtap.testing import model_endpoint
 
 _child_exports = contextlib.ExitStack()  # the child process's span export, open for its lifetime
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import typing as t
 
+import pytest
 from genai_schema import validator
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -153,3 +154,17 @@ def test_finish_reasons_map_to_the_conventions() -> None:
         "tool_call", "tool_call", "stop", "length", "stop",
     ]  # fmt: skip
     assert genai.finish_reason(None) == "stop" and genai.finish_reason("weird") == "weird"
+
+
+@pytest.mark.parametrize("arguments", ["Infinity", "-Infinity", "NaN", '{"x": NaN}', "[Infinity]"])
+def test_tool_arguments_that_json_reads_as_non_finite_numbers_stay_text(arguments: str) -> None:
+    """Python's json reads 'Infinity' and 'NaN', which no JSON backend takes: such arguments are kept as sent.
+
+    Found by the property test above (arguments 'Infinity' became the float inf, then 'inf' on a second pass).
+    """
+    call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": arguments}}
+    out = genai.input_messages([{"role": "assistant", "content": None, "tool_calls": [call]}])
+    [part] = [p for p in out[0]["parts"] if p["type"] == "tool_call"]
+    assert part["arguments"] == arguments
+    json.dumps(out, allow_nan=False)  # valid JSON for any backend
+    assert genai.input_messages(out) == out

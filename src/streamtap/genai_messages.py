@@ -148,13 +148,21 @@ def parts_of(content: Json) -> list[Part]:
 
 
 def _arguments(raw: Json) -> Json:
-    """Tool-call arguments as an object when they are JSON text, else as they came."""
+    """Tool-call arguments as an object when they are JSON text, else as they came.
+
+    ``NaN`` and ``Infinity``, which Python's ``json`` reads but JSON has not, keep the text as sent.
+    """
     if isinstance(raw, str):
         try:
-            return json.loads(raw)
+            return t.cast(Json, json.loads(raw, parse_constant=_not_json))
         except ValueError:
             return raw
     return to_jsonable(raw)
+
+
+def _not_json(constant: str) -> t.NoReturn:
+    msg = f"{constant} is not JSON"
+    raise ValueError(msg)
 
 
 def _tool_call_part(call: t.Any) -> Part:
