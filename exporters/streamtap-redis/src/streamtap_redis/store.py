@@ -24,6 +24,7 @@ import asyncio
 import json
 import typing as t
 
+from streamtap.events import Run
 from streamtap.web.store import ReadResult
 
 from .follow import Follower
@@ -134,15 +135,7 @@ class RedisEventStore:
         pipe.get(self.keys.text(run_id))
         pipe.hget(self.keys.meta(run_id), "upto")
         text, upto = await pipe.execute()
-        run: dict[str, t.Any] = {
-            "run_id": run_id,
-            "root_id": run_id,
-            "parent_id": None,
-            "name": "",
-            "kind": "module",
-            "tags": [],
-            "metadata": {},
-        }
+        run = Run(run_id, "", "module", None, run_id).to_dict()  # the run the log belongs to, as on the wire
         reason = (
             f"events {first}..{last} of this run are not in its log any more (trimmed, or lost while Redis was "
             f"unreachable: {lost} undelivered); the snapshot stands for them"

@@ -391,14 +391,6 @@ class Worker:
 
 
 def _attempt_event(run_id: str, seq: int, attempt: int) -> dict[str, t.Any]:
-    run: dict[str, t.Any] = {
-        "run_id": run_id,
-        "root_id": run_id,
-        "parent_id": None,
-        "name": "",
-        "kind": "module",
-        "tags": [],
-        "metadata": {},
-    }
+    run = Run(run_id, "", "module", None, run_id).to_dict()  # the run the log belongs to, as on the wire
     data = {"attempt": attempt, "reason": "the worker running this request stopped responding; it is run again"}
     return {"kind": "custom", "seq": seq, "run": run, "name": ATTEMPT, "data": data}
