@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import json
 import os
 import sys
 import typing as t
@@ -104,7 +105,52 @@ def _serve_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--run-in-process", action="store_true", help="with --redis: run the requests in the web process(es) too"
     )
+    p.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also answer to this Host name (repeatable; loopback names always)",
+    )
+    p.add_argument(
+        "--allowed-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="let pages of this origin use the API, e.g. https://app.example.com (repeatable)",
+    )
+    p.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="one web process: on SIGTERM/Ctrl-C, seconds running answers may take before they are cancelled (default 10)",
+    )
+    p.add_argument(
+        "--cancel-on-disconnect",
+        action="store_true",
+        help="cancel an answer when its last reader disconnects (default: it goes on, so a reload resumes it)",
+    )
+    p.add_argument(
+        "--detach-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="cancel an answer nobody has read for this many seconds (default: never)",
+    )
     return p
+
+
+def _serving_options(args: argparse.Namespace) -> dict[str, t.Any]:
+    """The options of :func:`streamtap.web.serve` that ``streamtap serve`` takes from its command line."""
+    return {
+        "token": args.token,
+        "allowed_hosts": args.allowed_host,
+        "allowed_origins": args.allowed_origin,
+        "shutdown_grace": args.shutdown_grace,
+        "cancel_on_disconnect": True if args.cancel_on_disconnect else None,
+        "detach_timeout": args.detach_timeout,
+    }
 
 
 def serve_main(argv: t.Sequence[str]) -> int:
@@ -139,7 +185,7 @@ def _serve(args: argparse.Namespace) -> int:
             )
         from .web import create_app, serve
 
-        serve(create_app(target, token=args.token), args.host, args.port, token=args.token)
+        serve(create_app(target, token=args.token), args.host, args.port, **_serving_options(args))
         return 0
     served = _redis()
     from streamtap_redis.connection import RedisUnavailable, connect
@@ -158,7 +204,7 @@ def _serve(args: argparse.Namespace) -> int:
         app = served.create_redis_app(
             target, args.redis, prefix=args.prefix, run_in_process=args.run_in_process, token=args.token
         )
-        serve(app, args.host, args.port, token=args.token)
+        serve(app, args.host, args.port, **_serving_options(args))
         return 0
     import uvicorn
 
@@ -169,6 +215,8 @@ def _serve(args: argparse.Namespace) -> int:
         STREAMTAP_SERVE_TOKEN=args.token or "",
         STREAMTAP_SERVE_HOST=args.host,
         STREAMTAP_SERVE_IN_PROCESS="1" if args.run_in_process else "0",
+        STREAMTAP_SERVE_ALLOWED_HOSTS=json.dumps(args.allowed_host),
+        STREAMTAP_SERVE_ALLOWED_ORIGINS=json.dumps(args.allowed_origin),
     )
     uvicorn.run(
         "streamtap_redis.serve:app_from_env",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -90,7 +91,7 @@ def create_redis_app(
 
 
 def app_from_env() -> Starlette:
-    """:func:`create_redis_app` from ``STREAMTAP_SERVE_TARGET``, ``_REDIS``, ``_PREFIX``, ``_TOKEN``, ``_HOST``, ``_IN_PROCESS``."""
+    """:func:`create_redis_app` from ``STREAMTAP_SERVE_TARGET``, ``_REDIS``, ``_PREFIX``, ``_TOKEN``, ``_HOST``, ``_IN_PROCESS``, ``_ALLOWED_HOSTS``, ``_ALLOWED_ORIGINS`` (JSON lists)."""
     from streamtap.serving import load_target
     from streamtap.web.security import allow_serving
 
@@ -103,7 +104,12 @@ def app_from_env() -> Starlette:
         run_in_process=env.get("STREAMTAP_SERVE_IN_PROCESS") == "1",
         token=env.get("STREAMTAP_SERVE_TOKEN") or None,
     )
-    allow_serving(app, env.get("STREAMTAP_SERVE_HOST", "127.0.0.1"))
+    allow_serving(
+        app,
+        env.get("STREAMTAP_SERVE_HOST", "127.0.0.1"),
+        allowed_hosts=json.loads(env.get("STREAMTAP_SERVE_ALLOWED_HOSTS") or "[]"),
+        allowed_origins=json.loads(env.get("STREAMTAP_SERVE_ALLOWED_ORIGINS") or "[]"),
+    )
     return app
 
 
