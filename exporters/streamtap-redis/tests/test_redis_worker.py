@@ -183,12 +183,13 @@ async def test_a_live_worker_keeps_its_claim_fresh_so_a_long_run_is_not_taken_ov
     keys = Keys(prefix)
     store = RedisEventStore(client, keys)
     # two workers, a claim timeout far shorter than the run: only the heartbeat keeps the claim
-    one, task_one = await _running_worker(Slow(), client, keys, claim_timeout=0.4)
-    two, task_two = await _running_worker(Slow(), client, keys, claim_timeout=0.4)
+    # (heartbeats every 0.1 s leave a loaded CI machine 1.4 s of slack before the other worker may take over)
+    one, task_one = await _running_worker(Slow(), client, keys, claim_timeout=1.5, heartbeat=0.1)
+    two, task_two = await _running_worker(Slow(), client, keys, claim_timeout=1.5, heartbeat=0.1)
     await store.create("long")
     await client.xadd(
-        keys.requests, {"r": RunRequest("long", None, " ".join(["w"] * 150)).to_json()}
-    )  # ~1.5 s and more
+        keys.requests, {"r": RunRequest("long", None, " ".join(["w"] * 300)).to_json()}
+    )  # ~3 s: two claim timeouts
     events = await _follow(store, "long", timeout=20)
     for worker, task in ((one, task_one), (two, task_two)):
         await _close(worker, task)
