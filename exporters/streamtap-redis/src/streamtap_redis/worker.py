@@ -387,7 +387,8 @@ class Worker:
                 await asyncio.sleep(0.5)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    # redis-py types PubSub.aclose from 8.2 on, not before: the cast holds for both
+                    await t.cast("t.Callable[[], t.Awaitable[None]]", pubsub.aclose)()
 
 
 def _attempt_event(run_id: str, seq: int, attempt: int) -> dict[str, t.Any]:
