@@ -1,8 +1,8 @@
 """Same-thread streams: the reader drives the run, so ``stream()`` pays no thread hand-off.
 
 ``module.stream(x)`` of a module whose ``forward`` is a synchronous generator
-returns at once, with the run *claimable*: the run is also submitted to the
-SDK's pool, and whoever comes first takes it.
+returns at once, with the run *claimable*: a :class:`ClaimTimer` hands it to
+the SDK's pool unless the reader takes it first.
 
 * Usually the reader comes first (its first ``next()`` follows ``stream()``
   at once): it then advances the run itself, one item of the generator per
@@ -12,7 +12,9 @@ SDK's pool, and whoever comes first takes it.
   and no thread wake-up; no lock is taken while nothing else emits into the
   tree.
 * When nobody has read the stream :data:`GRACE` (5 ms) after ``stream()``,
-  the pool thread takes the run, which goes on in that thread exactly as a
+  the timer submits the run to the pool, whose thread takes it (``stream()``
+  itself pays no pool submit and wakes no thread: one timer thread per
+  process watches every claimable run, sleeping while there is none), which goes on in that thread exactly as a
   background run does; the reader reads the buffer as usual. A stream nobody
   reads still runs (and, under ``"block"``, waits for room), only 5 ms later.
 
@@ -32,19 +34,24 @@ run to its end when nobody else does.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import contextvars
 import threading
+import time
 import typing as t
 
 from .exceptions import RunCancelled
 
-__all__ = ["DrivenRun"]
+__all__ = ["GRACE", "ClaimTimer", "DrivenRun"]
 
 Steps = t.Generator[None, None, None]
 
 GRACE = 0.005
 """Seconds a pool thread leaves the reader to take a run before it takes it (a stream nobody reads still runs)."""
+
+LINGER = 0.5
+"""Seconds the :class:`ClaimTimer` thread keeps polling after the last run it saw, before it sleeps until the next."""
 
 
 class DrivenRun:
@@ -58,7 +65,7 @@ class DrivenRun:
         reason: what to cancel with when the reader leaves early.
     """
 
-    __slots__ = ("_abandoned", "_lock", "_owner", "_pumping", "_taken", "_told", "context", "done", "future", "steps")
+    __slots__ = ("_abandoned", "_lock", "_owner", "_pumping", "context", "done", "future", "steps")
 
     def __init__(self, steps: Steps, future: concurrent.futures.Future[t.Any]) -> None:
         self.steps = steps
@@ -68,11 +75,6 @@ class DrivenRun:
         self._lock = threading.Lock()  # claim, and one step at a time
         self._owner: str | None = None  # "reader" | "thread"
         self._pumping: int | None = None
-        # Held until the reader has taken the run (or it ended); the pool thread waits on it.
-        # A bare lock, not an Event: an Event costs a Condition, a measurable share of stream().
-        self._taken = threading.Lock()
-        self._taken.acquire()
-        self._told = False
         self._abandoned: str | None = None  # why the reader left, for the thread inside a step to finish
         self.done = False
         """Whether the run has finished."""
@@ -82,14 +84,17 @@ class DrivenRun:
         """The id of the thread advancing the run right now, or ``None``."""
         return self._pumping
 
+    @property
+    def taken(self) -> bool:
+        """Whether the reader or a pool thread has taken the run (or it has ended)."""
+        return self._owner is not None or self.done
+
     def run_in_thread(self) -> None:
-        """The pool's side: unless the reader takes the run within :data:`GRACE` seconds, run it to the end here."""
-        if self._taken.acquire(timeout=GRACE):
-            return
+        """The pool's side (submitted by :class:`ClaimTimer`): unless the reader has taken the run, run it to the end here."""
         if not self._lock.acquire(blocking=False):
             return  # the reader is advancing it
         try:
-            if self._owner is not None:
+            if self._owner is not None or self.done:
                 return
             self._owner = "thread"
         finally:
@@ -109,18 +114,13 @@ class DrivenRun:
             return False  # another reader thread is advancing it; its events wake us
         try:
             if self._owner is None:
-                # Taken. The pool thread is told at the next step, not now: waking it here would
-                # compete for the GIL with the very first chunk this step hands over.
-                self._owner = "reader"
+                self._owner = "reader"  # taken: the timer forgets the run
             elif self._owner != "reader" or self.done:
                 return False
-            elif not self._told:
-                self._tell()
             self._pumping = threading.get_ident()
             try:
                 if self.context.run(next, self.steps, self) is self:
                     self.done = True
-                    self._tell()
             finally:
                 self._pumping = None
                 if self._abandoned is not None and not self.done:
@@ -128,12 +128,6 @@ class DrivenRun:
             return True
         finally:
             self._lock.release()
-
-    def _tell(self) -> None:
-        """Let the waiting pool thread go (called with ``_lock`` held, so at most once)."""
-        if not self._told:
-            self._told = True
-            self._taken.release()
 
     def finish(self) -> None:
         """Drive a reader-owned run to its end in this thread (for ``handle.result()``)."""
@@ -161,8 +155,73 @@ class DrivenRun:
 
     def _end(self, reason: str) -> None:
         self.done = True
-        self._tell()
         try:
             self.context.run(self.steps.throw, RunCancelled(reason))
         except (RunCancelled, StopIteration):
             pass
+
+
+class ClaimTimer:
+    """Submits each claimable run to a pool unless its reader takes it within :data:`GRACE` seconds.
+
+    One daemon thread per timer, started on first use, watches every run
+    added. While runs keep coming it polls every :data:`GRACE` seconds, so
+    :meth:`add` costs an append and wakes nothing; :data:`LINGER` seconds
+    after the last one it sleeps on a condition, and the next :meth:`add`
+    wakes it.
+
+    Args:
+        submit: how a run is handed to the pool (``executor.submit``).
+    """
+
+    __slots__ = ("_cond", "_idle", "_pending", "_submit", "_thread")
+
+    def __init__(self, submit: t.Callable[[t.Callable[[], None]], object]) -> None:
+        self._submit = submit
+        self._pending: collections.deque[tuple[float, DrivenRun]] = collections.deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._idle = True
+        self._thread: threading.Thread | None = None
+
+    def add(self, run: DrivenRun) -> None:
+        """Watch ``run``: submit it :data:`GRACE` seconds from now unless it has been taken by then."""
+        self._pending.append((time.monotonic() + GRACE, run))
+        if self._idle:
+            with self._cond:
+                if self._thread is None or not self._thread.is_alive():
+                    self._thread = threading.Thread(target=self._watch, name="streamtap-claims", daemon=True)
+                    self._thread.start()
+                self._cond.notify()
+
+    def _watch(self) -> None:
+        pending = self._pending
+        while True:
+            with self._cond:
+                self._idle = True  # set before looking, so that an add() racing with the look notifies
+                while not pending:
+                    self._cond.wait()
+                self._idle = False
+            # Busy: poll every GRACE until no run has come for LINGER seconds, so that a
+            # stream() while streams keep coming costs an append and wakes nothing.
+            quiet_since = time.monotonic()
+            while True:
+                if not pending:
+                    if time.monotonic() - quiet_since > LINGER:
+                        break
+                    time.sleep(GRACE)
+                    continue
+                deadline, run = pending[0]
+                if run.taken:
+                    pending.popleft()
+                    quiet_since = time.monotonic()
+                    continue
+                wait = deadline - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                    continue
+                pending.popleft()
+                quiet_since = time.monotonic()
+                try:
+                    self._submit(run.run_in_thread)
+                except RuntimeError:  # the pool is shut down (interpreter exit): nobody can run it any more
+                    run.abandon("the SDK's thread pool is shut down")

@@ -33,7 +33,6 @@ import inspect
 import os
 import textwrap
 import threading
-import time
 import types
 import typing as t
 
@@ -42,7 +41,7 @@ from .buffer import Policy, StreamBuffer
 from .context import CancelToken, Executor, RunContext
 from .context import current_var as _current
 from .dispatch import Tree
-from .driven import DrivenRun
+from .driven import ClaimTimer, DrivenRun
 from .events import ERROR_DETAIL_PREFIX, ErrorInfo, Run, RunKind, Status
 from .exceptions import RunCancelled, UsageError
 from .streams import RunHandle, RunStream
@@ -90,6 +89,12 @@ def default_executor() -> Executor:
     ``acall`` of a blocking module) run here.
     """
     return Executor(max_workers=max(32, (os.cpu_count() or 1) * 8), thread_name_prefix="streamtap")
+
+
+@functools.lru_cache(maxsize=1)
+def default_claims() -> ClaimTimer:
+    """The timer that hands a same-thread stream's run to :func:`default_executor` when nobody reads it."""
+    return ClaimTimer(default_executor().submit)
 
 
 class Delta(t.NamedTuple):
@@ -628,7 +633,7 @@ class ModuleBase:
     def _steps(
         self, call: _Call, future: concurrent.futures.Future[t.Any], finish: t.Callable[[], None]
     ) -> t.Generator[None, None, None]:
-        """The run of a generator ``forward`` as steps: one yield per item (see :mod:`streamtap.driven`).
+        """The run of a generator ``forward`` as steps: one yield per batch of items (see :mod:`streamtap.driven`).
 
         Records the output or the exception in ``future`` instead of raising it (the stream's
         reader learns of a failure from the ``End`` event, the caller from the handle).
@@ -638,28 +643,18 @@ class ModuleBase:
                 ctx = running.ctx
                 gen = self.forward(*call.args, **call.kwargs)
                 parts: list[t.Any] = []
-                append = parts.append if self.join_output else _discard
-                chunk = ctx.chunk
                 box: list[t.Any] = []
-                clock = time.perf_counter
-                due = 0.0  # the first item is handed over at once
-                n = 0
                 returns = self._forward_returns
                 if returns is None:
                     returns = type(self)._forward_returns = returns_value(type(self).forward)
                 try:
-                    for item in _capture(gen, box) if returns else gen:
-                        append(item)
-                        if item.__class__ is str:
-                            chunk(item)
-                        else:
-                            _emit_item(ctx, item)
-                        n += 1
-                        # Hand over in batches: every _BATCH items, or once _BATCH_S has passed since the last.
-                        if n >= _BATCH or clock() >= due:
-                            yield
-                            n = 0
-                            due = clock() + _BATCH_S
+                    yield from ctx.chunks(
+                        _capture(gen, box) if returns else gen,
+                        parts.append if self.join_output else None,
+                        _emit_item,
+                        _BATCH,
+                        _BATCH_S,
+                    )
                 finally:
                     gen.close()
                 running.output = _output_of(parts, box[0] if box else None)
@@ -723,14 +718,11 @@ class ModuleBase:
                     for _ in _capture(gen, box):
                         pass
                 return _output_of(parts, box[0] if box else None)
-            chunk = ctx.chunk
             append(item)
-            if item.__class__ is str:
-                chunk(item)
-            else:
-                _emit_item(ctx, item)
+            _emit_item(ctx, item)
             box = []
-            ctx.chunk_all(_capture(gen, box) if returns else gen, append, _emit_item)
+            for _ in ctx.chunks(_capture(gen, box) if returns else gen, parts.append if join else None, _emit_item):
+                pass
             return _output_of(parts, box[0] if box else None)
         finally:
             gen.close()
@@ -1018,7 +1010,7 @@ class Buffered:
         buf.driver = driven
         handle._future = future
         handle._driven = driven
-        default_executor().submit(driven.run_in_thread)
+        default_claims().add(driven)
         return RunStream(buf, handle)
 
     def astart(self, *args: t.Any, **kwargs: t.Any) -> RunHandle:

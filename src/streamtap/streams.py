@@ -262,7 +262,7 @@ class RunStream(_Iterable):
         return ev
 
     def __iter__(self) -> t.Iterator[Event]:
-        return self
+        return self._buf.events(self)
 
     async def __anext__(self) -> Event:
         ev = await self._buf.aget()
