@@ -27,6 +27,7 @@ Policy = t.Literal["block", "drop_oldest", "error"]
 """What a stream does when its consumer lags (see :mod:`streamtap.streams`)."""
 
 _POLICIES = ("block", "drop_oldest", "error")
+_LAZY_LOCK = threading.Lock()  # guards the first use of a buffer's condition
 
 
 class Driver(t.Protocol):
@@ -61,7 +62,7 @@ class StreamBuffer:
     __slots__ = (
         "_async_waiters",
         "_block_at",
-        "_cond",
+        "_cond_obj",
         "_consumer_waiting",
         "_limit",
         "_loop",
@@ -87,7 +88,7 @@ class StreamBuffer:
         self._limit = maxsize  # 0 once the stream takes no more events (closed, or overflowed)
         self._block_at = maxsize - 1 if policy == "block" else maxsize + 1  # put() says "full" from here
         self._q: collections.deque[Event] = collections.deque()
-        self._cond = threading.Condition()  # an RLock: built in half the time of a Lock's Condition
+        self._cond_obj: threading.Condition | None = None  # made by the first who waits or wakes (see _cond)
         self._consumer_waiting = False
         self._producers_waiting = 0
         self._async_waiters: list[asyncio.Future[None]] = []  # one per async reader waiting
@@ -213,12 +214,26 @@ class StreamBuffer:
 
     def finish(self) -> None:
         """Mark the run tree finished and wake the reader; events put from now on are ignored."""
-        with self._cond:
-            self.finished = True
-            # No reference from the buffer to itself or to its run is left: it is freed without the cyclic collector.
-            self.put = _ignore
-            self.driver = None
-        self._wake()
+        self.finished = True
+        # No reference from the buffer to itself or to its run is left: it is freed without the cyclic collector.
+        self.put = _ignore
+        self.driver = None
+        if self._cond_obj is not None:
+            # Someone waits, or has waited. A reader that is about to wait made the condition
+            # first and reads `finished` under it, so it sees the flag or gets this wake.
+            self._wake()
+
+    @property
+    def _cond(self) -> threading.Condition:
+        """The condition readers and blocked producers wait on, made on first use (most streams never wait)."""
+        cond = self._cond_obj
+        if cond is None:
+            with _LAZY_LOCK:
+                cond = self._cond_obj
+                if cond is None:
+                    # An RLock's Condition: built in half the time of a Lock's.
+                    cond = self._cond_obj = threading.Condition()
+        return cond
 
     def _wake(self) -> None:
         with self._cond:

@@ -79,14 +79,18 @@ class CancelToken:
     ``cancel()`` sets the flag, runs the callbacks registered with
     :meth:`add_callback` (each isolated: one that raises is logged and the
     rest still run) and cancels child tokens. Thread-safe.
+
+    Args:
+        callback: a first callback to run on :meth:`cancel`, as if given to
+            :meth:`add_callback` (without a remover).
     """
 
     __slots__ = ("_callbacks", "_children", "cancelled", "reason")
 
-    def __init__(self) -> None:
+    def __init__(self, callback: t.Callable[[], t.Any] | None = None) -> None:
         self.cancelled = False
         self.reason: str | None = None
-        self._callbacks: list[t.Callable[[], t.Any]] | None = None
+        self._callbacks: list[t.Callable[[], t.Any]] | None = None if callback is None else [callback]
         self._children: list[CancelToken] | None = None
 
     def cancel(self, reason: str | None = None) -> bool:
@@ -184,9 +188,9 @@ class RunContext(Emitter):
         """What :meth:`annotate` recorded."""
         self.usage: Usage | None = None
         """Token usage added with :meth:`add_usage`, or ``None``."""
-        self.started_at = 0.0
+        self.started_at = time.time()
         """Wall-clock start of the run (seconds since the epoch)."""
-        self._t0 = 0.0
+        self._t0 = time.perf_counter()
         self._t_first: float | None = None
 
     # -- recording -------------------------------------------------------

@@ -407,9 +407,7 @@ class Emitter:
             self._send(Custom, (name, data), subs, _custom_sig)
 
     def send_start(self, inputs: t.Any) -> None:
-        """Start the run's clock and send its :class:`~streamtap.events.Start` (called by ModuleBase only)."""
-        self.started_at = time.time()
-        self._t0 = time.perf_counter()
+        """Send the run's :class:`~streamtap.events.Start` (called by ModuleBase only; the run's clocks started with it)."""
         subs = _registry.start
         if self.sinks or subs or _start_sig.receivers:
             self._send(Start, (inputs, self.started_at), subs, _start_sig)

@@ -479,10 +479,20 @@ class ModuleBase:
     def _run_name(self) -> str:
         return self.name or type(self).__name__
 
-    def _open(self, call: _Call) -> tuple[RunContext, list[t.Callable[[], t.ContextManager[t.Any]]]]:
-        args, kwargs, sink, token, run_id, options = call
+    def _open(
+        self,
+        args: tuple[t.Any, ...],
+        kwargs: dict[str, t.Any],
+        sink: StreamBuffer | None = None,
+        token: CancelToken | None = None,
+        run_id: str | None = None,
+        options: _Options | None = None,
+    ) -> tuple[RunContext, t.Sequence[t.Callable[[], t.ContextManager[t.Any]]]]:
         parent = _current.get()
-        rid = run_id or new_id()
+        try:
+            rid = run_id or _id_pool.pop()  # new_id(), inlined: this is the per-run hot path
+        except IndexError:
+            rid = new_id()
         if options is None:
             name = self.name or type(self).__name__
             tags = self.tags
@@ -503,18 +513,19 @@ class ModuleBase:
             root = parent.tree()
             sinks = (*parent.sinks, sink) if sink is not None else parent.sinks
             tok = token or parent.token
-        ctx = RunContext(run, self, root, sinks, tok)
-        # The inputs are only built for someone who will see them.
-        ctx.send_start(_inputs_of(args, kwargs) if sinks or _registry.start or _start_receivers else None)
+        ctx = RunContext(run, self, root, sinks, tok)  # starts the run's clocks
+        if sinks or _registry.start or _start_receivers:  # the inputs are only built for someone who will see them
+            ctx.send_start(_inputs_of(args, kwargs))
+        if not _scope_signal.receivers:
+            return ctx, ()
         scopes: list[t.Callable[[], t.ContextManager[t.Any]]] = []
-        if _scope_signal.receivers:
-            try:
-                for _, factory in _scope_signal.send(self, run=run, context=ctx):
-                    if factory is not None:
-                        scopes.append(factory)
-            except BaseException as exc:  # the run has started: it must still end
-                self._close(ctx, _status_of(exc), None, exc)
-                raise
+        try:
+            for _, factory in _scope_signal.send(self, run=run, context=ctx):
+                if factory is not None:
+                    scopes.append(factory)
+        except BaseException as exc:  # the run has started: it must still end
+            self._close(ctx, _status_of(exc), None, exc)
+            raise
         return ctx, scopes
 
     @staticmethod
@@ -538,7 +549,7 @@ class ModuleBase:
         ctx.send_end(status, output, error)
 
     def _running(self, call: _Call) -> _Running:
-        ctx, scopes = self._open(call)
+        ctx, scopes = self._open(*call)
         return _Running(ctx, scopes)
 
     def begin(
@@ -560,11 +571,11 @@ class ModuleBase:
         """
         call = _Call(args, kwargs, None, None, None)  # the constructor: fields added later keep their defaults
         if parent == "current":
-            ctx, _ = self._open(call)
+            ctx, _ = self._open(*call)
         else:
             var = _current.set(parent)
             try:
-                ctx, _ = self._open(call)
+                ctx, _ = self._open(*call)
             finally:
                 _current.reset(var)
         return OpenRun(ctx)
@@ -579,7 +590,7 @@ class ModuleBase:
         """
         if self._forward_shape in (_Shape.CORO, _Shape.AGEN):
             return self._call_async_from_sync(_tuple_new(_Call, (args, kwargs, None, None, None, None)))
-        return self._run_sync(_tuple_new(_Call, (args, kwargs, None, None, None, None)))
+        return self._run(args, kwargs)
 
     def _call_async_from_sync(self, call: _Call) -> t.Any:
         try:
@@ -613,15 +624,30 @@ class ModuleBase:
         return asyncio.run(main())
 
     def _run_sync(self, call: _Call) -> t.Any:
-        ctx, scopes = self._open(call)
+        return self._run(*call)
+
+    def _run(
+        self,
+        args: tuple[t.Any, ...],
+        kwargs: dict[str, t.Any],
+        sink: StreamBuffer | None = None,
+        token: CancelToken | None = None,
+        run_id: str | None = None,
+        options: _Options | None = None,
+    ) -> t.Any:
+        """One synchronous run: the per-run hot path (the lifecycle of :class:`_Running`, inlined)."""
+        ctx, scopes = self._open(args, kwargs, sink, token, run_id, options)
         if scopes:  # an OpenTelemetry span to make current, say
             with _Running(ctx, scopes) as running:
-                running.output = self._forward_sync(ctx, call.args, call.kwargs)
+                running.output = self._forward_sync(ctx, args, kwargs)
                 return running.output
-        # The same lifecycle as _Running, inlined: this is the per-run hot path.
         var = _current.set(ctx)
         try:
-            output = self._forward_sync(ctx, call.args, call.kwargs)
+            output = self.forward(*args, **kwargs)
+            if output.__class__ is _GEN:
+                output = self._drive(ctx, output)
+            elif output.__class__ not in _PLAIN:
+                output = self._returned(output)
         except BaseException as exc:
             _current.reset(var)
             ModuleBase._close(ctx, _status_of(exc), None, exc)
@@ -676,7 +702,11 @@ class ModuleBase:
             return self._drive(ctx, result)
         if cls in _PLAIN:
             return result
-        if _is_awaitable_type(cls):
+        return self._returned(result)
+
+    def _returned(self, result: t.Any) -> t.Any:
+        """What a synchronous ``forward`` returned that is neither a generator nor a plain value: refuse an awaitable."""
+        if _is_awaitable_type(result.__class__):
             if inspect.iscoroutine(result):
                 result.close()
             msg = (
@@ -966,10 +996,10 @@ class Buffered:
                 buf.finish()
                 ptoken.discard_child(token)
 
+            token.add_callback(buf.release)
         else:
-            token = CancelToken()
+            token = CancelToken(buf.release)
             finish = buf.finish
-        token.add_callback(buf.release)
         handle = RunHandle(self.run_id or new_id(), token, buf)
         return buf, handle, token, finish
 
