@@ -19,6 +19,7 @@ import concurrent.futures
 import contextvars
 import functools
 import logging
+import os
 import threading
 import time
 import typing as t
@@ -26,10 +27,22 @@ from contextvars import ContextVar
 
 from .bus import Sink
 from .dispatch import Emitter, Tree
+from .driven import ClaimTimer
 from .events import Run, Usage
 from .exceptions import RunCancelled, UsageError
 
-__all__ = ["CancelToken", "Executor", "RunContext", "current", "current_var", "emit", "propagate", "wrap"]
+__all__ = [
+    "CancelToken",
+    "Executor",
+    "RunContext",
+    "current",
+    "current_var",
+    "default_claims",
+    "default_executor",
+    "emit",
+    "propagate",
+    "wrap",
+]
 
 log = logging.getLogger("streamtap.context")
 
@@ -305,3 +318,19 @@ def propagate(executor: E) -> E:
     executor.submit = submit  # type: ignore[method-assign]
     executor._streamtap_propagates = True  # type: ignore[attr-defined]
     return executor
+
+
+@functools.lru_cache(maxsize=1)
+def default_executor() -> Executor:
+    """The SDK's thread pool (created on first use), whose tasks keep the submitter's context.
+
+    Background runs of synchronous modules (``start``, ``stream``, and
+    ``acall`` of a blocking module) run here.
+    """
+    return Executor(max_workers=max(32, (os.cpu_count() or 1) * 8), thread_name_prefix="streamtap")
+
+
+@functools.lru_cache(maxsize=1)
+def default_claims() -> ClaimTimer:
+    """The timer that hands a same-thread stream's run to :func:`default_executor` when nobody reads it."""
+    return ClaimTimer(default_executor().submit)
