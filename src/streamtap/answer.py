@@ -102,7 +102,7 @@ class AnswerText:
         root_id: the root run; its text always counts. ``None``: the first run seen.
     """
 
-    __slots__ = ("_chains", "_echo", "_last_char", "_last_run", "_nodes", "root_id", "shown")
+    __slots__ = ("_chains", "_echo", "_last_char", "_last_run", "_nodes", "_plain", "root_id", "shown")
 
     def __init__(self, root_id: str | None = None) -> None:
         self.root_id = root_id
@@ -113,6 +113,7 @@ class AnswerText:
         self._chains: dict[str, tuple[_Echo, ...]] = {}  # speaking run -> its ancestors' echoes (or _HIDDEN)
         self._last_run: str | None = None
         self._last_char = ""
+        self._plain: str | None = None  # a run whose text all shows (no ancestor to echo it, nothing to consume)
 
     def started(
         self, run_id: str, parent_id: str | None, kind: str, metadata: t.Mapping[str, t.Any] | None = None
@@ -139,6 +140,8 @@ class AnswerText:
             echoes = []
             parent = node.parent_id
             while parent is not None:  # every ancestor may repeat this run's text later
+                if parent == self._plain:
+                    self._plain = None  # it may repeat this run's text now: no longer plain
                 echoes.append(self._echo.setdefault(parent, _Echo()))
                 above = self._nodes.get(parent)
                 parent = above.parent_id if above is not None else None
@@ -176,8 +179,12 @@ class AnswerText:
                     self.shows(run.run_id, run.parent_id, run.kind, delta, run.metadata)
                 return None
             rid = run.run_id
-            if not self.shows(rid, run.parent_id, run.kind, delta, run.metadata):
+            if rid == self._plain:  # the hot path: a run shown as it speaks
+                self.shown = True
+            elif not self.shows(rid, run.parent_id, run.kind, delta, run.metadata):
                 return None
+            elif self._chains.get(rid) == () and rid not in self._echo:
+                self._plain = rid
             if rid == self._last_run or self._last_run is None or self._last_char == "\n" or delta[0] == "\n":
                 out = delta
             else:

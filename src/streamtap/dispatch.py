@@ -32,12 +32,10 @@ from __future__ import annotations
 
 import contextvars
 import itertools
-import sys
 import threading
 import time
 import types
 import typing as t
-from itertools import islice
 
 from . import bus
 from .events import Chunk, Custom, End, ErrorInfo, Event, Run, Start, Status, Timings, Tool, ToolPhase, Usage
@@ -69,6 +67,7 @@ _custom_sig = bus.signals["custom"]
 _end_sig = bus.signals["end"]
 _EMPTY: t.Mapping[str, t.Any] = types.MappingProxyType({})
 _LAZY_LOCK = threading.Lock()  # guards the first use of a run's tree or token
+_HANDOVER_MAX = 64  # items a same-thread stream hands over at most at once: the reader's batch stays in the CPU cache
 
 
 class Tree:
@@ -204,8 +203,7 @@ class Emitter:
         items: t.Iterable[t.Any],
         keep: t.Callable[[t.Any], t.Any] | None,
         other: t.Callable[[t.Any, t.Any], None],
-        batch: int = 0,
-        interval: float = 0.0,
+        interval: float | None = None,
     ) -> t.Generator[None, None, None]:
         """Stream every item of ``items``: the one inlined fast path of a generator ``forward``.
 
@@ -215,16 +213,14 @@ class Emitter:
         :meth:`chunk`. ``keep(item)``, when given, is called first for each
         (to build the output).
 
-        A generator. With ``batch`` 0 it never yields (drive it with
-        ``for _ in ...: pass``). Otherwise it yields after the first item, and
-        from then on after batches whose size adapts to the producer: it
-        doubles (up to ``batch``) while a batch takes less than a quarter of
-        ``interval`` seconds and halves (down to one item) when one takes
-        longer than ``interval`` (the time the producer took, not the reader),
-        so a slow producer hands over every item at once and a fast one reads
-        the clock twice per ``batch`` items. A
-        same-thread stream hands its reader the events so far at each yield
-        (see :mod:`streamtap.driven`).
+        A generator. With ``interval`` ``None`` it never yields (drive it
+        with ``for _ in ...: pass``). Otherwise it yields after the first
+        item, then after 64 items or after the first item produced
+        ``interval`` seconds or more after it last yielded, whichever comes
+        first: a same-thread stream hands its reader the
+        events so far at each yield (see :mod:`streamtap.driven`). The clock
+        is read after every item, so an item is never held longer than the
+        producer's next item takes, plus ``interval``.
 
         Raises:
             RunCancelled: the run has been asked to stop.
@@ -234,22 +230,19 @@ class Emitter:
         sinks = self.sinks
         tree = self._tree or self.tree()
         counter = tree.counter
-        it = iter(items)
-        size = 1 if batch else sys.maxsize
-        quick = interval / 4
         clock = time.perf_counter
-        began = clock() if batch else 0.0
-        while True:
-            # Per batch, not per item: the thread may change between two resumptions of this generator.
-            mine = tree.owner == _get_ident()
-            got = False
-            for item in islice(it, size):
-                got = True
-                if keep is not None:
-                    keep(item)
-                if item.__class__ is not str:
-                    other(self, item)
-                    continue
+        timed = interval is not None
+        span = interval or 0.0
+        due = 0.0  # the first item is handed over at once
+        n = 0
+        # Read per resumption, not per item: the thread may change between two of them.
+        mine = tree.owner == _get_ident()
+        for item in items:
+            if keep is not None:
+                keep(item)
+            if item.__class__ is not str:
+                other(self, item)
+            else:
                 tok = self._token
                 if tok is not None and tok.cancelled:
                     msg = tok.reason or f"run {run.run_id} was cancelled"
@@ -257,41 +250,38 @@ class Emitter:
                 calls = _registry.chunk_calls
                 if not mine or not (sinks or calls or _chunk_receivers):
                     self.chunk(item)  # another thread's tree, or nobody listens any more
-                    continue
-                full: bool | None = False
-                tree.busy += 1
-                try:
-                    if tree.shared:  # another thread shared the tree: from now on, under its lock
-                        full = None
-                    else:
-                        ev = _tuple_new(Chunk, (run, next(counter), item, "text", None))
-                        for sink in sinks:
-                            if sink.put(ev):
-                                full = True
-                        for call, failed in calls:
-                            try:
-                                call(ev)
-                            except Exception as exc:
-                                failed(exc)
-                        if _chunk_receivers:
-                            _chunk_sig.send(module, event=ev)
-                finally:
-                    tree.busy -= 1
-                if full is None:
-                    self.chunk(item)
-                    mine = False
-                elif full:
-                    self._wait_for_room_sync()
-            if not got:
-                return
-            if batch:
-                took = clock() - began
-                yield
-                began = clock()
-                if took < quick:
-                    size = min(size * 2, batch)
-                elif took > interval:
-                    size = max(size >> 1, 1)
+                else:
+                    full: bool | None = False
+                    tree.busy += 1
+                    try:
+                        if tree.shared:  # another thread shared the tree: from now on, under its lock
+                            full = None
+                        else:
+                            ev = _tuple_new(Chunk, (run, next(counter), item, "text", None))
+                            for sink in sinks:
+                                if sink.put(ev):
+                                    full = True
+                            for call, failed in calls:
+                                try:
+                                    call(ev)
+                                except Exception as exc:
+                                    failed(exc)
+                            if _chunk_receivers:
+                                _chunk_sig.send(module, event=ev)
+                    finally:
+                        tree.busy -= 1
+                    if full is None:
+                        self.chunk(item)
+                        mine = False
+                    elif full:
+                        self._wait_for_room_sync()
+            if timed:
+                n += 1
+                if n >= _HANDOVER_MAX or clock() >= due:
+                    yield
+                    n = 0
+                    due = clock() + span
+                    mine = tree.owner == _get_ident()
 
     def relay(self, event: Event) -> Event:
         """Deliver ``event``, an event of a run of another process, into this run's tree; returns it as delivered.

@@ -43,7 +43,7 @@ from .shapes import (
     returns_value,
 )
 
-__all__ = ["BATCH", "BATCH_S", "Call", "Runner", "Running", "status_of"]
+__all__ = ["HANDOVER_S", "Call", "Runner", "Running", "status_of"]
 
 _start_receivers = bus.signals["start"].receivers
 _chunk_receivers = bus.signals["chunk"].receivers
@@ -51,10 +51,8 @@ _registry = bus.registry
 _tuple_new = tuple.__new__
 _scope_signal = bus.scope_signal
 
-BATCH = 64
-"""A same-thread stream hands its reader at most this many items at once..."""
-BATCH_S = 0.001
-"""...and a batch grows only while it takes less than a quarter of this many seconds (see Emitter.chunks)."""
+HANDOVER_S = 0.001
+"""A same-thread stream hands its reader what its generator produced in this many seconds (see Emitter.chunks)."""
 
 
 def status_of(exc: BaseException) -> Status:
@@ -296,8 +294,7 @@ class Runner:
                         capture(gen, box) if returns else gen,
                         parts.append if self.join_output else None,
                         emit_item,
-                        BATCH,
-                        BATCH_S,
+                        HANDOVER_S,
                     )
                 finally:
                     gen.close()

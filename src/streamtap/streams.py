@@ -124,12 +124,8 @@ class _Iterable:
         return _AnswerView(self)
 
     def __iter__(self) -> t.Iterator[t.Any]:
-        src = self._source()
         accept, mapper = self._accept, self._map
-        while True:
-            ev = src._next_event()
-            if ev is None:
-                return
+        for ev in self._source():
             if accept(ev):
                 yield mapper(ev)
 
@@ -205,10 +201,7 @@ class _AnswerView(StreamView):
         parent = self._parent
         plain = parent is src  # stream.text(): nothing else to accept
         answer = self._rule.answer
-        while True:
-            ev = src._next_event()
-            if ev is None:
-                return
+        for ev in src:
             if plain or parent._accept(ev):
                 out = answer(ev)
                 if out is not None:
@@ -248,9 +241,6 @@ class RunStream(_Iterable):
     def __len__(self) -> int:
         """Events buffered now."""
         return len(self._buf)
-
-    def _next_event(self) -> Event | None:
-        return self._buf.get()
 
     async def _anext_event(self) -> Event | None:
         return await self._buf.aget()
