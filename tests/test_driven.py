@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
 import typing as t
 
 import pytest
@@ -155,3 +156,29 @@ def test_closing_from_another_thread_during_a_step_never_blocks() -> None:
         assert not closer.is_alive()
     assert [e.status for e in seen.of("end")] == ["cancelled"]
     check_invariants(seen)
+
+
+class FastThenSlow(ModuleBase):
+    """Yields ``fast`` items at once, then ``slow`` items each after a model-like pause; records when each was made."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.made: list[float] = []
+
+    def forward(self, fast: int, slow: int) -> t.Iterator[str]:
+        for i in range(fast + slow):
+            if i >= fast:
+                time.sleep(0.004)  # the slow model itself (what is measured), not a wait for a race
+            self.made.append(time.perf_counter())
+            yield f"t{i} "
+
+
+def test_a_generator_that_turns_slow_hands_over_each_slow_item_before_making_the_next() -> None:
+    module = FastThenSlow()
+    got: list[float] = []
+    for ev in module.stream(200, 5):
+        if ev.kind == "chunk":
+            got.append(time.perf_counter())
+    assert len(got) == len(module.made) == 205
+    held = [i for i in range(200, 204) if got[i] > module.made[i + 1]]
+    assert held == [], f"slow items held until the next one was made: {held}"
