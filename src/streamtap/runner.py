@@ -47,6 +47,7 @@ __all__ = ["HANDOVER_S", "Call", "Runner", "Running", "status_of"]
 
 _start_receivers = bus.signals["start"].receivers
 _chunk_receivers = bus.signals["chunk"].receivers
+_end_receivers = bus.signals["end"].receivers
 _registry = bus.registry
 _tuple_new = tuple.__new__
 _scope_signal = bus.scope_signal
@@ -269,7 +270,9 @@ class Runner:
             Runner._close(ctx, status_of(exc), None, exc)
             raise
         _current.reset(var)
-        ctx.send_end("ok", output, None)
+        # send_end() checks this too: skip the call when nobody listens.
+        if ctx.sinks or _registry.end or _end_receivers:
+            ctx.send_end("ok", output, None)
         return output
 
     def _steps(
