@@ -276,12 +276,15 @@ class Runner:
         return output
 
     def _steps(
-        self, call: Call, future: concurrent.futures.Future[t.Any], finish: t.Callable[[], None]
+        self, call: Call, outcome: list[concurrent.futures.Future[t.Any]], finish: t.Callable[[], None]
     ) -> t.Generator[None, None, None]:
         """The run of a generator ``forward`` as steps: one yield per batch of items (see :mod:`streamtap.driven`).
 
-        Records the output or the exception in ``future`` instead of raising it (the stream's
-        reader learns of a failure from the ``End`` event, the caller from the handle).
+        Records the output or the exception in the future that ``outcome`` holds instead of raising
+        it (the stream's reader learns of a failure from the ``End`` event, the caller from the
+        handle). The future is taken out of ``outcome`` when it is settled: an exception's
+        traceback keeps this generator's frame, and a frame that held the future would make a
+        reference cycle (future, exception, traceback, frame) that only the cyclic collector frees.
         """
         try:
             with self._running(call) as running:
@@ -303,11 +306,14 @@ class Runner:
                     gen.close()
                 running.output = output_of(parts, box[0] if box else None)
         except BaseException as exc:
+            future = outcome.pop()
             if not future.done():
                 future.set_exception(exc)
+            del future
             if isinstance(exc, (GeneratorExit, KeyboardInterrupt, SystemExit)):
                 raise
         else:
+            future = outcome.pop()
             if not future.done():
                 future.set_result(running.output)
         finally:

@@ -198,7 +198,7 @@ class Buffered:
         buf, handle, token, finish = self._prepare()
         future: concurrent.futures.Future[t.Any] = concurrent.futures.Future()
         call = Call(args, kwargs, buf, token, handle.run_id, self.options)
-        driven = DrivenRun(module._steps(call, future, finish), future)
+        driven = DrivenRun(module._steps(call, [future], finish), future)
         buf.driver = driven
         handle._future = future
         handle._driven = driven

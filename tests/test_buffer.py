@@ -1,0 +1,103 @@
+"""StreamBuffer: what a finished or closed stream leaves behind, and reading it in several loops."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import typing as t
+
+import pytest
+
+from streamtap import ModuleBase
+
+
+class Words(ModuleBase):
+    """Yields ``n`` words."""
+
+    def forward(self, n: int) -> t.Iterator[str]:
+        for i in range(n):
+            yield f"w{i} "
+
+
+class Gate(ModuleBase):
+    """Yields one word, then waits until the test lets it go on."""
+
+    def __init__(self, gate: threading.Event) -> None:
+        super().__init__()
+        self.gate = gate
+
+    def forward(self) -> t.Iterator[str]:
+        yield "first "
+        assert self.gate.wait(10), "the test never opened the gate"
+        yield "second "
+
+
+def _read_to_the_end() -> None:
+    for _ in Words().stream(5):
+        pass
+
+
+def _close_early() -> None:
+    s = Words().stream(5)
+    for ev in s:
+        if ev.kind == "chunk":
+            break
+    s.close()
+
+
+def _drop() -> None:
+    s = Words().stream(5)
+    next(iter(s))
+    del s
+
+
+def _start() -> None:
+    Words().start(5).result(10)
+
+
+@pytest.mark.parametrize("use", [_read_to_the_end, _close_early, _drop, _start])
+def test_a_stream_leaves_no_reference_cycle_behind(use: t.Callable[[], None]) -> None:
+    use()  # warm-up: first-use caches, pool threads
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(50):
+            use()
+        garbage = gc.collect()  # what only the cyclic collector could free
+    finally:
+        gc.enable()
+    assert garbage == 0, f"{use.__name__}: {garbage / 50:.1f} objects per stream left in reference cycles"
+
+
+def test_breaking_out_of_a_for_loop_loses_no_event() -> None:
+    s = Words().stream(10)
+    head = []
+    for ev in s:
+        head.append(ev)
+        if ev.kind == "chunk":
+            break
+    tail = list(s)  # a new loop goes on where the first one stopped
+    seqs = [ev.seq for ev in head + tail]
+    assert seqs == list(range(len(seqs)))
+    assert [ev.kind for ev in tail][-1] == "end"
+    assert "".join(ev.delta for ev in head + tail if ev.kind == "chunk") == "".join(f"w{i} " for i in range(10))
+
+
+def test_a_reader_waiting_in_another_thread_is_woken_by_the_end() -> None:
+    gate = threading.Event()
+    handle = Gate(gate).start()
+    stream = handle.events()
+    got: list[str] = []
+    done = threading.Event()
+
+    def read() -> None:
+        for ev in stream:
+            got.append(ev.kind)
+        done.set()
+
+    reader = threading.Thread(target=read, name="buffer-reader")
+    reader.start()
+    gate.set()
+    assert done.wait(10), "the reader was never woken by the run's end"
+    reader.join(10)
+    assert got[0] == "start" and got[-1] == "end" and got.count("chunk") == 2
