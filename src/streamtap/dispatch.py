@@ -143,8 +143,12 @@ class Emitter:
                     tree = self._tree = Tree()
         return tree
 
-    def chunk(self, delta: t.Any, channel: str = "text", call_id: str | None = None) -> None:
+    def chunk(self, delta: t.Any, channel: str = "text", call_id: str | None = None) -> bool:
         """Stream one piece of output. Cheap when nobody listens.
+
+        Returns whether a stream's buffer is full now: a synchronous producer
+        has already waited for room here; a coroutine on the stream reader's
+        own loop cannot wait here and should ``await`` :meth:`wait_for_room`.
 
         Raises:
             RunCancelled: the run has been asked to stop.
@@ -158,7 +162,7 @@ class Emitter:
         calls = _registry.chunk_calls
         sinks = self.sinks
         if not (sinks or calls or _chunk_receivers):
-            return
+            return False
         tree = self._tree or self.tree()
         full = done = False
         if tree.owner == _get_ident():
@@ -197,12 +201,13 @@ class Emitter:
                     _chunk_sig.send(self.module, event=ev)
         if full:
             self._wait_for_room_sync()
+        return full
 
     def chunks(
         self,
         items: t.Iterable[t.Any],
         keep: t.Callable[[t.Any], t.Any] | None,
-        other: t.Callable[[t.Any, t.Any], None],
+        other: t.Callable[[t.Any, t.Any], object],
         interval: float | None = None,
     ) -> t.Generator[None, None, None]:
         """Stream every item of ``items``: the one inlined fast path of a generator ``forward``.

@@ -422,20 +422,14 @@ class Runner:
 
     async def _adrive(self, ctx: RunContext, agen: t.AsyncGenerator[t.Any, None]) -> t.Any:
         parts: list[t.Any] = []
-        append = parts.append if self.join_output else discard
-        sinks = ctx.sinks
-        first = True
+        keep = parts.append if self.join_output else None
+        chunk = ctx.chunk  # it checks for listeners and cancellation, and starts the first-chunk clock
         try:
             async for item in agen:
-                if first:
-                    ctx.chunk_first()
-                    first = False
-                append(item)
-                emit_item(ctx, item)  # checks for listeners and cancellation itself
-                for sink in sinks:  # ctx.wait_for_room(), inlined: this runs per chunk
-                    waiter = sink.room()
-                    if waiter is not None:
-                        await waiter
+                if keep is not None:
+                    keep(item)
+                if chunk(item) if item.__class__ is str else emit_item(ctx, item):
+                    await ctx.wait_for_room()  # a stream read on this loop is full
         finally:
             await agen.aclose()
         return output_of(parts, None)

@@ -80,15 +80,14 @@ def output_of(parts: list[t.Any], returned: t.Any) -> t.Any:
     return others[-1] if others else None
 
 
-def emit_item(ctx: RunContext, item: t.Any) -> None:
-    """Stream one yielded item on its channel."""
+def emit_item(ctx: RunContext, item: t.Any) -> bool:
+    """Stream one yielded item on its channel; returns :meth:`RunContext.chunk <streamtap.RunContext.chunk>`'s answer."""
     cls = item.__class__
     if cls is str:
-        ctx.chunk(item)
-    elif cls is Delta:
-        ctx.chunk(item.delta, item.channel, item.call_id)
-    else:
-        ctx.chunk(item, "data")
+        return ctx.chunk(item)
+    if cls is Delta:
+        return ctx.chunk(item.delta, item.channel, item.call_id)
+    return ctx.chunk(item, "data")
 
 
 @functools.lru_cache(maxsize=512)

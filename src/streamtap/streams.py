@@ -130,12 +130,8 @@ class _Iterable:
                 yield mapper(ev)
 
     async def _aiter(self) -> t.AsyncIterator[t.Any]:
-        src = self._source()
         accept, mapper = self._accept, self._map
-        while True:
-            ev = await src._anext_event()
-            if ev is None:
-                return
+        async for ev in self._source():
             if accept(ev):
                 yield mapper(ev)
 
@@ -242,9 +238,6 @@ class RunStream(_Iterable):
         """Events buffered now."""
         return len(self._buf)
 
-    async def _anext_event(self) -> Event | None:
-        return await self._buf.aget()
-
     def __next__(self) -> Event:
         ev = self._buf.get()
         if ev is None:
@@ -260,8 +253,8 @@ class RunStream(_Iterable):
             raise StopAsyncIteration
         return ev
 
-    def __aiter__(self) -> RunStream:
-        return self
+    def __aiter__(self) -> t.AsyncIterator[Event]:
+        return self._buf.aevents(self)
 
     def result(self, timeout: float | None = None) -> t.Any:
         """Read the stream to its end (discarding events) and return the call's result."""
