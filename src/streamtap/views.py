@@ -37,6 +37,8 @@ if t.TYPE_CHECKING:
 
 __all__ = ["Buffered", "Configured", "OpenRun"]
 
+_tuple_new = tuple.__new__
+
 
 class Configured:
     """A module seen through :meth:`ModuleBase.with_options`: the same module, other run options.
@@ -197,7 +199,9 @@ class Buffered:
             return RunStream(handle.buffer, handle)
         buf, handle, token, finish = self._prepare()
         future: concurrent.futures.Future[t.Any] = concurrent.futures.Future()
-        call = Call(args, kwargs, buf, token, handle.run_id, self.options)
+        call = _tuple_new(
+            Call, (args, kwargs, buf, token, handle.run_id, self.options)
+        )  # Call(...), without its Python __new__
         driven = DrivenRun(module._steps(call, [future], finish), future)
         buf.driver = driven
         handle._future = future
