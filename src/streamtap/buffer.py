@@ -346,32 +346,23 @@ class StreamBuffer:
                 ev = got
             yield ev
 
-    async def aevents(self, owner: object = None) -> t.AsyncIterator[Event]:
-        """Iterate the events to the end of the stream: :meth:`aget` in a loop, with its hot path inlined.
+    async def anext(self) -> Event:
+        """Await the next event: :meth:`aget` for ``async for`` (one coroutine per event, not two).
 
-        Args:
-            owner: kept alive while the iteration goes on (the stream whose
-                collection would cancel the run).
+        Raises:
+            StopAsyncIteration: once the run tree has finished and its events are read.
+            StreamOverflowError: as :meth:`aget`.
         """
-        if self._loop is None:  # as aget() does: the reader's loop, so that a producer on it never blocks
-            self._loop = asyncio.get_running_loop()
-            self._loop_thread = threading.get_ident()
         q = self._q
-        popleft = q.popleft
-        aget = self.aget
-        while True:
-            if q and not self._producers_waiting and self._room_waiter is None:
-                try:
-                    ev = popleft()
-                except IndexError:  # a drop_oldest producer took it meanwhile
-                    continue
-            else:
-                got = await aget()
-                if got is None:
-                    del owner
-                    return
-                ev = got
-            yield ev
+        if q and self._loop is not None and not self._producers_waiting and self._room_waiter is None:
+            try:
+                return q.popleft()  # the hot path
+            except IndexError:  # a drop_oldest producer took it meanwhile
+                pass
+        ev = await self.aget()
+        if ev is None:
+            raise StopAsyncIteration
+        return ev
 
     async def aget(self) -> Event | None:
         """Await the next event (``None`` once the run tree has finished)."""

@@ -247,14 +247,11 @@ class RunStream(_Iterable):
     def __iter__(self) -> t.Iterator[Event]:
         return self._buf.events(self)
 
-    async def __anext__(self) -> Event:
-        ev = await self._buf.aget()
-        if ev is None:
-            raise StopAsyncIteration
-        return ev
+    def __anext__(self) -> t.Awaitable[Event]:
+        return self._buf.anext()
 
-    def __aiter__(self) -> t.AsyncIterator[Event]:
-        return self._buf.aevents(self)
+    def __aiter__(self) -> RunStream:
+        return self
 
     def result(self, timeout: float | None = None) -> t.Any:
         """Read the stream to its end (discarding events) and return the call's result."""
