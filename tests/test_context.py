@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 import threading
+import typing as t
 
 import pytest
 
+import streamtap
 from streamtap import Executor, ModuleBase, UsageError, current, emit, propagate, wrap
 from streamtap.context import CancelToken
 from streamtap.testing import capture_events, check_invariants
@@ -195,3 +198,31 @@ class TestCancelToken:
         remove()
         token.cancel()
         assert calls == []
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_runs_background_work_and_unread_streams() -> None:
+    class Count(streamtap.ModuleBase):
+        def forward(self, n: int) -> t.Iterator[str]:
+            for i in range(n):
+                yield str(i)
+
+    Count().start(3).result(10)  # the parent's pool and claim timer exist now
+    Count().stream(2).result()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: a background run, and a stream nobody reads for a while, must still run
+        os.close(read)
+        try:
+            a = Count().start(3).result(5)
+            s = Count().stream(4)
+            handle = s.handle
+            b = handle.result(5)  # nobody iterates: the claim timer hands it to the pool
+            os.write(write, f"{a} {b}".encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        out = pipe.read()
+    os.waitpid(pid, 0)
+    assert out == "012 0123"

@@ -334,3 +334,13 @@ def default_executor() -> Executor:
 def default_claims() -> ClaimTimer:
     """The timer that hands a same-thread stream's run to :func:`default_executor` when nobody reads it."""
     return ClaimTimer(default_executor().submit)
+
+
+def _after_fork_in_child() -> None:
+    # A forked child has none of its parent's threads: the pool and the timer are made again on first use.
+    default_executor.cache_clear()
+    default_claims.cache_clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
