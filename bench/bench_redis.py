@@ -127,19 +127,48 @@ def stop(procs: list[subprocess.Popen[bytes]]) -> None:
             p.kill()
 
 
+async def _post_sse(base: str, path: str, body: dict[str, t.Any]) -> t.AsyncIterator[bytes]:
+    """POST ``body`` and yield the response's SSE ``data:`` lines (bytes), on a bare asyncio connection.
+
+    The load generator shares the machine with the servers it measures, so it must cost next to nothing per
+    frame: an ``httpx.AsyncClient`` per stream built an SSL context each (the system CA bundle loaded 200
+    times: py-spy put 96% of this process there, seconds in which the first streams' frames waited), and
+    one shared client still spent 60% of its time in httpcore's pool bookkeeping (``is_idle`` scans of every
+    connection on each response close). Reading lines off a socket measures the servers instead.
+    """
+    host, _, port = base.removeprefix("http://").partition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    payload = json.dumps(body).encode()
+    writer.write(
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode()
+        + payload
+    )
+    try:
+        status = await reader.readline()
+        assert b" 200 " in status, status
+        while (await reader.readline()) not in (b"\r\n", b""):
+            pass  # headers
+        # The body is chunked; uvicorn sends each SSE frame as one chunk, so chunk-size lines never split a frame.
+        while line := await reader.readline():
+            if line.startswith(b"data: "):
+                if line.startswith(b"data: [DONE]"):
+                    return
+                yield line[6:]
+    finally:
+        writer.close()
+
+
 async def stream_latencies(base: str, streams: int, tag: str) -> list[float]:
     lat: list[float] = []
 
     async def one(i: int) -> None:
         body = {"id": f"{tag}{i}", "messages": [{"id": "u", "role": "user", "parts": [{"type": "text", "text": "go"}]}]}
-        async with httpx.AsyncClient(timeout=60) as client, client.stream("POST", base + "/api/chat", json=body) as r:
-            assert r.status_code == 200, (r.status_code, await r.aread())
-            async for line in r.aiter_lines():
-                if line.startswith("data: {"):
-                    now = time.time()
-                    part = json.loads(line[6:])
-                    if part["type"] == "text-delta":
-                        lat.extend(now - float(s) for s in part["delta"].split(";") if s)
+        async for data in _post_sse(base, "/api/chat", body):
+            now = time.time()
+            if b'"text-delta"' in data:
+                part = json.loads(data)
+                lat.extend(now - float(s) for s in part["delta"].split(";") if s)
 
     await asyncio.gather(*(one(i) for i in range(streams)))
     return lat

@@ -48,3 +48,12 @@ def summarise(carried: dict[str, t.Any], text: str) -> str:
     """Run :class:`Summarise` as a child of the run that queued the task."""
     with propagation.attach(carried):
         return t.cast(str, Summarise()(text))
+
+
+@app.task(name="relay.chat")
+def chat(carried: dict[str, t.Any], base_url: str, text: str) -> str:
+    """Run a real OpenAI chat module (streaming over HTTP from ``base_url``) as a child of the run that queued it."""
+    from streamtap.llm import OpenAIChat
+
+    with propagation.attach(carried):
+        return t.cast(str, OpenAIChat("fake-gpt", base_url=base_url, api_key="k", max_retries=0)(text))

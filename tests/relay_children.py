@@ -63,3 +63,11 @@ def late_job(carried: dict[str, t.Any], text: str) -> int:
     with propagation.attach(carried) as attached:
         Summarise()(text)
     return attached.sent
+
+
+def chat_job(base_url: str, carried: dict[str, t.Any], text: str) -> str:
+    """The child's job: a real OpenAI chat module (HTTP streaming from ``base_url``) under the carried context."""
+    from streamtap.llm import OpenAIChat
+
+    with propagation.attach(carried):
+        return t.cast(str, OpenAIChat("fake-gpt", base_url=base_url, api_key="k", max_retries=0)(text))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import multiprocessing
 import os
 import pathlib
@@ -19,8 +20,8 @@ import streamtap
 import streamtap_otlp
 from streamtap import ModuleBase, propagation
 from streamtap.events import Chunk, End, Event, Start
-from streamtap.exceptions import UsageError
-from streamtap.testing import capture_events
+from streamtap.exceptions import RunCancelled, UsageError
+from streamtap.testing import FakeOpenAI, capture_events
 from streamtap_otlp.testing import OtlpReceiver, ReceivedSpan
 
 SPAWN = multiprocessing.get_context("spawn")
@@ -146,6 +147,50 @@ def test_a_child_process_dying_mid_run_ends_the_tool_run_with_an_error_not_a_han
     assert ends["HandOff"].status == "error" and ends["Agent"].status == "error"
     assert [e.delta for e in events if isinstance(e, Chunk)] == ["last words"]
     assert tool.relays[0].lost_runs == 1
+
+
+def test_cancelling_the_parent_run_cancels_the_childs_run_and_closes_its_model_stream() -> None:
+    """handle.cancel() in the parent: the child's model stream closes, its runs end ``cancelled`` in the parent's tree."""
+    words = " ".join(f"w{i}" for i in range(200))
+    with FakeOpenAI(token_delay=0.05) as model, _pool(None, None) as pool, capture_events() as events:
+        tool = HandOff(pool, functools.partial(children.chat_job, model.base_url))
+        started = time.monotonic()
+        handle = Agent(tool).start(words)
+        _until(lambda: any(isinstance(e, Chunk) and e.run.name == "OpenAIChat" for e in list(events)), "a child chunk")
+        cancelled = time.monotonic()
+        handle.cancel("user pressed stop")
+        closed = model.wait_for_closed(timeout=10, after=started)
+        with pytest.raises(RunCancelled, match="user pressed stop"):
+            handle.result(timeout=20)
+    assert closed.finished_at is not None and closed.finished_at - cancelled < 2.0
+    assert closed.chunks_sent < 150
+    _check_tree(list(events))
+    ends = {e.run.name: e for e in events if isinstance(e, End)}
+    assert ends["OpenAIChat"].status == ends["HandOff"].status == ends["Agent"].status == "cancelled"
+    assert ends["OpenAIChat"].error is not None and "user pressed stop" in ends["OpenAIChat"].error.message
+    assert tool.relays[0].cancels_sent == 1 and tool.relays[0].lost_runs == 0
+
+
+def test_a_child_that_connects_after_the_cancel_is_cancelled_at_once() -> None:
+    """A stop that comes before the child process connected still wins: the child's run ends ``cancelled``."""
+
+    class Cancelled(ModuleBase):
+        kind = "tool"
+
+        def __init__(self, pool: concurrent.futures.ProcessPoolExecutor) -> None:
+            super().__init__()
+            self.pool = pool
+
+        def forward(self, text: str) -> t.Any:
+            with propagation.relay() as r:
+                streamtap.current().token.cancel("stopped early")  # type: ignore[union-attr]
+                return self.pool.submit(children.summarise_job, r.carry().to_dict(), text).result(timeout=60)
+
+    with _pool(None, None) as pool, capture_events() as events, pytest.raises(RunCancelled, match="stopped early"):
+        Cancelled(pool)("never streamed at all")
+    ends = {e.run.name: e for e in events if isinstance(e, End)}
+    assert ends["Summarise"].status == ends["Cancelled"].status == "cancelled"
+    assert not [e for e in events if isinstance(e, Chunk)]
 
 
 def test_a_childs_events_after_the_parent_run_ended_are_dropped_and_counted() -> None:

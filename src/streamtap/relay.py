@@ -18,6 +18,16 @@ Three pieces, re-exported by :mod:`streamtap.propagation`:
   started in the block to the relay as JSON (never pickle), and flushes the
   child's spans at the end.
 
+Cancellation: when the tool run is cancelled (``handle.cancel()``, a web
+stop, a worker's stop message: anything that cancels the parent's tree), the
+relay sends a cancel frame back over every child connection (and to a child
+that connects later, while the relay is open); :func:`attach` cancels the
+root runs of its block with the same reason, so their next chunk raises
+:class:`~streamtap.exceptions.RunCancelled`, their model streams close, and
+their ``End`` events (status ``cancelled``) reach the parent before the relay
+closes. A hand-off block that then fails (the pool or Celery re-raises the
+child's error) raises ``RunCancelled``, so the tool run ends ``cancelled``.
+
 Failures: a child that dies mid-run closes its connection; the relay ends the
 child's open runs with an ``error`` :class:`~streamtap.events.End`
 (``streamtap.ChildProcessLost``), and the tool sees the failure its pool
@@ -33,7 +43,9 @@ import contextlib
 import contextvars
 import json
 import logging
+import os
 import secrets
+import socket
 import threading
 import time
 import types
@@ -44,9 +56,10 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 
 from . import bus
+from .bus import scope_signal
 from .context import RunContext, current, current_var
 from .events import End, ErrorInfo, Event, Run, Start, Timings, event_from_dict
-from .exceptions import UsageError
+from .exceptions import RunCancelled, UsageError
 
 __all__ = ["Attachment", "Carried", "Relay", "attach", "relay"]
 
@@ -54,6 +67,9 @@ log = logging.getLogger("streamtap.relay")
 
 _CLOSE = b'{"streamtap.relay": "close"}'
 _HELLO = b'{"streamtap.relay": "hello"}'
+_CANCEL = "cancel"
+_READY = b'{"streamtap.relay": "ready"}'
+_HANDSHAKE_TIMEOUT = 5.0  # seconds a child waits for the relay's first answer before it runs anyway
 _LOST = "streamtap.ChildProcessLost"
 _scope_var: contextvars.ContextVar[object] = contextvars.ContextVar("streamtap_attach", default=None)
 
@@ -156,12 +172,18 @@ class Relay:
         self._threads: list[threading.Thread] = []
         self._runs: dict[str, Run] = {}
         self._open: dict[str, tuple[Run, float]] = {}
+        self._send_lock = threading.Lock()  # guards _conns and _stop; frames back to the children
+        self._conns: list[Connection] = []
+        self._stop: str | None = None
+        self._remove_cancel: t.Callable[[], None] | None = None
         self.received = 0
         """Events re-emitted into the parent's tree."""
         self.dropped = 0
         """Events that arrived after the relay closed (the parent run went on without them)."""
         self.lost_runs = 0
         """Child runs the relay ended with an error because their process went away first."""
+        self.cancels_sent = 0
+        """Cancel frames sent to children (one per connected child when the tool run was cancelled)."""
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -171,11 +193,22 @@ class Relay:
         accept = threading.Thread(target=self._accept, name="streamtap-relay-accept", daemon=True)
         accept.start()
         self._threads.append(accept)
+        self._remove_cancel = self._ctx.on_cancel(self._cancel_children)
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        """Let the children's connections drain (up to ``drain_timeout``), then close."""
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: types.TracebackType | None
+    ) -> None:
+        """Let the children's connections drain (up to ``drain_timeout``), then close.
+
+        Raises:
+            RunCancelled: the block failed after the tool run was cancelled (the pool or Celery
+                re-raised the cancelled child's error); the original error is its ``__cause__``.
+        """
         self.close()
+        if isinstance(exc, Exception) and not isinstance(exc, RunCancelled) and self._ctx.cancelled:
+            reason = self._ctx.token.reason or f"run {self._ctx.run.run_id} was cancelled"
+            raise RunCancelled(reason) from exc
 
     @property
     def address(self) -> tuple[str, int]:
@@ -206,6 +239,9 @@ class Relay:
         """
         if self._listener is None:
             return
+        if self._remove_cancel is not None:
+            self._remove_cancel()
+            self._remove_cancel = None
         # Wake the accept loop: the connections queued before this one are accepted first.
         with contextlib.suppress(OSError), Client(self.address, authkey=self._key) as conn:
             conn.send_bytes(_CLOSE)
@@ -241,6 +277,13 @@ class Relay:
             if first == _CLOSE:
                 conn.close()
                 return
+            with self._send_lock:
+                self._conns.append(conn)
+                if self._stop is not None:  # the tool run was cancelled before this child connected
+                    self._send_cancel(conn, self._stop)
+                else:
+                    with contextlib.suppress(OSError, ValueError):
+                        conn.send_bytes(_READY)
             reader = threading.Thread(target=self._read, args=(conn,), name="streamtap-relay", daemon=True)
             reader.start()
             self._threads.append(reader)
@@ -253,10 +296,33 @@ class Relay:
         except (OSError, EOFError):
             pass
         finally:
-            conn.close()
+            with self._send_lock:
+                if conn in self._conns:
+                    self._conns.remove(conn)
+                conn.close()
         with self._lock:
             if not self._closed:
                 self._end_open("the child process went away before its run ended", only=mine)
+
+    # -- cancelling ------------------------------------------------------------------
+
+    def _cancel_children(self) -> None:
+        """The tool run was cancelled: tell every connected child (and, later, any child that connects)."""
+        reason = self._ctx.token.reason or f"run {self._ctx.run.run_id} was cancelled"
+        with self._send_lock:
+            if self._stop is not None:
+                return
+            self._stop = reason
+            for conn in list(self._conns):
+                self._send_cancel(conn, reason)
+
+    def _send_cancel(self, conn: Connection, reason: str) -> None:
+        """Send one cancel frame; called with ``_send_lock`` held."""
+        try:
+            conn.send_bytes(json.dumps({"streamtap.relay": _CANCEL, "reason": reason}).encode())
+            self.cancels_sent += 1
+        except (OSError, ValueError):
+            log.debug("A child of the streamtap relay went away before its cancel frame", exc_info=True)
 
     def _deliver(self, data: bytes, mine: list[str]) -> None:
         try:
@@ -350,9 +416,14 @@ def attach(carried: Carried | t.Mapping[str, t.Any]) -> t.Iterator[Attachment]:
         )
         raise UsageError(msg)
     out = Attachment(carried)
+    cancel = _ChildCancel()
     try:
         client = Client(carried.address, authkey=bytes.fromhex(carried.key))
         client.send_bytes(_HELLO)  # the relay's accept loop reads one frame per connection before handing it on
+        # Its answer (ready, or cancel: the parent's run was stopped before this child connected) comes before any
+        # run here starts, so an early stop always wins.
+        if client.poll(_HANDSHAKE_TIMEOUT):
+            cancel.handle(client.recv_bytes())
         conn: Connection | None = client
     except (OSError, EOFError, ValueError) as exc:
         log.warning(
@@ -367,6 +438,7 @@ def attach(carried: Carried | t.Mapping[str, t.Any]) -> t.Iterator[Attachment]:
     roots: set[str] = set()
     marker = object()
     scope = _Scope(marker)
+    carried_drain = 5.0  # seconds the relay gets to read what this block sent, at its end
 
     def forward(event: Event) -> None:
         run = event.run
@@ -374,6 +446,8 @@ def attach(carried: Carried | t.Mapping[str, t.Any]) -> t.Iterator[Attachment]:
             roots.add(run.run_id)
         if run.root_id not in roots:
             return
+        if isinstance(event, End) and run.parent_id is None:
+            cancel.forget(run.run_id)
         nonlocal conn
         with send_lock:
             if conn is None:
@@ -386,7 +460,16 @@ def attach(carried: Carried | t.Mapping[str, t.Any]) -> t.Iterator[Attachment]:
                 out.lost += 1
                 conn = None
 
+    def on_start(_sender: object, *, run: Run, context: RunContext, **_: object) -> None:
+        if run.parent_id is None and scope.active():
+            cancel.watch(context)
+
+    listener = None
+    if conn is not None:
+        listener = threading.Thread(target=cancel.listen, args=(conn,), name="streamtap-attach-cancel", daemon=True)
+        listener.start()
     sub = bus.subscribe(forward)
+    scope_signal.connect(on_start, weak=False)
     try:
         token = otel_context.attach(propagate.extract(dict(carried.headers)))
         try:
@@ -395,14 +478,83 @@ def attach(carried: Carried | t.Mapping[str, t.Any]) -> t.Iterator[Attachment]:
         finally:
             otel_context.detach(token)
     finally:
+        scope_signal.disconnect(on_start)
         sub.unsubscribe()
         with send_lock:
-            if conn is not None:
-                conn.close()
-                conn = None
+            closing, conn = conn, None  # late events of other threads are counted as lost from here
+        if closing is not None:
+            # A graceful close: our end-of-file goes after what was sent; the relay reads to it and closes its
+            # end, which ends the cancel listener. Only if the relay does not, both ways are cut.
+            _shutdown(closing, socket.SHUT_WR)
+            if listener is not None:
+                listener.join(carried_drain)
+                if listener.is_alive():
+                    _shutdown(closing, socket.SHUT_RDWR)
+                    listener.join(1.0)
+            closing.close()
         flush = getattr(trace.get_tracer_provider(), "force_flush", None)
         if callable(flush):
             flush()
+
+
+class _ChildCancel:
+    """The child side of cancellation: the root runs of one :func:`attach` block, cancelled on the relay's word."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._runs: dict[str, RunContext] = {}
+        self.reason: str | None = None
+
+    def watch(self, ctx: RunContext) -> None:
+        """A root run of the block started: cancel it when the parent's run is (at once if it already was)."""
+        with self._lock:
+            reason = self.reason
+            if reason is None:
+                self._runs[ctx.run.run_id] = ctx
+        if reason is not None:
+            ctx.token.cancel(reason)
+
+    def forget(self, run_id: str) -> None:
+        """The root run ended."""
+        with self._lock:
+            self._runs.pop(run_id, None)
+
+    def listen(self, conn: Connection) -> None:
+        """Read the relay's frames until the connection closes; a cancel frame cancels the block's runs."""
+        while True:
+            try:
+                data = conn.recv_bytes()
+            except (OSError, EOFError):
+                return
+            self.handle(data)
+
+    def handle(self, data: bytes) -> None:
+        """One frame from the relay: a cancel frame cancels the block's runs (and any started later)."""
+        try:
+            frame = json.loads(data)
+        except ValueError:
+            return
+        if not isinstance(frame, dict) or frame.get("streamtap.relay") != _CANCEL:
+            return
+        reason = str(frame.get("reason") or "the parent run was cancelled")
+        with self._lock:
+            if self.reason is not None:
+                return
+            self.reason = reason
+            runs = list(self._runs.values())
+            self._runs.clear()
+        for ctx in runs:
+            ctx.token.cancel(reason)
+
+
+def _shutdown(conn: Connection, how: int) -> None:
+    """Shut the connection's socket down (``SHUT_WR``: send end-of-file; ``SHUT_RDWR``: a blocked reader wakes)."""
+    with contextlib.suppress(OSError, ValueError):
+        sock = socket.socket(fileno=os.dup(conn.fileno()))
+        try:
+            sock.shutdown(how)
+        finally:
+            sock.close()
 
 
 def _headers() -> dict[str, str]:

@@ -35,3 +35,24 @@ def prefix(request: pytest.FixtureRequest) -> str:
     import secrets
 
     return "t" + secrets.token_hex(4)
+
+
+@pytest.fixture(scope="module")
+def tls_redis() -> t.Iterator[RedisServer]:
+    """redis-server serving TLS only (``--tls-port``), certificates from a throw-away CA made by trustme."""
+    with RedisServer(tls=True) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def password_redis() -> t.Iterator[RedisServer]:
+    """redis-server with ``--requirepass``."""
+    with RedisServer(password="s3cret-pw") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def tls_password_redis() -> t.Iterator[RedisServer]:
+    """redis-server with TLS and ``--requirepass`` both."""
+    with RedisServer(tls=True, password="s3cret-pw") as server:
+        yield server

@@ -131,8 +131,10 @@ class _HTTPWire:
                 conn.pushback = watcher.result()
             return
         watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+        # asyncio.wait, not suppress(CancelledError): a cancellation of this task while it waits must propagate.
+        await asyncio.wait({watcher})
+        if not watcher.cancelled():
+            watcher.exception()  # retrieved
 
     async def _hang(self, conn: _Conn, rec: RequestRecord) -> None:
         watcher = self._watch(conn, rec)

@@ -47,6 +47,9 @@ def check_url(url: str) -> str:
 async def connect(url: str, *, timeout: float = 5.0, check: bool = True) -> aioredis.Redis:
     """A client for ``url`` (``redis://``, ``rediss://`` for TLS, ``unix://``), pinged when ``check``.
 
+    TLS settings go in the URL's query, as redis-py reads them: ``ssl_ca_certs`` (the CA file to trust),
+    ``ssl_certfile`` / ``ssl_keyfile`` (a client certificate), ``ssl_cert_reqs=none`` (no check; not for production).
+
     Args:
         url: the Redis URL; a password in it is used but never shown.
         timeout: seconds to connect (and for the first ping).
@@ -64,10 +67,7 @@ async def connect(url: str, *, timeout: float = 5.0, check: bool = True) -> aior
             await client.ping()
         except (RedisError, OSError) as exc:
             await client.aclose()
-            msg = (
-                f"Redis at {mask_url(url)} did not answer ({type(exc).__name__}: {_masked(str(exc), url)}). "
-                "Check that redis-server runs there and that the URL (host, port, password, db) is right."
-            )
+            msg = f"Redis at {mask_url(url)} did not answer ({type(exc).__name__}: {_masked(str(exc), url)}). {_hint(exc)}"
             raise RedisUnavailable(msg) from None
     return client
 
@@ -87,6 +87,28 @@ def client_for(url: str, *, timeout: float = 5.0, max_connections: int = 256) ->
     return aioredis.Redis.from_url(
         url, max_connections=max_connections, socket_connect_timeout=timeout, health_check_interval=10
     )
+
+
+def _hint(exc: BaseException) -> str:
+    """What to check, for the failure ``exc`` (a refused password, an untrusted certificate, or anything else)."""
+    from redis.exceptions import AuthenticationError, AuthenticationWrongNumberOfArgsError
+
+    text = str(exc)
+    if isinstance(exc, (AuthenticationError, AuthenticationWrongNumberOfArgsError)) or any(
+        word in text for word in ("NOAUTH", "WRONGPASS", "invalid username-password", "invalid password")
+    ):
+        return (
+            "Redis refused the password (or the URL has none and the server requires one): "
+            "put the right one in the URL, redis://:PASSWORD@host:port/db (rediss:// for TLS)."
+        )
+    if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
+        return (
+            "The server's TLS certificate is not trusted here: add its CA to the URL "
+            "(rediss://host:port/db?ssl_ca_certs=/path/to/ca.pem) or to the system's trust store."
+        )
+    if "WRONG_VERSION_NUMBER" in text or "wrong version number" in text:
+        return "The server does not speak TLS on that port: use redis:// for a plain port, rediss:// for a TLS one."
+    return "Check that redis-server runs there and that the URL (host, port, password, db) is right."
 
 
 def _masked(text: str, url: str) -> str:

@@ -19,6 +19,8 @@ import logging
 import time
 import typing as t
 
+from .tasks import cancel_and_wait, raise_if_cancelling
+
 if t.TYPE_CHECKING:  # pragma: no cover
     import redis.asyncio as aioredis
 
@@ -98,9 +100,7 @@ class Follower:
     async def aclose(self) -> None:
         """Stop the follower task and close its connection."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
         if self._own is not None:
             await self._own.aclose()
@@ -154,6 +154,7 @@ class Follower:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                raise_if_cancelling()
                 log.debug("The follower's XREAD failed; readers re-read", exc_info=True)
                 self._wake(lambda key, position: True)
                 if self._own is not None:

@@ -29,6 +29,7 @@ import logging
 import typing as t
 
 from .keys import Keys
+from .tasks import cancel_and_wait, raise_if_cancelling
 
 if t.TYPE_CHECKING:  # pragma: no cover
     import redis.asyncio as aioredis
@@ -200,9 +201,7 @@ class RunLog:
         """Flush (at most ``timeout`` seconds), then stop the writer task."""
         await self.flush(timeout)
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
 
     # -- the writer task -------------------------------------------------------
@@ -242,6 +241,7 @@ class RunLog:
                 try:
                     await self._write_once()
                 except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                    raise_if_cancelling()
                     if not self._down:
                         self._down = self._outage_logged = True
                         self._outages += 1

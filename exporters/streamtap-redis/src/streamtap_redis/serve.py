@@ -22,6 +22,7 @@ from .chat import RedisChatService
 from .connection import client_for, connect
 from .keys import Keys
 from .store import RedisEventStore
+from .tasks import cancel_and_wait
 from .worker import Worker
 
 if t.TYPE_CHECKING:  # pragma: no cover
@@ -79,9 +80,7 @@ def create_redis_app(
         finally:
             if worker is not None and task is not None:
                 await worker.aclose()
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                _raise_failure(await cancel_and_wait(task))
             await store.aclose()
             await client.aclose()
 
@@ -142,9 +141,13 @@ async def run_worker(
     waiter = asyncio.ensure_future(stopping.wait())
     await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
     await worker.aclose()
-    task.cancel()
     waiter.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    _raise_failure(await cancel_and_wait(task))
     await worker.store.aclose()
     await client.aclose()
+
+
+def _raise_failure(task: asyncio.Future[t.Any]) -> None:
+    """Raise what ``task`` failed with (a worker loop that broke), not its cancellation."""
+    if task.done() and not task.cancelled() and task.exception() is not None:
+        raise t.cast(BaseException, task.exception())

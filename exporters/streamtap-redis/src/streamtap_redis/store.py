@@ -30,6 +30,7 @@ from streamtap.web.store import ReadResult
 from .follow import Follower
 from .keys import Keys
 from .log import RunLog
+from .tasks import raise_if_cancelling
 
 if t.TYPE_CHECKING:  # pragma: no cover
     import redis.asyncio as aioredis
@@ -199,6 +200,7 @@ class RedisEventStore:
             try:
                 return await call()
             except (RedisConnectionError, RedisTimeoutError, OSError):
+                raise_if_cancelling()  # redis-py can turn a cancellation that lands in its read timeout into this
                 if loop.time() + delay > deadline:
                     raise
                 await asyncio.sleep(delay)

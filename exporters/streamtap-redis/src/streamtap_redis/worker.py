@@ -39,6 +39,7 @@ from .keys import Keys
 from .requests import BadRunRequest, RunRequest, parse_request
 from .state import ChatState, as_text
 from .store import RedisEventStore
+from .tasks import cancel_and_wait, raise_if_cancelling, settle
 
 if t.TYPE_CHECKING:  # pragma: no cover
     import redis.asyncio as aioredis
@@ -55,6 +56,7 @@ ATTEMPT = "streamtap.attempt"
 """The custom event that starts a retried attempt of a request in its run's log."""
 
 Target = ModuleBase | t.Callable[[], ModuleBase]
+_DRAIN = 5.0  # seconds a cancelled serving task waits for its run's End
 
 
 class Worker:
@@ -150,6 +152,7 @@ class Worker:
                     raise
                 except Exception:
                     self._slots.release()
+                    raise_if_cancelling()
                     log.warning("Reading run requests failed; retrying", exc_info=True)
                     await asyncio.sleep(0.5)
                     continue
@@ -164,8 +167,7 @@ class Worker:
             listener.cancel()
             reclaimer.cancel()
             for task in (listener, reclaimer):
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+                await cancel_and_wait(task)
 
     def _spawn(self, coro: t.Coroutine[t.Any, t.Any, None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -224,9 +226,9 @@ class Worker:
         try:
             await self._execute(module, request, base)
         finally:
-            beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beat
+            # Not ``suppress(CancelledError)``: when this task is cancelled meanwhile, that must propagate (and the
+            # request stays pending, to be reclaimed) rather than be taken for the heartbeat's and acknowledged.
+            await cancel_and_wait(beat)
         await self.client.xack(self.keys.requests, GROUP, entry_id)
         self.completed += 1
 
@@ -254,26 +256,38 @@ class Worker:
             else:
                 handle = runner.astart(request.input)
         self.running[rid] = handle
-        status: str | None = None
+        written: dict[str, str | None] = {"status": None}
+        drain: float | None = None  # wait for the run's end as long as it takes, unless this task was cancelled
         try:
             if await self.client.exists(self.keys.stop(rid)):  # a stop that came before the worker did
                 handle.cancel(STOP_REQUEST)
-            async for ev in handle.events():
-                data = ev.to_dict()
-                if base:
-                    data["seq"] += base
-                if isinstance(ev, End) and ev.run.run_id == rid:
-                    status = ev.status
-                    if request.chat_id is not None:
-                        await self._chat_outcome(request, ev)
-                await self.store.append(rid, data)
+            await self._write(handle, request, base, written)
+        except asyncio.CancelledError:
+            # The task serving this run was cancelled (a loop shutting down): stop the run too, and give its
+            # cancelled End a moment to reach the log, rather than wait for the run to finish by itself.
+            handle.cancel("the worker task serving this run was cancelled")
+            drain = _DRAIN
+            await settle(self._write(handle, request, base, written), timeout=drain)
+            raise
         finally:
             self.running.pop(rid, None)
-            with contextlib.suppress(BaseException):
-                await handle
-            await self.store.finish(rid, status=status)
+            await settle(handle, timeout=drain)
+            await self.store.finish(rid, status=written["status"])
             if request.chat_id is not None:
                 await self.state.release(request.chat_id, rid)
+
+    async def _write(self, handle: RunHandle, request: RunRequest, base: int, written: dict[str, str | None]) -> None:
+        """Append the run's events to its log (its ``seq`` shifted by ``base``); the root's status into ``written``."""
+        rid = request.run_id
+        async for ev in handle.events():
+            data = ev.to_dict()
+            if base:
+                data["seq"] += base
+            if isinstance(ev, End) and ev.run.run_id == rid:
+                written["status"] = ev.status
+                if request.chat_id is not None:
+                    await self._chat_outcome(request, ev)
+            await self.store.append(rid, data)
 
     async def _chat_outcome(self, request: RunRequest, end: End) -> None:
         assert request.chat_id is not None
@@ -300,6 +314,7 @@ class Worker:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                raise_if_cancelling()
                 log.debug("Refreshing the claim of %s failed; retrying", run_id, exc_info=True)
 
     async def _dead(self, entry_id: bytes, raw: bytes, reason: str, run_id: str | None, chat_id: str | None) -> None:
@@ -335,6 +350,7 @@ class Worker:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                raise_if_cancelling()
                 log.warning("Reclaiming requests failed; retrying", exc_info=True)
 
     async def reclaim(self) -> int:
@@ -383,6 +399,7 @@ class Worker:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                raise_if_cancelling()
                 log.warning("The stop channel was lost; resubscribing", exc_info=True)
                 await asyncio.sleep(0.5)
             finally:
