@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import types
 import typing as t
 
 from opentelemetry.trace import SpanKind
@@ -16,6 +17,7 @@ if t.TYPE_CHECKING:
 __all__ = [
     "ANNOTATIONS",
     "OPERATIONS",
+    "ModuleAttributes",
     "annotation_attributes",
     "coerce",
     "end_attributes",
@@ -147,6 +149,11 @@ def run_attributes(run: Run, conversation_id: t.Any, redact: Redactor) -> tuple[
     return name, span_kind, attrs
 
 
+_MODEL_NAMES = ("model", "provider_name", "provider", "server_address", "server_port")
+_TOOL_NAMES = ("description",)
+_MISS = object()
+
+
 def module_attributes(kind: str, module: t.Any) -> tuple[str | None, str | None, dict[str, t.Any]]:
     """(model, provider, attributes) read from an ``llm`` or ``tool`` module before ``forward()`` runs."""
     if kind == "tool":
@@ -242,3 +249,58 @@ def end_attributes(
     if content is not None and ev.output is not None and ev.status in ("ok", "interrupted", "error"):
         attrs.update(content.output_attrs(kind, ev, attrs))
     return attrs, ttfc
+
+
+_Described = tuple[str | None, str | None, t.Mapping[str, t.Any]]
+
+
+class ModuleAttributes:
+    """:func:`module_attributes`, with what a module's class decides computed once per class.
+
+    The attributes come from the module's class (``model = "gpt-4o"``), its
+    instance (set in ``__init__``) or a property. When none of the names is a
+    descriptor (a property, a slot) on the class and the class does not hook
+    attribute access, a run whose instance ``__dict__`` holds none of them
+    gets the class's answer, computed on its first run; any other run reads
+    the module as :func:`module_attributes` does. The cache is per subscriber
+    (no global state) and is cleared when it holds 256 classes.
+    """
+
+    __slots__ = ("_llm", "_tool")
+
+    def __init__(self) -> None:
+        self._llm: dict[type, _Described | None] = {}
+        self._tool: dict[type, _Described | None] = {}
+
+    def of(self, kind: str, module: t.Any) -> _Described:
+        """(model, provider, attributes) of an ``llm`` or ``tool`` module (the attributes: read-only)."""
+        cache, names = (self._tool, _TOOL_NAMES) if kind == "tool" else (self._llm, _MODEL_NAMES)
+        cls = type(module)
+        hit = cache.get(cls, _MISS)
+        if hit is _MISS:
+            hit = _from_class(kind, cls, names)
+            if len(cache) >= 256:
+                cache.clear()
+            cache[cls] = hit
+        if hit is not None:
+            own = getattr(module, "__dict__", None)
+            if not own or own.keys().isdisjoint(names):
+                return t.cast("_Described", hit)
+        return module_attributes(kind, module)
+
+
+def _from_class(kind: str, cls: type, names: tuple[str, ...]) -> _Described | None:
+    """What every instance without its own values gets, or ``None`` when the class alone cannot say."""
+    if t.cast(object, cls.__getattribute__) is not object.__getattribute__ or hasattr(cls, "__getattr__"):
+        return None
+    found: dict[str, t.Any] = {}
+    for name in names:
+        for klass in cls.__mro__:
+            if name in klass.__dict__:
+                value = klass.__dict__[name]
+                if hasattr(type(value), "__get__"):
+                    return None  # a property, a slot, a method: read per instance
+                found[name] = value
+                break
+    model, provider, attrs = module_attributes(kind, types.SimpleNamespace(**found))
+    return model, provider, types.MappingProxyType(attrs)

@@ -82,9 +82,9 @@ class GenAIMetrics:
                 common[key] = value
         if "gen_ai.request.model" not in common and model:
             common["gen_ai.request.model"] = model
-        with_error = dict(common)
+        with_error = common
         if ev.status == "error":
-            with_error["error.type"] = attrs.get("error.type", "_OTHER")
+            with_error = {**common, "error.type": attrs.get("error.type", "_OTHER")}
         if ev.timings is not None:
             duration.record(ev.timings.duration, with_error)
         if ttfc is not None:

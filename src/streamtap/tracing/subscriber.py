@@ -17,7 +17,7 @@ from .._subscriber import KindDispatcher
 from ..dispatch import relaying
 from ..events import End, ErrorInfo, Run, Start
 from ..redaction import Redactor
-from .attributes import end_attributes, module_attributes, run_attributes
+from .attributes import ModuleAttributes, end_attributes, run_attributes
 from .content import ContentWriter
 from .conversation import current_conversation
 from .metrics import GenAIMetrics
@@ -27,6 +27,8 @@ from .spans import RunSpan
 __all__ = ["TracingSubscriber"]
 
 log = logging.getLogger("streamtap.tracing")
+
+_RECENT = 1024  # span contexts of ended runs kept for span_context() and late background children
 
 
 def _version() -> str:
@@ -91,8 +93,14 @@ class TracingSubscriber(KindDispatcher):
         self._start_lock = threading.Lock()
         self._recent: dict[str, trace.SpanContext] = {}
         self._recent_lock = threading.Lock()
+        self._modules = ModuleAttributes()
         self._set_handlers(
-            {"start": self._on_start, "tool": self._on_tool, "custom": self._on_custom, "end": self._on_end}
+            {
+                "start": t.cast("t.Callable[[t.Any], None]", self._start),
+                "tool": self._on_tool,
+                "custom": self._on_custom,
+                "end": self._on_end,
+            }
         )
         # The scope receiver is connected when the first traced run starts: until then (no
         # provider configured) no run pays for the scope signal.
@@ -168,9 +176,6 @@ class TracingSubscriber(KindDispatcher):
             self._tracer_of = provider
         return self._tracer
 
-    def _content(self) -> ContentWriter | None:
-        return self._writer if self.capture_content else None
-
     # -- handlers ---------------------------------------------------------------
 
     def _start(self, ev: Start) -> RunSpan | None:
@@ -229,9 +234,6 @@ class TracingSubscriber(KindDispatcher):
             self._scope.connect()
         return entry
 
-    def _on_start(self, ev: Start) -> None:
-        self._start(ev)
-
     def _claim_call_id(self, run: Run) -> str | None:
         parent = self._entries.get(run.parent_id) if run.parent_id else None
         if parent is None or not parent.pending:
@@ -245,9 +247,9 @@ class TracingSubscriber(KindDispatcher):
             return None
         kind = entry.kind
         name = None
-        attrs: dict[str, t.Any] | None = None
+        attrs: t.Mapping[str, t.Any] | None = None
         if kind in ("llm", "tool"):
-            model, provider, attrs = module_attributes(kind, module)
+            model, provider, attrs = self._modules.of(kind, module)
             if model:
                 name = f"chat {model}"
             entry.model = model
@@ -313,7 +315,7 @@ class TracingSubscriber(KindDispatcher):
             entry.send_marker()
         span = entry.span
         kind = entry.kind
-        attrs, ttfc = end_attributes(ev, kind, self.redact, self._content())
+        attrs, ttfc = end_attributes(ev, kind, self.redact, self._writer if self.capture_content else None)
         error = ev.error
         if ev.status == "error":
             err = error or ErrorInfo("_OTHER", "")
@@ -332,13 +334,21 @@ class TracingSubscriber(KindDispatcher):
         timings = ev.timings
         end_ns = entry.start_ns + int(timings.duration * 1e9) if timings is not None and entry.start_ns else None
         span.end(end_time=end_ns)
-        with self._recent_lock:
-            recent = self._recent
-            recent[rid] = span.get_span_context()
-            if len(recent) > 1024:
-                del recent[next(iter(recent))]
+        recent = self._recent
+        recent[rid] = span.get_span_context()  # one dict store: atomic, no lock needed
+        if len(recent) > _RECENT:
+            self._trim_recent()
         if kind == "llm":
             self._metrics.record(ev, attrs, entry.model, entry.provider, ttfc)
+
+    def _trim_recent(self) -> None:
+        recent = self._recent
+        with self._recent_lock:
+            while len(recent) > _RECENT:
+                try:
+                    del recent[next(iter(recent))]
+                except (KeyError, RuntimeError, StopIteration):  # another thread changed it meanwhile
+                    break
 
     def _record_exception(self, entry: RunSpan, err: ErrorInfo, message: str) -> None:
         exc = entry.exc
