@@ -151,7 +151,6 @@ def run_attributes(run: Run, conversation_id: t.Any, redact: Redactor) -> tuple[
 
 _MODEL_NAMES = ("model", "provider_name", "provider", "server_address", "server_port")
 _TOOL_NAMES = ("description",)
-_MISS = object()
 
 
 def module_attributes(kind: str, module: t.Any) -> tuple[str | None, str | None, dict[str, t.Any]]:
@@ -274,19 +273,23 @@ class ModuleAttributes:
 
     def of(self, kind: str, module: t.Any) -> _Described:
         """(model, provider, attributes) of an ``llm`` or ``tool`` module (the attributes: read-only)."""
-        cache, names = (self._tool, _TOOL_NAMES) if kind == "tool" else (self._llm, _MODEL_NAMES)
+        cache = self._tool if kind == "tool" else self._llm
         cls = type(module)
-        hit = cache.get(cls, _MISS)
-        if hit is _MISS:
-            hit = _from_class(kind, cls, names)
-            if len(cache) >= 256:
-                cache.clear()
-            cache[cls] = hit
+        try:
+            hit = cache[cls]
+        except KeyError:
+            hit = cache[cls] = self._learn(kind, cls, cache)
         if hit is not None:
             own = getattr(module, "__dict__", None)
-            if not own or own.keys().isdisjoint(names):
-                return t.cast("_Described", hit)
+            if not own or own.keys().isdisjoint(_TOOL_NAMES if kind == "tool" else _MODEL_NAMES):
+                return hit
         return module_attributes(kind, module)
+
+    @staticmethod
+    def _learn(kind: str, cls: type, cache: dict[type, _Described | None]) -> _Described | None:
+        if len(cache) >= 256:
+            cache.clear()
+        return _from_class(kind, cls, _TOOL_NAMES if kind == "tool" else _MODEL_NAMES)
 
 
 def _from_class(kind: str, cls: type, names: tuple[str, ...]) -> _Described | None:

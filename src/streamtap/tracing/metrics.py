@@ -71,24 +71,28 @@ class GenAIMetrics:
         self, ev: End, attrs: t.Mapping[str, t.Any], model: str | None, provider: str | None, ttfc: float | None
     ) -> None:
         """Record an ended ``llm`` run (``attrs``: its span's End attributes; model and provider as read at start)."""
-        tokens, duration, first_chunk = self._histograms()
-        common: dict[str, t.Any] = {"gen_ai.operation.name": attrs.get("gen_ai.operation.name", "chat")}
-        provider = attrs.get("gen_ai.provider.name") or provider
+        instruments = self._instruments
+        tokens, duration, first_chunk = instruments if instruments is not None else self._histograms()
+        get = attrs.get
+        common: dict[str, t.Any] = {"gen_ai.operation.name": get("gen_ai.operation.name", "chat")}
+        provider = get("gen_ai.provider.name") or provider
         if provider:
             common["gen_ai.provider.name"] = provider
         for key in _KEYS:
-            value = attrs.get(key)
+            value = get(key)
             if value is not None:
                 common[key] = value
-        if "gen_ai.request.model" not in common and model:
+        if model and "gen_ai.request.model" not in common:
             common["gen_ai.request.model"] = model
-        with_error = common
-        if ev.status == "error":
-            with_error = {**common, "error.type": attrs.get("error.type", "_OTHER")}
-        if ev.timings is not None:
-            duration.record(ev.timings.duration, with_error)
+        timings = ev.timings
+        if timings is not None:
+            if ev.status == "error":
+                duration.record(timings.duration, {**common, "error.type": get("error.type", "_OTHER")})
+            else:
+                duration.record(timings.duration, common)
         if ttfc is not None:
             first_chunk.record(ttfc, common)
-        if ev.usage is not None:
-            tokens.record(ev.usage.input_tokens, {**common, "gen_ai.token.type": "input"})
-            tokens.record(ev.usage.output_tokens, {**common, "gen_ai.token.type": "output"})
+        usage = ev.usage
+        if usage is not None:
+            tokens.record(usage.input_tokens, {**common, "gen_ai.token.type": "input"})
+            tokens.record(usage.output_tokens, {**common, "gen_ai.token.type": "output"})

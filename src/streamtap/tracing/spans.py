@@ -40,24 +40,20 @@ class RunSpan:
         lock: serialises starting the span (any thread may be first).
     """
 
-    __slots__ = (
-        "_lock",
-        "_span",
-        "attrs",
-        "exc",
-        "kind",
-        "marker_due",
-        "model",
-        "name",
-        "parent_ctx",
-        "pending",
-        "provider",
-        "request",
-        "span_kind",
-        "start_ns",
-        "start_time",
-        "tracer",
-    )
+    # No __slots__: the fields most runs never set are class defaults, so a run pays for the nine it sets.
+    _span: trace.Span | None = None
+    exc: BaseException | None = None
+    """The exception that left ``forward()``, for the ``exception`` event's stack trace."""
+    pending: dict[str, list[str]] | None = None
+    """Tool name -> the call ids of ``requested`` tool events not yet claimed by a tool run."""
+    model: str | None = None
+    """The model read from the module (``llm`` runs)."""
+    provider: str | None = None
+    """The provider read from the module (``llm`` runs)."""
+    request: genai.RequestContent | None = None
+    """Request content on opt-in, refined when ``forward()`` starts."""
+    marker_due = False
+    """A live-span marker is still to be sent (``llm`` runs: once the model is known)."""
 
     def __init__(
         self,
@@ -80,17 +76,6 @@ class RunSpan:
         self.start_ns = start_ns
         self.start_time = start_time
         self._lock = lock
-        self._span: trace.Span | None = None
-        self.exc: BaseException | None = None
-        """The exception that left ``forward()``, for the ``exception`` event's stack trace."""
-        self.pending: dict[str, list[str]] | None = None
-        """Tool name -> the call ids of ``requested`` tool events not yet claimed by a tool run."""
-        self.model: str | None = None
-        self.provider: str | None = None
-        self.request: genai.RequestContent | None = None
-        """Request content on opt-in, refined when ``forward()`` starts."""
-        self.marker_due = False
-        """A live-span marker is still to be sent (``llm`` runs: once the model is known)."""
 
     @property
     def span(self) -> trace.Span:

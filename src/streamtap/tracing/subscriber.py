@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -91,8 +92,7 @@ class TracingSubscriber(KindDispatcher):
         self._metrics = GenAIMetrics(meter_provider, _version())
         self._entries: dict[str, RunSpan] = {}
         self._start_lock = threading.Lock()
-        self._recent: dict[str, trace.SpanContext] = {}
-        self._recent_lock = threading.Lock()
+        self._recent: collections.OrderedDict[str, trace.SpanContext] = collections.OrderedDict()
         self._modules = ModuleAttributes()
         self._set_handlers(
             {
@@ -315,7 +315,30 @@ class TracingSubscriber(KindDispatcher):
             entry.send_marker()
         span = entry.span
         kind = entry.kind
+        status = ev.status
         attrs, ttfc = end_attributes(ev, kind, self.redact, self._writer if self.capture_content else None)
+        if status != "ok":
+            self._not_ok(entry, span, ev, attrs)
+        if kind == "llm" and not entry.model:
+            model = attrs.get("gen_ai.request.model")
+            if model:
+                span.update_name(f"{attrs.get('gen_ai.operation.name', 'chat')} {model}")
+        span.set_attributes(attrs)
+        timings = ev.timings
+        start_ns = entry.start_ns
+        span.end(end_time=start_ns + int(timings.duration * 1e9) if timings is not None and start_ns else None)
+        recent = self._recent
+        recent[rid] = span.get_span_context()  # each OrderedDict operation is atomic: no lock
+        if len(recent) > _RECENT:
+            try:
+                recent.popitem(last=False)
+            except KeyError:  # another thread trimmed it meanwhile
+                pass
+        if kind == "llm":
+            self._metrics.record(ev, attrs, entry.model, entry.provider, ttfc)
+
+    def _not_ok(self, entry: RunSpan, span: trace.Span, ev: End, attrs: dict[str, t.Any]) -> None:
+        """What an ``error`` or ``cancelled`` End adds: status ERROR with ``error.type`` and its exception, the cancel reason."""
         error = ev.error
         if ev.status == "error":
             err = error or ErrorInfo("_OTHER", "")
@@ -325,30 +348,6 @@ class TracingSubscriber(KindDispatcher):
             self._record_exception(entry, err, message)
         elif ev.status == "cancelled" and error is not None:
             attrs["streamtap.cancel.reason"] = self.redact(error.message)
-        if kind == "llm":
-            model = attrs.get("gen_ai.request.model") or entry.model
-            if model and not entry.model:
-                op = attrs.get("gen_ai.operation.name", "chat")
-                span.update_name(f"{op} {model}")
-        span.set_attributes(attrs)
-        timings = ev.timings
-        end_ns = entry.start_ns + int(timings.duration * 1e9) if timings is not None and entry.start_ns else None
-        span.end(end_time=end_ns)
-        recent = self._recent
-        recent[rid] = span.get_span_context()  # one dict store: atomic, no lock needed
-        if len(recent) > _RECENT:
-            self._trim_recent()
-        if kind == "llm":
-            self._metrics.record(ev, attrs, entry.model, entry.provider, ttfc)
-
-    def _trim_recent(self) -> None:
-        recent = self._recent
-        with self._recent_lock:
-            while len(recent) > _RECENT:
-                try:
-                    del recent[next(iter(recent))]
-                except (KeyError, RuntimeError, StopIteration):  # another thread changed it meanwhile
-                    break
 
     def _record_exception(self, entry: RunSpan, err: ErrorInfo, message: str) -> None:
         exc = entry.exc
