@@ -123,30 +123,35 @@ def str_attr(obj: t.Any, name: str) -> str | None:
 def run_attributes(run: Run, conversation_id: t.Any, redact: Redactor) -> tuple[str, SpanKind, dict[str, t.Any]]:
     """The span name, span kind and start attributes of a run (before its module is seen)."""
     kind = run.kind
-    attrs: dict[str, t.Any] = {
-        "streamtap.run.id": run.run_id,
-        "streamtap.run.kind": kind,
-        "streamtap.root.id": run.root_id,
-    }
+    name = run.name
+    op = OPERATIONS.get(kind)
+    attrs: dict[str, t.Any]
+    if op is None:
+        span_name, span_kind = name, SpanKind.INTERNAL
+        attrs = {
+            "streamtap.run.id": run.run_id,
+            "streamtap.run.kind": kind,
+            "streamtap.root.id": run.root_id,
+            "streamtap.run.name": name,
+        }
+    else:
+        operation, span_kind, name_attr = op
+        # llm: "chat" until the scope receiver has seen the module ("chat {model}")
+        span_name = f"{operation} {name}" if name_attr is not None else operation
+        attrs = {
+            "streamtap.run.id": run.run_id,
+            "streamtap.run.kind": kind,
+            "streamtap.root.id": run.root_id,
+            "gen_ai.operation.name": operation,
+            name_attr or "streamtap.run.name": name,
+        }
+        if kind == "tool":
+            attrs["gen_ai.tool.type"] = "function"
     if run.tags:
         attrs["streamtap.tags"] = [str(x) for x in run.tags]
     if conversation_id:
         attrs["gen_ai.conversation.id"] = redact(str(conversation_id))
-    op = OPERATIONS.get(kind)
-    if op is None:
-        attrs["streamtap.run.name"] = run.name
-        return run.name, SpanKind.INTERNAL, attrs
-    operation, span_kind, name_attr = op
-    attrs["gen_ai.operation.name"] = operation
-    if name_attr is not None:
-        attrs[name_attr] = run.name
-        name = f"{operation} {run.name}"
-    else:
-        attrs["streamtap.run.name"] = run.name
-        name = operation  # "chat {model}" once the scope receiver has seen the module
-    if kind == "tool":
-        attrs["gen_ai.tool.type"] = "function"
-    return name, span_kind, attrs
+    return span_name, span_kind, attrs
 
 
 _MODEL_NAMES = ("model", "provider_name", "provider", "server_address", "server_port")
