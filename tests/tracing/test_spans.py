@@ -105,3 +105,35 @@ def test_children_nest_under_a_span_started_before_forward() -> None:
     outer, inner = spans["invoke_agent Outer"], spans["chat m-1"]
     assert inner.parent is not None and outer.context is not None
     assert inner.parent.span_id == outer.context.span_id
+
+
+def test_a_span_asked_for_from_many_threads_before_it_started_starts_once() -> None:
+    import threading
+
+    with capture_events() as events:
+        Chat()("hi")  # a real run's events, not traced: replayed below (a replayed run has no scope hook)
+    start = next(e for e in events if e.kind == "start")
+    end = next(e for e in events if e.kind == "end")
+    provider, exporter, starts = _provider()
+    sub = TracingSubscriber(provider)
+    sub.handle(start)  # the run is known; its span is not started yet
+    threads = 8
+    barrier = threading.Barrier(threads)
+    got: list[t.Any] = []
+
+    def ask() -> None:
+        barrier.wait(timeout=10)
+        got.append(sub.span_context(start.run.run_id))
+
+    workers = [threading.Thread(target=ask) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=10)
+    sub.handle(end)
+    assert len(got) == threads
+    assert len({c.span_id for c in got}) == 1 and got[0].is_valid
+    assert len(starts.seen) == 1
+    (span,) = exporter.get_finished_spans()
+    assert span.context is not None and span.context.span_id == got[0].span_id
+    assert span.start_time == int(start.started_at * 1e9)
