@@ -223,7 +223,8 @@ class TracingSubscriber(KindDispatcher):
         entry = RunSpan(
             tracer, kind, name, span_kind, attrs, parent_ctx, start_ns, start_ns or time.time_ns(), self._start_lock
         )
-        entry.request = request
+        if request is not None:
+            entry.request = request
         self._entries[rid] = entry
         if self.live_spans:
             if kind == "llm":
