@@ -137,3 +137,16 @@ def test_a_span_asked_for_from_many_threads_before_it_started_starts_once() -> N
     (span,) = exporter.get_finished_spans()
     assert span.context is not None and span.context.span_id == got[0].span_id
     assert span.start_time == int(start.started_at * 1e9)
+
+
+def test_events_handed_to_an_unsubscribed_tracer_leave_no_hook_connected() -> None:
+    from streamtap import bus
+
+    with capture_events() as events:
+        Chat()("hi")
+    provider, exporter, _ = _provider()
+    sub = TracingSubscriber(provider)  # never subscribed: fed by hand, as a replay does
+    for ev in events:
+        sub.handle(ev)
+    assert len(exporter.get_finished_spans()) == 1
+    assert not bus.scope_signal.receivers  # no module run of this process pays for (or reaches) it

@@ -34,12 +34,13 @@ class GenAIMetrics:
         version: the instrumentation scope's version.
     """
 
-    __slots__ = ("_instruments", "_provider", "_version")
+    __slots__ = ("_instruments", "_plain_cache", "_provider", "_version")
 
     def __init__(self, meter_provider: metrics.MeterProvider | None, version: str) -> None:
         self._provider = meter_provider
         self._version = version
         self._instruments: tuple[t.Any, t.Any, t.Any] | None = None
+        self._plain_cache: dict[tuple[str | None, str | None], dict[str, t.Any]] = {}
 
     def _histograms(self) -> tuple[t.Any, t.Any, t.Any]:
         if self._instruments is None:
@@ -73,21 +74,13 @@ class GenAIMetrics:
         """Record an ended ``llm`` run (``attrs``: its span's End attributes; model and provider as read at start)."""
         instruments = self._instruments
         tokens, duration, first_chunk = instruments if instruments is not None else self._histograms()
-        get = attrs.get
-        common: dict[str, t.Any] = {"gen_ai.operation.name": get("gen_ai.operation.name", "chat")}
-        provider = get("gen_ai.provider.name") or provider
-        if provider:
-            common["gen_ai.provider.name"] = provider
-        for key in _KEYS:
-            value = get(key)
-            if value is not None:
-                common[key] = value
-        if model and "gen_ai.request.model" not in common:
-            common["gen_ai.request.model"] = model
+        # Only annotations put operation, provider, model or server attributes in the End's attributes;
+        # without any, the metric attributes depend on the module's model and provider alone.
+        common = _common(attrs, model, provider) if ev.attributes else self._plain(model, provider)
         timings = ev.timings
         if timings is not None:
             if ev.status == "error":
-                duration.record(timings.duration, {**common, "error.type": get("error.type", "_OTHER")})
+                duration.record(timings.duration, {**common, "error.type": attrs.get("error.type", "_OTHER")})
             else:
                 duration.record(timings.duration, common)
         if ttfc is not None:
@@ -96,3 +89,29 @@ class GenAIMetrics:
         if usage is not None:
             tokens.record(usage.input_tokens, {**common, "gen_ai.token.type": "input"})
             tokens.record(usage.output_tokens, {**common, "gen_ai.token.type": "output"})
+
+    def _plain(self, model: str | None, provider: str | None) -> dict[str, t.Any]:
+        """The metric attributes of a run without annotations: one (never changed) dict per model and provider."""
+        key = (model, provider)
+        common = self._plain_cache.get(key)
+        if common is None:
+            common = _common({}, model, provider)
+            if len(self._plain_cache) >= 64:
+                self._plain_cache.clear()
+            self._plain_cache[key] = common
+        return common
+
+
+def _common(attrs: t.Mapping[str, t.Any], model: str | None, provider: str | None) -> dict[str, t.Any]:
+    get = attrs.get
+    common: dict[str, t.Any] = {"gen_ai.operation.name": get("gen_ai.operation.name", "chat")}
+    provider = get("gen_ai.provider.name") or provider
+    if provider:
+        common["gen_ai.provider.name"] = provider
+    for key in _KEYS:
+        value = get(key)
+        if value is not None:
+            common[key] = value
+    if model and "gen_ai.request.model" not in common:
+        common["gen_ai.request.model"] = model
+    return common

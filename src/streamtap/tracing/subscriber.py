@@ -25,6 +25,9 @@ from .metrics import GenAIMetrics
 from .options import SCHEMA_URL, SCOPE, capture_content_from_env, live_spans_from_env
 from .spans import RunSpan
 
+if t.TYPE_CHECKING:
+    from typing_extensions import Self
+
 __all__ = ["TracingSubscriber"]
 
 log = logging.getLogger("streamtap.tracing")
@@ -105,6 +108,7 @@ class TracingSubscriber(KindDispatcher):
         # The scope receiver is connected when the first traced run starts: until then (no
         # provider configured) no run pays for the scope signal.
         self._scope = IsolatedReceivers("the streamtap tracing subscriber's scope", {}, scope=self._on_scope, log=log)
+        self._on_bus = False  # events handed in by hand (handle(), a replay) never connect the scope hook
 
     @property
     def redact(self) -> Redactor:
@@ -126,8 +130,14 @@ class TracingSubscriber(KindDispatcher):
 
     # -- lifecycle ------------------------------------------------------------
 
+    def subscribe(self) -> Self:
+        """Start tracing runs (idempotent); returns ``self``."""
+        self._on_bus = True  # before the first event can arrive
+        return super().subscribe()
+
     def unsubscribe(self) -> None:
         """Stop tracing runs. Spans of runs still going are not ended (their End is no longer seen)."""
+        self._on_bus = False
         super().unsubscribe()
         self._scope.disconnect()
 
@@ -231,8 +241,8 @@ class TracingSubscriber(KindDispatcher):
                 entry.marker_due = True  # named "chat {model}" once the module is seen
             else:
                 entry.send_marker()
-        if not self._scope.connected:
-            self._scope.connect()
+        if not self._scope.connected and self._on_bus:
+            self._scope.connect()  # only while subscribed: events handed in by hand (a replay) have no module scope
         return entry
 
     def _claim_call_id(self, run: Run) -> str | None:
