@@ -89,15 +89,21 @@ class Running:
         self.ctx = ctx
         self.scopes = scopes
         self.output: t.Any = None
-        self.stack: contextlib.ExitStack | None = None
+        self.stack: t.ContextManager[t.Any] | None = None  # the scope entered, or an ExitStack of several
 
     def __enter__(self) -> Running:
         self.var = _current.set(self.ctx)
-        if self.scopes:
-            stack = self.stack = contextlib.ExitStack()
+        scopes = self.scopes
+        if scopes:
             try:
-                for factory in self.scopes:
-                    stack.enter_context(factory())
+                if len(scopes) == 1:  # the usual case (one tracer): no ExitStack, a microsecond per run
+                    scope = scopes[0]()
+                    scope.__enter__()
+                    self.stack = scope
+                else:
+                    stack = self.stack = contextlib.ExitStack()
+                    for factory in scopes:
+                        stack.enter_context(factory())
             except BaseException as exc:
                 self.__exit__(type(exc), exc, exc.__traceback__)
                 raise
@@ -173,11 +179,12 @@ class Runner:
         ctx = RunContext(run, self, root, sinks, tok)  # starts the run's clocks
         if sinks or _registry.start or _start_receivers:  # the inputs are only built for someone who will see them
             ctx.send_start(inputs_of(args, kwargs))
-        if not _scope_signal.receivers:
+        if not _scope_signal.receivers or _scope_signal.is_muted:
             return ctx, ()
         scopes: list[t.Callable[[], t.ContextManager[t.Any]]] = []
         try:
-            for _, factory in _scope_signal.send(self, run=run, context=ctx):
+            for receiver in _scope_signal.receivers_for(self):  # what send() does, without its list of pairs
+                factory = receiver(self, run=run, context=ctx)
                 if factory is not None:
                     scopes.append(factory)
         except BaseException as exc:  # the run has started: it must still end
