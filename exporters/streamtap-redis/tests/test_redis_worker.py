@@ -19,6 +19,7 @@ from streamtap_redis import Keys, RedisEventStore, Worker, connect
 from streamtap_redis.requests import RunRequest
 from streamtap_redis.state import ChatState
 from streamtap_redis.testing import RedisServer, free_port
+from streamtap_redis.worker import GROUP
 
 
 class Slow(ModuleBase):
@@ -232,3 +233,33 @@ async def test_a_worker_whose_heartbeat_is_late_never_takes_over_its_own_request
     assert not [e for e in events if e["kind"] == "custom" and e["name"] == "streamtap.attempt"]
     assert [e["status"] for e in events if e["kind"] == "end"] == ["ok"]
     assert worker.completed == 1
+
+
+async def test_a_late_heartbeat_does_not_count_as_a_delivery_of_its_own_request(
+    client: aioredis.Redis, prefix: str
+) -> None:
+    """A worker re-claiming its own request (its heartbeat fell behind) must not add a delivery.
+
+    The delivery count is the attempt number a take-over records and what max_attempts is checked
+    against: counted twice, a request retried once looked like its third attempt, or went to the
+    dead letters while it was only run once.
+    """
+    keys = Keys(prefix)
+    store = RedisEventStore(client, keys)
+    worker, task = await _running_worker(Slow(), client, keys, concurrency=4, claim_timeout=0.3, heartbeat=5.0)
+    try:
+        await store.create("late")
+        await client.xadd(keys.requests, {"r": RunRequest("late", None, " ".join(["w"] * 150)).to_json()})
+        after, chunks = -1, 0
+        async with asyncio.timeout(20):
+            while chunks < 80:  # 0.8 s of the run: the reclaim loop saw its own request idle twice or more
+                res = await store.read("late", after)
+                if res is not None and res.events:
+                    chunks += sum(1 for e in res.events if e["kind"] == "chunk")
+                    after = res.events[-1]["seq"]
+                else:
+                    await store.wait("late", after, 1.0)
+        info = await client.xpending_range(keys.requests, GROUP, "-", "+", 10)
+        assert [int(i["times_delivered"]) for i in info] == [1]
+    finally:
+        await _close(worker, task)

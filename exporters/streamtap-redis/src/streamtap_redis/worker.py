@@ -357,16 +357,21 @@ class Worker:
         """Take over requests idle for ``claim_timeout`` seconds (their worker died); returns how many."""
         taken = 0
         while not self._closing.is_set() and not self._slots.locked():
-            res = await self.client.xautoclaim(
-                self.keys.requests, GROUP, self.consumer, int(self.claim_timeout * 1000), "0-0", count=1
+            # JUSTID: claiming does not count a delivery. Our own request (idle because our heartbeat
+            # fell behind on a busy machine) is then only refreshed; a dead worker's is claimed again
+            # below, counted, since the delivery count is the attempt number and what max_attempts checks.
+            ids = await self.client.xautoclaim(
+                self.keys.requests, GROUP, self.consumer, int(self.claim_timeout * 1000), "0-0", count=1, justid=True
             )
-            entries = [e for e in res[1] if e and e[1] is not None] if res else []
-            if not entries:
+            if not ids:
                 return taken
-            for entry_id, fields in entries:
+            for entry_id in ids:
                 if entry_id in self._serving:
-                    # Our own request, idle because our heartbeat fell behind (a busy machine):
-                    # XAUTOCLAIM just refreshed our claim; running it again would duplicate it.
+                    continue  # ours: running it again would duplicate it
+                claimed = await self.client.xclaim(self.keys.requests, GROUP, self.consumer, 0, [entry_id])
+                fields = next((f for e, f in claimed if e == entry_id and f is not None), None)
+                if fields is None:
+                    await self.client.xack(self.keys.requests, GROUP, entry_id)  # the entry was trimmed away
                     continue
                 info = await self.client.xpending_range(self.keys.requests, GROUP, entry_id, entry_id, 1)
                 deliveries = int(info[0]["times_delivered"]) if info else 2
