@@ -56,6 +56,7 @@ import uuid
 from ..events import RunKind, Usage
 from ..exceptions import RunCancelled
 from ..module import OpenRun
+from . import _langchain_tokens
 from ._common import ForeignRun, jsonable
 
 __all__ = ["StreamtapCallbackHandler", "instrument"]
@@ -89,6 +90,12 @@ class StreamtapCallbackHandler(BaseCallbackHandler):
 
     Thread-safe; one handler serves any number of concurrent runs.
 
+    Creating one hands LangChain's token callbacks straight to this class's
+    handlers, process-wide, when one is a run's only handler (skipping
+    LangChain's generic per-handler dispatch, which costs more per token than
+    the rest of the bridge; every other handler list is dispatched by
+    LangChain as before): see ``streamtap.bridges._langchain_tokens``.
+
     Args:
         activate: make each LangChain run the current streamtap run while it
             executes, so streamtap modules called inside a LangChain tool or
@@ -107,6 +114,7 @@ class StreamtapCallbackHandler(BaseCallbackHandler):
         self._hidden: dict[uuid.UUID, uuid.UUID | None] = {}  # hidden run -> its parent
         self._lock = threading.Lock()
         self._warned: set[str] = set()
+        _langchain_tokens.install(StreamtapCallbackHandler)
 
     # -- runs --------------------------------------------------------------
 
