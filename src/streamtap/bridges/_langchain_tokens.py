@@ -7,18 +7,19 @@ coroutine check; in async code also an ``asyncio.gather``). That dispatch,
 paid for any handler, even one that does nothing, costs more per token than
 the 10% of a fast model's own ``.stream()`` the bridge may add.
 
-:func:`install` (called by :func:`streamtap.bridges.langchain.instrument`)
-replaces ``on_llm_new_token`` of LangChain's two LLM run managers,
+:func:`install` (called when the first
+:class:`~streamtap.bridges.langchain.StreamtapCallbackHandler` is made) replaces ``on_llm_new_token`` of LangChain's two LLM run managers,
 ``CallbackManagerForLLMRun`` and ``AsyncCallbackManagerForLLMRun``, with a
 method that, when the run's only handler is the bridge's, calls it directly,
 with LangChain's own rules: a handler whose ``ignore_llm`` is true is skipped;
 an exception is logged as LangChain logs it and raised again when the handler
 sets ``raise_error``; ``NotImplementedError`` is logged only. Every other case
-(no handler, other handlers beside it or instead of it, extra keyword
-arguments) goes to LangChain's own method, unchanged. The handler is called
-with the same arguments LangChain passes (``token``, ``chunk``, ``run_id``,
-``parent_run_id``, ``tags``), so the tokens, their order, cancellation and
-nesting are the callback route's exactly.
+(no handler, other handlers beside it or instead of it, a subclass that
+overrides ``on_llm_new_token``, extra keyword arguments, an async handler not
+run inline) goes to LangChain's own method, unchanged. The handler's token
+function gets the ``token``, ``chunk`` and ``run_id`` its ``on_llm_new_token``
+would get (all that method reads of LangChain's arguments), so the tokens,
+their order, cancellation and nesting are the callback route's exactly.
 
 Installed at most once per process; where a LangChain version has
 reshaped the methods (their parameters are not ``self, token, *, chunk,
@@ -80,7 +81,11 @@ def _failed(handler: t.Any, exc: Exception) -> None:
         raise exc
 
 
-def _sync(original: t.Callable[..., None], method: t.Callable[..., None]) -> t.Callable[..., None]:
+Token = t.Callable[[t.Any, t.Any, t.Any, t.Any], None]
+"""The handler's token function: ``(handler, run_id, token, chunk)``."""
+
+
+def _sync(original: t.Callable[..., None], method: t.Callable[..., None], on_token: Token) -> t.Callable[..., None]:
     @functools.wraps(original)
     def on_llm_new_token(self: t.Any, token: t.Any, *, chunk: t.Any = None, **kwargs: t.Any) -> None:
         handlers = self.handlers
@@ -92,9 +97,7 @@ def _sync(original: t.Callable[..., None], method: t.Callable[..., None]) -> t.C
         if handler.ignore_llm:
             return None
         try:
-            handler.on_llm_new_token(
-                token, chunk=chunk, run_id=self.run_id, parent_run_id=self.parent_run_id, tags=self.tags
-            )
+            on_token(handler, self.run_id, token, chunk)
         except Exception as exc:
             _failed(handler, exc)
         return None
@@ -104,7 +107,7 @@ def _sync(original: t.Callable[..., None], method: t.Callable[..., None]) -> t.C
 
 
 def _async(
-    original: t.Callable[..., t.Awaitable[None]], method: t.Callable[..., None]
+    original: t.Callable[..., t.Awaitable[None]], method: t.Callable[..., None], on_token: Token
 ) -> t.Callable[..., t.Awaitable[None]]:
     @functools.wraps(original)
     async def on_llm_new_token(self: t.Any, token: t.Any, *, chunk: t.Any = None, **kwargs: t.Any) -> None:
@@ -121,9 +124,7 @@ def _async(
         if handler.ignore_llm:
             return
         try:
-            handler.on_llm_new_token(
-                token, chunk=chunk, run_id=self.run_id, parent_run_id=self.parent_run_id, tags=self.tags
-            )
+            on_token(handler, self.run_id, token, chunk)
         except Exception as exc:
             _failed(handler, exc)
 
@@ -131,7 +132,7 @@ def _async(
     return on_llm_new_token
 
 
-def install(handler_type: type) -> bool:
+def install(handler_type: type, on_token: Token) -> bool:
     """Hand LangChain's token callbacks straight to ``handler_type`` handlers (see the module docs).
 
     Idempotent; returns whether the short path is in place (``False`` where
@@ -139,9 +140,12 @@ def install(handler_type: type) -> bool:
 
     Args:
         handler_type: the bridge's handler class, whose ``on_llm_new_token``
-            is a plain (not async) method; a handler whose class has that very
-            method (``handler_type`` and subclasses that keep it) gets its
-            tokens directly when it is a run's only handler.
+            is a plain (not async) method that calls ``on_token``; a handler
+            whose class has that very method (``handler_type`` and subclasses
+            that keep it) gets its tokens directly when it is a run's only handler.
+        on_token: what the method does, called as ``on_token(handler, run_id,
+            token, chunk)``: the short path calls it without the method's
+            keyword-argument parsing.
     """
     method = handler_type.__dict__.get("on_llm_new_token")
     if not callable(method) or inspect.iscoroutinefunction(method):
@@ -158,8 +162,8 @@ def install(handler_type: type) -> bool:
                 "this langchain-core's LLM run managers have an unexpected shape: tokens go through its dispatch"
             )
             return False
-        sync_cls.on_llm_new_token = _sync(t.cast(t.Callable[..., None], sync_orig), method)  # type: ignore[attr-defined]
+        sync_cls.on_llm_new_token = _sync(t.cast(t.Callable[..., None], sync_orig), method, on_token)  # type: ignore[attr-defined]
         async_cls.on_llm_new_token = _async(  # type: ignore[attr-defined]
-            t.cast(t.Callable[..., t.Awaitable[None]], async_orig), method
+            t.cast(t.Callable[..., t.Awaitable[None]], async_orig), method, on_token
         )
         return True
