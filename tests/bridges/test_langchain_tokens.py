@@ -8,6 +8,7 @@ import sys
 import textwrap
 import types
 import typing as t
+import uuid
 
 import pytest
 
@@ -17,6 +18,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.callbacks import manager as lc_manager
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
+from langchain_core.outputs import LLMResult
 
 import streamtap
 from streamtap import ModuleBase, RunCancelled
@@ -184,3 +186,33 @@ def test_the_short_path_keeps_langchains_rules_for_overrides_ignore_llm_and_rais
     assert out.returncode == 0, out.stderr
     status, logged = out.stdout.split()
     assert status == "ok" and int(logged) >= 1  # each swallowed error logged as LangChain logs it
+
+
+def test_run_managers_of_another_shape_keep_langchains_dispatch():
+    from streamtap.bridges import _langchain_tokens
+
+    class Reshaped(lc_manager.CallbackManagerForLLMRun):
+        def on_llm_new_token(self, token: t.Any, chunk: t.Any = None, *, index: int = 0, **kwargs: t.Any) -> None:
+            super().on_llm_new_token(token, chunk=chunk, **kwargs)
+
+    class AsyncSame(lc_manager.AsyncCallbackManagerForLLMRun):
+        async def on_llm_new_token(self, token: t.Any, *, chunk: t.Any = None, **kwargs: t.Any) -> None:
+            await super().on_llm_new_token(token, chunk=chunk, **kwargs)
+
+    before = Reshaped.__dict__["on_llm_new_token"], AsyncSame.__dict__["on_llm_new_token"]
+    short = _langchain_tokens.install(
+        StreamtapCallbackHandler, StreamtapCallbackHandler._token, managers=(Reshaped, AsyncSame)
+    )
+    assert short is False and not _langchain_tokens.installed((Reshaped, AsyncSame))
+    assert (Reshaped.__dict__["on_llm_new_token"], AsyncSame.__dict__["on_llm_new_token"]) == before  # untouched
+    assert _langchain_tokens.installed()  # LangChain's own classes (this langchain-core) have the short path
+
+    seen: list[t.Any] = []
+    handler = StreamtapCallbackHandler()
+    run_id = uuid.uuid4()
+    handler.on_chat_model_start({"name": "M"}, [[]], run_id=run_id)
+    rm = Reshaped(run_id=run_id, handlers=[handler], inheritable_handlers=[], tags=[])
+    with streamtap.subscribe(seen.append):
+        rm.on_llm_new_token("tok")  # LangChain's dispatch, as before the short path
+        rm.on_llm_end(LLMResult(generations=[]))
+    assert [(e.kind, getattr(e, "delta", None)) for e in seen] == [("chunk", "tok"), ("end", None)]

@@ -64,9 +64,13 @@ def _fits(method: t.Any) -> bool:
     return [(p.name, p.kind) for p in params] == _SHAPE
 
 
-def installed() -> bool:
-    """Whether LangChain's token callbacks go straight to the bridge's handler in this process."""
-    sync_cls, async_cls = _managers()
+def installed(managers: tuple[type, type] | None = None) -> bool:
+    """Whether LangChain's token callbacks go straight to the bridge's handler in this process.
+
+    Args:
+        managers: the (sync, async) run manager classes to look at (default: LangChain's).
+    """
+    sync_cls, async_cls = managers or _managers()
     return all(hasattr(cls.__dict__.get("on_llm_new_token"), _ORIGINAL) for cls in (sync_cls, async_cls))
 
 
@@ -132,7 +136,7 @@ def _async(
     return on_llm_new_token
 
 
-def install(handler_type: type, on_token: Token) -> bool:
+def install(handler_type: type, on_token: Token, *, managers: tuple[type, type] | None = None) -> bool:
     """Hand LangChain's token callbacks straight to ``handler_type`` handlers (see the module docs).
 
     Idempotent; returns whether the short path is in place (``False`` where
@@ -146,13 +150,16 @@ def install(handler_type: type, on_token: Token) -> bool:
         on_token: what the method does, called as ``on_token(handler, run_id,
             token, chunk)``: the short path calls it without the method's
             keyword-argument parsing.
+        managers: the (sync, async) run manager classes whose method to
+            replace (default: LangChain's ``CallbackManagerForLLMRun`` and
+            ``AsyncCallbackManagerForLLMRun``).
     """
     method = handler_type.__dict__.get("on_llm_new_token")
     if not callable(method) or inspect.iscoroutinefunction(method):
         msg = f"{handler_type.__name__}.on_llm_new_token must be a plain method defined on that class"
         raise TypeError(msg)
     with _lock:
-        sync_cls, async_cls = _managers()
+        sync_cls, async_cls = managers or _managers()
         sync_orig = sync_cls.__dict__.get("on_llm_new_token")
         async_orig = async_cls.__dict__.get("on_llm_new_token")
         if hasattr(sync_orig, _ORIGINAL) and hasattr(async_orig, _ORIGINAL):
