@@ -11,12 +11,13 @@ the 10% of a fast model's own ``.stream()`` the bridge may add.
 :class:`~streamtap.bridges.langchain.StreamtapCallbackHandler` is made) replaces ``on_llm_new_token`` of LangChain's two LLM run managers,
 ``CallbackManagerForLLMRun`` and ``AsyncCallbackManagerForLLMRun``, with a
 method that, when the run's only handler is the bridge's, calls it directly,
-with LangChain's own rules: a handler whose ``ignore_llm`` is true is skipped;
-an exception is logged as LangChain logs it and raised again when the handler
-sets ``raise_error``; ``NotImplementedError`` is logged only. Every other case
-(no handler, other handlers beside it or instead of it, a subclass that
-overrides ``on_llm_new_token``, extra keyword arguments, an async handler not
-run inline) goes to LangChain's own method, unchanged. The handler's token
+with LangChain's own rules: an exception is logged as LangChain logs it and
+raised again when the handler sets ``raise_error``; ``NotImplementedError`` is
+logged only (the bridge's class does not ignore LLM events, so ``ignore_llm``
+needs no check). Every other case (no handler, other handlers beside it or
+instead of it, a subclass of the handler, which may override
+``on_llm_new_token`` or ``ignore_llm``, extra keyword arguments, a handler not
+run inline in async code) goes to LangChain's own method, unchanged. The handler's token
 function gets the ``token``, ``chunk`` and ``run_id`` its ``on_llm_new_token``
 would get (all that method reads of LangChain's arguments), so the tokens,
 their order, cancellation and nesting are the callback route's exactly.
@@ -89,21 +90,18 @@ Token = t.Callable[[t.Any, t.Any, t.Any, t.Any], None]
 """The handler's token function: ``(handler, run_id, token, chunk)``."""
 
 
-def _sync(original: t.Callable[..., None], method: t.Callable[..., None], on_token: Token) -> t.Callable[..., None]:
+def _sync(original: t.Callable[..., None], handler_type: type[t.Any], on_token: Token) -> t.Callable[..., None]:
     @functools.wraps(original)
     def on_llm_new_token(self: t.Any, token: t.Any, *, chunk: t.Any = None, **kwargs: t.Any) -> None:
         handlers = self.handlers
         if not handlers:
             return None
-        if kwargs or len(handlers) != 1 or getattr(type(handlers[0]), "on_llm_new_token", None) is not method:
+        if kwargs or len(handlers) != 1 or handlers[0].__class__ is not handler_type:
             return original(self, token, chunk=chunk, **kwargs)
-        handler = handlers[0]
-        if handler.ignore_llm:
-            return None
         try:
-            on_token(handler, self.run_id, token, chunk)
+            on_token(handlers[0], self.run_id, token, chunk)
         except Exception as exc:
-            _failed(handler, exc)
+            _failed(handlers[0], exc)
         return None
 
     setattr(on_llm_new_token, _ORIGINAL, original)
@@ -111,21 +109,17 @@ def _sync(original: t.Callable[..., None], method: t.Callable[..., None], on_tok
 
 
 def _async(
-    original: t.Callable[..., t.Awaitable[None]], method: t.Callable[..., None], on_token: Token
+    original: t.Callable[..., t.Awaitable[None]], handler_type: type[t.Any], on_token: Token
 ) -> t.Callable[..., t.Awaitable[None]]:
     @functools.wraps(original)
     async def on_llm_new_token(self: t.Any, token: t.Any, *, chunk: t.Any = None, **kwargs: t.Any) -> None:
         handlers = self.handlers
         if not handlers:
             return
-        handler = handlers[0]
-        if kwargs or len(handlers) != 1 or getattr(type(handler), "on_llm_new_token", None) is not method:
+        handler: t.Any = handlers[0]
+        # Not run inline, LangChain runs it in an executor thread: that stays LangChain's.
+        if kwargs or len(handlers) != 1 or handler.__class__ is not handler_type or not handler.run_inline:
             await original(self, token, chunk=chunk, **kwargs)
-            return
-        if not handler.run_inline:  # LangChain runs it in an executor thread then: leave that to LangChain
-            await original(self, token, chunk=chunk, **kwargs)
-            return
-        if handler.ignore_llm:
             return
         try:
             on_token(handler, self.run_id, token, chunk)
@@ -136,7 +130,7 @@ def _async(
     return on_llm_new_token
 
 
-def install(handler_type: type, on_token: Token, *, managers: tuple[type, type] | None = None) -> bool:
+def install(handler_type: type[t.Any], on_token: Token, *, managers: tuple[type, type] | None = None) -> bool:
     """Hand LangChain's token callbacks straight to ``handler_type`` handlers (see the module docs).
 
     Idempotent; returns whether the short path is in place (``False`` where
@@ -144,9 +138,10 @@ def install(handler_type: type, on_token: Token, *, managers: tuple[type, type] 
 
     Args:
         handler_type: the bridge's handler class, whose ``on_llm_new_token``
-            is a plain (not async) method that calls ``on_token``; a handler
-            whose class has that very method (``handler_type`` and subclasses
-            that keep it) gets its tokens directly when it is a run's only handler.
+            is a plain (not async) method that calls ``on_token`` and which
+            keeps LangChain's ``ignore_llm`` (false); its instances (not a
+            subclass's: one may override either) get their tokens directly
+            when one is a run's only handler.
         on_token: what the method does, called as ``on_token(handler, run_id,
             token, chunk)``: the short path calls it without the method's
             keyword-argument parsing.
@@ -154,9 +149,16 @@ def install(handler_type: type, on_token: Token, *, managers: tuple[type, type] 
             replace (default: LangChain's ``CallbackManagerForLLMRun`` and
             ``AsyncCallbackManagerForLLMRun``).
     """
+    from langchain_core.callbacks import BaseCallbackHandler
+
     method = handler_type.__dict__.get("on_llm_new_token")
     if not callable(method) or inspect.iscoroutinefunction(method):
         msg = f"{handler_type.__name__}.on_llm_new_token must be a plain method defined on that class"
+        raise TypeError(msg)
+    if inspect.getattr_static(handler_type, "ignore_llm") is not inspect.getattr_static(
+        BaseCallbackHandler, "ignore_llm"
+    ):
+        msg = f"{handler_type.__name__} redefines ignore_llm: its tokens must go through LangChain's dispatch"
         raise TypeError(msg)
     with _lock:
         sync_cls, async_cls = managers or _managers()
@@ -169,8 +171,8 @@ def install(handler_type: type, on_token: Token, *, managers: tuple[type, type] 
                 "this langchain-core's LLM run managers have an unexpected shape: tokens go through its dispatch"
             )
             return False
-        sync_cls.on_llm_new_token = _sync(t.cast(t.Callable[..., None], sync_orig), method, on_token)  # type: ignore[attr-defined]
+        sync_cls.on_llm_new_token = _sync(t.cast(t.Callable[..., None], sync_orig), handler_type, on_token)  # type: ignore[attr-defined]
         async_cls.on_llm_new_token = _async(  # type: ignore[attr-defined]
-            t.cast(t.Callable[..., t.Awaitable[None]], async_orig), method, on_token
+            t.cast(t.Callable[..., t.Awaitable[None]], async_orig), handler_type, on_token
         )
         return True

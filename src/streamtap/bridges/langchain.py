@@ -43,6 +43,10 @@ Cancelling the streamtap run (a stop button, ``handle.cancel()``) raises
 :class:`~streamtap.RunCancelled` from the next token callback, which stops
 the LangChain stream (the handler sets ``raise_error``). Any other failure of
 the handler itself is logged once per kind and never breaks the chain.
+
+Tokens skip LangChain's per-handler dispatch when the handler is a run's only
+handler (it costs more per token than the rest of the bridge): see
+``streamtap.bridges._langchain_tokens`` and the cost section of the bridge's page.
 """
 
 from __future__ import annotations
