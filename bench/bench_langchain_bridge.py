@@ -5,6 +5,8 @@ Every case streams the same GenericFakeChatModel answer (``--tokens`` chunks):
 * ``langchain``: LangChain's own ``model.stream()``, no streamtap at all (the floor);
 * ``langchain + no-op handler``: LangChain dispatching each token to a handler
   that does nothing (what any callback handler costs: LangChain's share);
+* ``langchain + ignore_llm handler``: a handler whose ``ignore_llm`` is true:
+  LangChain still enters its dispatch per token to check it;
 * ``bridge via LangChain dispatch``: :class:`StreamtapCallbackHandler` with its
   tokens going through LangChain's per-handler dispatch (the callback route
   the bridge took before its short path; the short path is switched off for
@@ -27,7 +29,14 @@ adds time) disturbs least. Time is the process's CPU
 time (``--clock wall`` for wall time), which other processes disturb less; for
 the ``module.stream()`` cases it includes the reading thread.
 
+``--instructions`` counts instructions instead of time: the cases run once
+each (after a warm-up) in one process under valgrind's callgrind, which dumps
+its counters between cases. The counts do not move with the machine's load
+(about 2 minutes; needs ``valgrind``); they leave out what time adds beyond
+instructions (cache misses, waits for the reading thread to wake).
+
 Run:  .venv/bin/python bench/bench_langchain_bridge.py [--tokens N] [--rounds R] [--clock cpu|wall]
+      .venv/bin/python bench/bench_langchain_bridge.py --instructions [--tokens N]
 
 Not part of the test suite's pass/fail (tests/bridges/test_langchain*.py check behaviour).
 """
@@ -37,8 +46,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import os
+import pathlib
 import random
+import re
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 import typing as t
 
@@ -74,6 +89,22 @@ NOOP = Noop()
 
 def noop(tokens: int) -> int:
     return sum(1 for _ in make_model(tokens).stream("q", config={"callbacks": [NOOP]}))
+
+
+class Ignoring(Noop):
+    """A LangChain handler that ignores LLM events (``ignore_llm``): LangChain still checks it per token."""
+
+    @property
+    def ignore_llm(self) -> bool:
+        """Always: LangChain skips this handler's LLM callbacks."""
+        return True
+
+
+IGNORING = Ignoring()
+
+
+def ignoring(tokens: int) -> int:
+    return sum(1 for _ in make_model(tokens).stream("q", config={"callbacks": [IGNORING]}))
 
 
 def unobserved(tokens: int) -> int:
@@ -133,6 +164,7 @@ def alone(tokens: int) -> int:
 
 CASES: dict[str, t.Callable[[int], int]] = {
     "langchain + no-op handler": noop,
+    "langchain + ignore_llm handler": ignoring,
     "bridge via LangChain dispatch": via_dispatch,
     "bridge, nobody listening": unobserved,
     "bridge, read by module.stream()": streamed,
@@ -147,6 +179,61 @@ def timed(fn: t.Callable[[int], int], tokens: int, clock: t.Callable[[], float])
     return clock() - t0, n
 
 
+def _child(tokens: int) -> None:
+    """Under callgrind: warm up, then each case once, with a counter dump (asked of the parent) after each."""
+    every = {"langchain": floor, **CASES}
+    for fn in every.values():
+        fn(200)
+
+    def mark(name: str) -> None:
+        gc.collect()
+        print("MARK", name, flush=True)
+        sys.stdin.readline()  # the parent has dumped the counters
+
+    mark("warm-up")
+    for name, fn in every.items():
+        fn(tokens)
+        mark(name)
+
+
+def instructions(tokens: int) -> dict[str, float]:
+    """Count each case's instructions under callgrind; print them per chunk and as ratios to the floor."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = pathlib.Path(tmp) / "callgrind.out"
+        cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, __file__]
+        env = dict(os.environ, PYTHONHASHSEED="0")
+        child = subprocess.Popen(
+            [*cmd, "--child", "--tokens", str(tokens)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
+        assert child.stdin is not None and child.stdout is not None
+        names = []
+        for line in child.stdout:
+            if line.startswith("MARK "):
+                names.append(line[5:].strip())
+                subprocess.run(["callgrind_control", "-d", str(child.pid)], capture_output=True, check=True)
+                child.stdin.write("\n")
+                child.stdin.flush()
+        if child.wait() != 0:
+            msg = f"the callgrind child failed (exit {child.returncode})"
+            raise RuntimeError(msg)
+        counts = []
+        for i in range(1, len(names) + 1):
+            text = pathlib.Path(f"{out}.{i}").read_text(encoding="utf-8")
+            counts.append(int(re.search(r"^summary: (\d+)", text, re.M).group(1)))  # type: ignore[union-attr]
+    every = dict(zip(names[1:], counts[1:], strict=True))  # the first dump is the warm-up
+    base = every["langchain"]
+    print(f"LangChain .stream() of GenericFakeChatModel, {tokens} chunks, instructions counted by callgrind")
+    print(f"{'case':<34} {'instr/chunk':>12} {'vs langchain':>15}")
+    for name, n in every.items():
+        print(f"{name:<34} {n / tokens:12,.0f} {n / base:7.3f}x {(n / base - 1) * 100:+6.1f}%")
+    return {name: n / base for name, n in every.items()}
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     """Print the per-chunk cost of each case and its median ratio to the floor; return the ratios."""
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
@@ -154,7 +241,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--rounds", type=int, default=41)
     p.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
     p.add_argument("--seed", type=int, default=0, help="seed of the shuffled case order")
+    p.add_argument("--instructions", action="store_true", help="count instructions under callgrind instead")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
+    if a.child:
+        _child(a.tokens)
+        return {}
+    if a.instructions:
+        return instructions(a.tokens)
     clock = time.process_time if a.clock == "cpu" else time.perf_counter
     every = {"langchain": floor, **CASES}
     for fn in every.values():
