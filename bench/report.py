@@ -7,12 +7,13 @@ import importlib.metadata
 import os
 import pathlib
 import platform
+import statistics
 import typing as t
 
 from bench.harness import Result
 from bench.latency import Latency
 
-__all__ = ["machine", "render_markdown", "render_table", "versions", "write_plot"]
+__all__ = ["bridge_cost", "machine", "render_markdown", "render_table", "versions", "write_plot"]
 
 _LIBS = ("streamtap", "blinker", "structlog", "opentelemetry-sdk", "langchain-core", "llama-index-core")
 
@@ -70,10 +71,38 @@ def _rows(results: t.Sequence[Result], latencies: t.Sequence[Latency]) -> list[t
     return rows
 
 
+def bridge_cost(results: t.Sequence[Result]) -> list[str]:
+    """What the LangChain bridge adds to LangChain's own ``.stream()`` per chunk (empty without LangChain).
+
+    Per repeat, each bridge row's cost per chunk over the plain LangChain
+    row's in the same repeat; the median over the repeats. (Costs, not ratios
+    to the probed floor: the rows' own work is alike, the bare-generator probe
+    is not, and it drifts differently.)
+    """
+    from bench.scenarios import LC_BRIDGE, LC_BRIDGE_STREAM, LC_STREAM
+
+    by_name = {r.scenario.name: r for r in results}
+    base = by_name.get(LC_STREAM)
+    if base is None:
+        return []
+    lines = []
+    for name, what in ((LC_BRIDGE, "nobody listening"), (LC_BRIDGE_STREAM, "read by module.stream()")):
+        r = by_name.get(name)
+        if r is not None:
+            q = statistics.median(a / b for a, b in zip(r.ns, base.ns, strict=True))
+            lines.append(
+                f"LangChain bridge, {what}: {q:.2f}× LangChain's own .stream() per chunk ({(q - 1) * 100:+.0f}%)"
+            )
+    return lines
+
+
 def render_table(results: t.Sequence[Result], latencies: t.Sequence[Latency]) -> str:
-    """A plain-text table for the terminal."""
-    lines = [f"{'':<10}{'case':<48}{'cost':>16}{'ratio':>10}  floor"]
-    lines += [f"{g:<10}{n:<48}{c:>16}{r:>10}  {f}" for g, n, c, r, f in _rows(results, latencies)]
+    """A plain-text table for the terminal, then the LangChain bridge's cost (:func:`bridge_cost`)."""
+    lines = [f"{'':<10}{'case':<56}{'cost':>16}{'ratio':>10}  floor"]
+    lines += [f"{g:<10}{n:<56}{c:>16}{r:>10}  {f}" for g, n, c, r, f in _rows(results, latencies)]
+    cost = bridge_cost(results)
+    if cost:
+        lines += ["", *cost]
     return "\n".join(lines)
 
 
@@ -120,6 +149,15 @@ def render_markdown(
         "dispatcher event, a blinker signal, an OpenTelemetry span event, a structlog line).",
         "",
     ]
+    cost = bridge_cost(results)
+    if cost:
+        out += [
+            "The LangChain bridge beside LangChain's own `.stream()` (median over repeats of the two rows'",
+            "cost per chunk in the same repeat; `bench/bench_langchain_bridge.py` measures it in more detail):",
+            "",
+            *[f"- {line}" for line in cost],
+            "",
+        ]
     return "\n".join(out)
 
 

@@ -249,6 +249,11 @@ def _structlog() -> list[Scenario]:
     return [Scenario("per chunk", "structlog JSON line per chunk", lines, library="structlog", n_scale=0.2)]
 
 
+LC_STREAM = "LangChain chat model .stream()"
+LC_BRIDGE = "LangChain .stream() + streamtap bridge"
+LC_BRIDGE_STREAM = "LangChain .stream() + bridge, read by module.stream()"
+
+
 def _langchain(skip: Skip) -> list[Scenario]:
     if importlib.util.find_spec("langchain_core") is None:
         skip("langchain-core not installed: LangChain scenarios skipped (pip install -r bench/requirements.txt)")
@@ -315,9 +320,30 @@ def _langchain(skip: Skip) -> list[Scenario]:
 
         asyncio.run(main())
 
+    from streamtap import ModuleBase
+    from streamtap.bridges.langchain import StreamtapCallbackHandler
+
+    bridge = StreamtapCallbackHandler()
+
+    def bridged(n: int, probe: Probe) -> None:
+        for _ in Streamer(n=n, probe=probe).stream("hi", config={"callbacks": [bridge]}):
+            pass
+
+    class Bridged(ModuleBase):
+        """A streamtap module streaming a LangChain model through the bridge."""
+
+        def forward(self, n: int, probe: Probe) -> None:
+            bridged(n, probe)
+
+    def bridged_stream(n: int, probe: Probe) -> None:
+        for _ in Bridged().buffered(1 << 20).stream(n, probe):
+            pass
+
     return [
-        Scenario("per chunk", "LangChain chat model .stream()", stream, library="langchain", n_scale=0.05),
+        Scenario("per chunk", LC_STREAM, stream, library="langchain", n_scale=0.05),
         Scenario("per chunk", "LangChain .stream() + callback handler", callbacks, library="langchain", n_scale=0.05),
+        Scenario("per chunk", LC_BRIDGE, bridged, n_scale=0.05),
+        Scenario("per chunk", LC_BRIDGE_STREAM, bridged_stream, n_scale=0.05),
         Scenario("per chunk", "LangChain astream_events(version='v2')", events, library="langchain", n_scale=0.02),
     ]
 

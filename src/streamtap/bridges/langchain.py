@@ -43,6 +43,10 @@ Cancelling the streamtap run (a stop button, ``handle.cancel()``) raises
 :class:`~streamtap.RunCancelled` from the next token callback, which stops
 the LangChain stream (the handler sets ``raise_error``). Any other failure of
 the handler itself is logged once per kind and never breaks the chain.
+
+Tokens skip LangChain's per-handler dispatch when the handler is a run's only
+handler (it costs more per token than the rest of the bridge): see
+``streamtap.bridges._langchain_tokens`` and the cost section of the bridge's page.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ import uuid
 from ..events import RunKind, Usage
 from ..exceptions import RunCancelled
 from ..module import OpenRun
+from . import _langchain_tokens
 from ._common import ForeignRun, jsonable
 
 __all__ = ["StreamtapCallbackHandler", "instrument"]
@@ -73,10 +78,12 @@ _HIDDEN = "langsmith:hidden"
 
 
 class _Entry:
-    __slots__ = ("activation", "call_ids", "kind", "name", "run", "tool_call_id")
+    __slots__ = ("activation", "call_ids", "chunk", "ctx", "kind", "name", "run", "tool_call_id")
 
     def __init__(self, run: OpenRun, kind: RunKind, name: str) -> None:
         self.run = run
+        self.ctx = run.context
+        self.chunk = run.context.chunk  # bound once: the token path calls it per token
         self.kind = kind
         self.name = name
         self.activation: contextlib.AbstractContextManager[t.Any] | None = None
@@ -88,6 +95,12 @@ class StreamtapCallbackHandler(BaseCallbackHandler):
     """A LangChain callback handler that reports LangChain runs as streamtap runs (see the module docs).
 
     Thread-safe; one handler serves any number of concurrent runs.
+
+    Creating one hands LangChain's token callbacks straight to this class's
+    handlers, process-wide, when one is a run's only handler (skipping
+    LangChain's generic per-handler dispatch, which costs more per token than
+    the rest of the bridge; every other handler list is dispatched by
+    LangChain as before): see ``streamtap.bridges._langchain_tokens``.
 
     Args:
         activate: make each LangChain run the current streamtap run while it
@@ -107,6 +120,8 @@ class StreamtapCallbackHandler(BaseCallbackHandler):
         self._hidden: dict[uuid.UUID, uuid.UUID | None] = {}  # hidden run -> its parent
         self._lock = threading.Lock()
         self._warned: set[str] = set()
+        self._last: tuple[object, t.Any] = (None, None)  # (run id, its _Entry) of the last token: see on_llm_new_token
+        _langchain_tokens.install(StreamtapCallbackHandler, StreamtapCallbackHandler._token)
 
     # -- runs --------------------------------------------------------------
 
@@ -164,6 +179,8 @@ class StreamtapCallbackHandler(BaseCallbackHandler):
         with self._lock:
             entry = self._entries.pop(run_id, None)
             self._hidden.pop(run_id, None)
+            if self._last[0] == run_id:
+                self._last = (None, None)
         if entry is None:
             return None
         if entry.activation is not None:
@@ -180,9 +197,13 @@ class StreamtapCallbackHandler(BaseCallbackHandler):
         except RunCancelled:
             raise
         except Exception:
-            if what not in self._warned:
-                self._warned.add(what)
-                log.exception("streamtap's LangChain bridge failed in %s (reported once); the chain goes on", what)
+            self._warn(what)
+
+    def _warn(self, what: str) -> None:
+        """Log the exception being handled, once per callback name."""
+        if what not in self._warned:
+            self._warned.add(what)
+            log.exception("streamtap's LangChain bridge failed in %s (reported once); the chain goes on", what)
 
     # -- chat models and LLMs ------------------------------------------------
 
@@ -228,38 +249,57 @@ class StreamtapCallbackHandler(BaseCallbackHandler):
 
     def on_llm_new_token(self, token: t.Any, *, chunk: t.Any = None, run_id: uuid.UUID, **kwargs: t.Any) -> None:
         """A streamed token: text, reasoning and tool-call argument chunks (the hot path: kept lean)."""
-        entry = self._entries.get(run_id)
-        if entry is None:
-            return
-        ctx = entry.run.context
-        message = chunk.message if chunk is not None and hasattr(chunk, "message") else None
-        if message is None:
-            if token.__class__ is str and token:
-                ctx.chunk(token)  # raises RunCancelled when the streamtap run was cancelled
-            else:
-                ctx.raise_if_cancelled()
-            return
-        if message.additional_kwargs:
-            reasoning = _reasoning(message)
-            if reasoning:
-                ctx.chunk(reasoning, "reasoning")
-        content = message.content
-        if content.__class__ is not str:
-            reasoning = _reasoning(message)
-            if reasoning:
-                ctx.chunk(reasoning, "reasoning")
-            content = _text_blocks(content)
-        if content:
-            ctx.chunk(content)
+        self._token(run_id, token, chunk)
+
+    def _token(self, run_id: uuid.UUID, token: t.Any, chunk: t.Any) -> None:
+        """What :meth:`on_llm_new_token` does; LangChain's token callback calls it directly (see ``__init__``)."""
+        entry: _Entry
+        last = self._last  # the run of the previous token: LangChain passes the same UUID object each time
+        if last[0] is run_id:
+            entry = last[1]
         else:
-            ctx.raise_if_cancelled()
-        if message.tool_call_chunks:
-            for tc in message.tool_call_chunks:
-                index = tc.get("index") or 0
-                call_id = tc.get("id") or entry.call_ids.get(index) or f"{run_id}-{index}"
-                entry.call_ids[index] = call_id
-                if tc.get("args"):
-                    ctx.chunk(tc["args"], "tool_args", call_id)
+            found = self._entries.get(run_id)  # UUID.__hash__ is Python code: the cache above skips it
+            if found is None:
+                return
+            entry = found
+            self._last = (run_id, entry)
+        try:
+            message = getattr(chunk, "message", None)
+            if message is None:
+                if token.__class__ is str and token:
+                    entry.chunk(token)  # raises RunCancelled when the streamtap run was cancelled
+                else:
+                    entry.ctx.raise_if_cancelled()
+                return
+            if message.additional_kwargs:
+                reasoning = _reasoning(message)
+                if reasoning:
+                    entry.chunk(reasoning, "reasoning")
+            content = message.content
+            if content.__class__ is not str:
+                reasoning = _reasoning(message)
+                if reasoning:
+                    entry.chunk(reasoning, "reasoning")
+                content = _text_blocks(content)
+            if content:
+                entry.chunk(content)
+            else:
+                entry.ctx.raise_if_cancelled()
+            if message.tool_call_chunks:
+                self._tool_args(entry, message.tool_call_chunks, run_id)
+        except RunCancelled:
+            raise
+        except Exception:
+            self._warn("on_llm_new_token")
+
+    @staticmethod
+    def _tool_args(entry: _Entry, chunks: list[t.Any], run_id: uuid.UUID) -> None:
+        for tc in chunks:
+            index = tc.get("index") or 0
+            call_id = tc.get("id") or entry.call_ids.get(index) or f"{run_id}-{index}"
+            entry.call_ids[index] = call_id
+            if tc.get("args"):
+                entry.chunk(tc["args"], "tool_args", call_id)
 
     def on_llm_end(self, response: t.Any, *, run_id: uuid.UUID, **kwargs: t.Any) -> None:
         """The model call ended: its tool calls, usage and text."""
@@ -335,6 +375,8 @@ class StreamtapCallbackHandler(BaseCallbackHandler):
                     entry.activation = None
                 with self._lock:
                     self._entries.pop(run_id, None)
+                    if self._last[0] == run_id:
+                        self._last = (None, None)
                 entry.run.end(jsonable(getattr(error, "args", None)), status="interrupted")
                 return
             self._finish(run_id, error=error)
