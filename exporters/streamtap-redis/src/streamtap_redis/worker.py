@@ -368,7 +368,10 @@ class Worker:
             for entry_id in ids:
                 if entry_id in self._serving:
                     continue  # ours: running it again would duplicate it
-                claimed = await self.client.xclaim(self.keys.requests, GROUP, self.consumer, 0, [entry_id])
+                claimed = t.cast(
+                    "list[tuple[bytes, dict[bytes, bytes] | None]]",
+                    await self.client.xclaim(self.keys.requests, GROUP, self.consumer, 0, [entry_id]),
+                )  # redis-py types every reply shape at once; without JUSTID it is (id, fields) pairs
                 fields = next((f for e, f in claimed if e == entry_id and f is not None), None)
                 if fields is None:
                     await self.client.xack(self.keys.requests, GROUP, entry_id)  # the entry was trimmed away
