@@ -201,9 +201,8 @@ class RunContext(Emitter):
         """What :meth:`annotate` recorded."""
         self.usage: Usage | None = None
         """Token usage added with :meth:`add_usage`, or ``None``."""
-        self.started_at = time.time()
-        """Wall-clock start of the run (seconds since the epoch)."""
         self._t0 = time.perf_counter()
+        self._started_at: float | None = None  # read from the wall clock when first asked for (see started_at)
         self._t_first: float | None = None
 
     # -- recording -------------------------------------------------------

@@ -120,18 +120,31 @@ class Emitter:
     """
 
     # The ordering and clock state that dispatch writes; the rest of the run state is the subclass's.
-    __slots__ = ("_t0", "_t_first", "_tree", "started_at")
+    __slots__ = ("_started_at", "_t0", "_t_first", "_tree")
 
     run: Run
     module: t.Any
     sinks: tuple[bus.Sink, ...]
     attributes: dict[str, t.Any]
     usage: Usage | None
-    started_at: float
+    _started_at: float | None
     _tree: Tree | None
     _token: _Cancellable | None
     _t0: float
     _t_first: float | None
+
+    @property
+    def started_at(self) -> float:
+        """Wall-clock start of the run (seconds since the epoch).
+
+        Read when first asked for -- at the ``Start`` of a run someone listens
+        to -- as the wall clock now less the run's monotonic age, so a run
+        nobody listens to never reads the wall clock.
+        """
+        at = self._started_at
+        if at is None:
+            at = self._started_at = time.time() - (time.perf_counter() - self._t0)
+        return at
 
     def tree(self) -> Tree:
         """This run's :class:`Tree` (made on first use: a call nobody listens to never needs one)."""

@@ -209,7 +209,7 @@ class ModuleBase(Runner):
         An async ``forward`` is run with ``asyncio.run`` when no loop is
         running in this thread; inside a loop, use ``await module.acall(...)``.
         """
-        if self._forward_shape in (Shape.CORO, Shape.AGEN):
+        if self._forward_shape & Shape.ASYNC:
             return self._call_async_from_sync(_tuple_new(Call, (args, kwargs, None, None, None, None)))
         return self._run(args, kwargs)
 

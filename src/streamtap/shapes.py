@@ -113,6 +113,8 @@ class Shape:
     CORO = 1
     GEN = 2
     AGEN = 3
+    ASYNC = 1
+    """The bit the async shapes (``CORO``, ``AGEN``) share: ``shape & Shape.ASYNC``."""
 
 
 class _ReturnFinder(ast.NodeVisitor):

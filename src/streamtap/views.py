@@ -95,7 +95,7 @@ class Configured:
         """Call the module with these options (see :meth:`ModuleBase.__call__`)."""
         module = self.module
         call = Call(args, kwargs, None, None, None, self.options)
-        if module._forward_shape in (Shape.CORO, Shape.AGEN):
+        if module._forward_shape & Shape.ASYNC:
             return module._call_async_from_sync(call)
         return module._run_sync(call)
 
@@ -173,7 +173,7 @@ class Buffered:
         """See :meth:`ModuleBase.start`."""
         buf, handle, token, finish = self._prepare()
         module = self.module
-        target = module._call_async_from_sync if module._forward_shape in (Shape.CORO, Shape.AGEN) else module._run_sync
+        target = module._call_async_from_sync if module._forward_shape & Shape.ASYNC else module._run_sync
         run_id = handle.run_id  # the work must not hold the handle, or a dropped stream could never be collected
         options = self.options
 
