@@ -46,9 +46,17 @@ import typing as t
 
 from ..answer import AnswerText
 
-__all__ = ["ErrorText", "UIMessageMapper", "data_part_name", "encode_json", "encode_part"]
+__all__ = ["UI_STREAM_HEADERS", "ErrorText", "UIMessageMapper", "data_part_name", "encode_json", "encode_part"]
 
 Part = dict[str, t.Any]
+
+UI_STREAM_HEADERS = {
+    "cache-control": "no-cache",
+    "connection": "keep-alive",
+    "x-vercel-ai-ui-message-stream": "v1",
+    "x-accel-buffering": "no",
+}
+"""The headers of a UI message stream response (as the AI SDK's server helper sets them)."""
 
 _NAME_OK = re.compile(r"[^A-Za-z0-9_\-]")
 
