@@ -168,3 +168,35 @@ async def test_the_cancel_reason_is_on_the_span(serve, client):
     [span] = [s for s in exporter.get_finished_spans() if s.attributes.get("streamtap.run.id") == first]
     assert span.attributes["streamtap.status"] == "cancelled"
     assert span.attributes["streamtap.cancel.reason"] == "superseded by a new message"
+
+
+async def test_a_runs_end_is_stored_only_once_its_chat_is_free_and_its_pause_pending(client):
+    """A client that has read a run's End may act at once: the chat no longer counts the run as going.
+
+    The pump once freed the chat after storing the End: a client answering the
+    End at once (AG-UI's next ``RunAgentInput``) saw the run still active, got no
+    409 for its pending interrupt, and had its message taken as the answer.
+    """
+    from streamtap.flows import Flow, Node, interrupt
+    from streamtap.web.server import BackgroundServer
+    from streamtap.web.store import MemoryEventStore
+
+    class Ask(Node):
+        def exec(self, q: t.Any) -> t.Iterator[str]:
+            interrupt({"question": "Sure?"}, schema={"type": "boolean"})
+            yield "booked"
+
+    seen: list[tuple[bool, bool]] = []
+
+    class Watching(MemoryEventStore):
+        async def append(self, run_id: str, event: dict[str, t.Any]) -> None:
+            if event["kind"] == "end" and event["run"]["run_id"] == run_id:
+                conv = app.state.chat.conversations["held"]
+                seen.append((conv.active is None, app.state.chat.has_pending("held")))
+            await super().append(run_id, event)
+
+    app = create_app(lambda: Flow(Ask(), name="Asker"), store=Watching())
+    with BackgroundServer(app) as srv:
+        events = await read_sse(client, "POST", srv.url + "/api/chat", json=chat_body("book", chat_id="held"))
+    assert events.frames[-1]["data"] == "[DONE]"
+    assert seen == [(True, True)]

@@ -263,3 +263,29 @@ async def test_a_late_heartbeat_does_not_count_as_a_delivery_of_its_own_request(
         assert [int(i["times_delivered"]) for i in info] == [1]
     finally:
         await _close(worker, task)
+
+
+async def test_a_chat_is_free_before_its_runs_end_reaches_the_log(client: aioredis.Redis, prefix: str) -> None:
+    """A client that read a run's End may send the chat's next message at once: no 409 "a run is going".
+
+    The worker once released the chat only after writing the End (and settling the run).
+    """
+    keys = Keys(prefix)
+    state = ChatState(client, keys)
+    active_at_end: list[str | None] = []
+
+    class Watching(RedisEventStore):
+        async def append(self, run_id: str, event: t.Mapping[str, t.Any]) -> None:
+            if event["kind"] == "end" and event["run"]["run_id"] == run_id:
+                active_at_end.append(await state.active("chat-w"))
+            await super().append(run_id, event)
+
+    store = Watching(client, keys)
+    worker, task = await _running_worker(Slow(), client, keys, store=store)
+    await store.create("r-free")
+    assert await state.claim("chat-w", "r-free") is None
+    await client.xadd(keys.requests, {"r": RunRequest("r-free", "chat-w", "a b").to_json()})
+    events = await _follow(store, "r-free")
+    await _close(worker, task)
+    assert [e["status"] for e in events if e["kind"] == "end"] == ["ok"]
+    assert active_at_end == [None]

@@ -445,6 +445,8 @@ class ChatService:
                     ):
                         # The answer was refused (wrong shape, stale record): the pause is still pending.
                         conv.pending = run.resumed
+                    if conv.active is run:  # free the chat before any reader can see the End and act on it
+                        conv.active = None
                 await store.append(rid, ev.to_dict())
             complete = True
         except Exception:

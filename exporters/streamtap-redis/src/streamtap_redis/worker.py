@@ -285,8 +285,9 @@ class Worker:
                 data["seq"] += base
             if isinstance(ev, End) and ev.run.run_id == rid:
                 written["status"] = ev.status
-                if request.chat_id is not None:
+                if request.chat_id is not None:  # the chat's state settled before any reader can see the End
                     await self._chat_outcome(request, ev)
+                    await self.state.release(request.chat_id, rid)
             await self.store.append(rid, data)
 
     async def _chat_outcome(self, request: RunRequest, end: End) -> None:
