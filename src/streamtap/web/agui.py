@@ -33,6 +33,7 @@ the root ends ``error``                   ``RUN_ERROR {message, code}``
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -40,6 +41,7 @@ import typing as t
 
 from .agui_input import RunInput, ag_ui_core, parse_run_input
 from .chat import BadRequest, valid_id
+from .store import EXPIRED, follow
 from .ui_stream import UIMessageMapper
 
 if t.TYPE_CHECKING:  # pragma: no cover
@@ -430,22 +432,18 @@ def agui_routes(
 
         try:
             yield enc(mapper.begin())
-            after = -1
-            while not mapper.done:
-                res = await store.read(run.run_id, after)
-                if res is None:
-                    yield enc(mapper.close("the run's events expired; it can no longer be replayed"))
-                    break
-                if res.events:
-                    after = res.events[-1]["seq"]
-                    out = [e for ev in res.events for e in mapper.feed(ev)]
+            async with contextlib.aclosing(follow(store, run.run_id)) as batches:
+                async for batch in batches:
+                    if batch is None:
+                        yield enc(mapper.close(EXPIRED))
+                        break
+                    out = [e for ev in batch for e in mapper.feed(ev)]
                     if out:
                         yield enc(out)
-                    continue
-                if res.finished:
+                    if mapper.done:
+                        break
+                else:
                     yield enc(mapper.close())
-                    break
-                await store.wait(run.run_id, after, 3600.0)
             complete = True
         finally:
             if not complete and options.cancel_on_disconnect:

@@ -9,6 +9,7 @@ it, once it has checked that the ``web`` extra is installed.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import typing as t
@@ -25,6 +26,7 @@ from .chat import BadRequest, ChatRequest, parse_chat_request, valid_id
 from .client_errors import ClientErrors
 from .openapi import openapi_document
 from .service import ActiveRun, ChatService
+from .store import EXPIRED, follow
 from .ui_stream import UI_STREAM_HEADERS, UIMessageMapper, encode_json, encode_part
 
 if t.TYPE_CHECKING:  # pragma: no cover
@@ -35,7 +37,6 @@ __all__ = ["Endpoints", "SpanSource"]
 _EVENT_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 _DONE = b"data: [DONE]\n\n"
 _RUN_ID_RULE = "1-128 characters of letters, digits, '_', '-', '.', ':'"
-_WAIT = 3600.0  # seconds one wait for new events may last (a wait ends at once when an event comes)
 
 
 class SpanSource(t.Protocol):
@@ -186,7 +187,6 @@ class Endpoints:
         ``live``: the run still going that this client now reads (counted as
         its reader: see :meth:`ChatService.reader_joined`).
         """
-        store = self.store
         complete = False
         begun = False
         if live is not None:
@@ -202,24 +202,18 @@ class Endpoints:
 
         try:
             yield b": stream-open\n\n"
-            after = -1
-            while True:
-                res = await store.read(run_id, after)
-                if res is None:
-                    yield frames(mapper.close("the run's events expired; it can no longer be replayed"))
-                    break
-                if res.events:
-                    after = res.events[-1]["seq"]
-                    out = [p for ev in res.events for p in mapper.feed(ev)]
+            async with contextlib.aclosing(follow(self.store, run_id)) as batches:
+                async for batch in batches:
+                    if batch is None:
+                        yield frames(mapper.close(EXPIRED))
+                        break
+                    out = [p for ev in batch for p in mapper.feed(ev)]
                     if out or not begun:
                         yield frames(out)
                     if mapper.done:
                         break
-                    continue
-                if res.finished:
+                else:
                     yield frames(mapper.close())
-                    break
-                await store.wait(run_id, after, _WAIT)
             yield _DONE
             complete = True
         finally:
@@ -234,26 +228,18 @@ class Endpoints:
         if reading is not None:
             self.service.reader_joined(reading)
         complete = False
-        store = self.store
         try:
             yield b"retry: 1000\n\n"
-            while True:
-                res = await store.read(run_id, after)
-                if res is None:
+            async for batch in follow(self.store, run_id, after):
+                if batch is None:
                     break
-                if res.events:
-                    out = [
-                        b"id: %d\ndata: %s\n\n" % (ev["seq"], encode_json(self.errors.event(ev, run_id)))
-                        for ev in res.events
-                        if keep(ev)
-                    ]
-                    after = res.events[-1]["seq"]
-                    if out:
-                        yield b"".join(out)
-                    continue
-                if res.finished:
-                    break
-                await store.wait(run_id, after, _WAIT)
+                out = [
+                    b"id: %d\ndata: %s\n\n" % (ev["seq"], encode_json(self.errors.event(ev, run_id)))
+                    for ev in batch
+                    if keep(ev)
+                ]
+                if out:
+                    yield b"".join(out)
             complete = True
         finally:
             if reading is not None:

@@ -20,7 +20,7 @@ import itertools
 import time
 import typing as t
 
-__all__ = ["EventStore", "MemoryEventStore", "ReadResult"]
+__all__ = ["EXPIRED", "EventStore", "MemoryEventStore", "ReadResult", "follow"]
 
 StoredEvent = t.Mapping[str, t.Any]
 
@@ -57,6 +57,34 @@ class EventStore(t.Protocol):
 
     async def expire(self, now: float | None = None) -> int:
         """Drop finished runs older than the store's time to live; returns how many were dropped."""
+
+
+EXPIRED = "the run's events expired; it can no longer be replayed"
+"""Why a stream ended early: the store forgot the run (its time to live, or its bound on runs)."""
+
+_WAIT = 3600.0  # seconds one wait for new events may last (it ends at once when an event comes)
+
+
+async def follow(store: EventStore, run_id: str, after: int = -1) -> t.AsyncGenerator[list[StoredEvent] | None, None]:
+    """Read a run from ``store``: each batch of events after seq ``after`` as it comes, until the run finished.
+
+    Yields ``None`` once, last, when the store forgot the run (unknown or
+    expired) before it finished. Every reader of a run (the UI message stream,
+    AG-UI, the events endpoint) follows it this way; close the iterator
+    (``contextlib.aclosing``) when leaving early.
+    """
+    while True:
+        res = await store.read(run_id, after)
+        if res is None:
+            yield None
+            return
+        if res.events:
+            after = res.events[-1]["seq"]
+            yield res.events
+            continue
+        if res.finished:
+            return
+        await store.wait(run_id, after, _WAIT)
 
 
 class _Buffer:
