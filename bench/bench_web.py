@@ -28,13 +28,10 @@ import argparse
 import asyncio
 import contextlib
 import json
-import socket
 import subprocess
 import sys
 import time
 import typing as t
-
-import httpx
 
 from streamtap.demo.weather import weather_agent
 from streamtap.llm.openai import AsyncOpenAIChat
@@ -43,35 +40,84 @@ from streamtap.web import create_app
 from streamtap.web.server import BackgroundServer
 
 
-async def one(client: httpx.AsyncClient, url: str, i: int, question: str) -> tuple[float, int, str, list[str]]:
-    body = {
-        "id": f"bench{i}",
-        "messages": [{"id": "u", "role": "user", "parts": [{"type": "text", "text": question}]}],
-        "trigger": "submit-message",
-    }
-    t0 = time.perf_counter()
-    ttft = None
-    parts: list[dict] = []
+class Stream(t.NamedTuple):
+    """What one chat stream gave the load generator."""
+
+    ttft: float
+    """Seconds from the request's first byte to the first ``text-delta`` part (NaN: none came)."""
+    parts: int
+    text: str
+    problems: list[str]
+
+
+def _dechunk(body: bytes) -> bytes:
+    """The payload of an HTTP/1.1 chunked body."""
+    out, pos = bytearray(), 0
+    while True:
+        eol = body.index(b"\r\n", pos)
+        size = int(body[pos:eol].split(b";")[0], 16)
+        if size == 0:
+            return bytes(out)
+        out += body[eol + 2 : eol + 2 + size]
+        pos = eol + 4 + size
+
+
+def _check(head: bytes, body: bytes) -> tuple[int, str, list[str]]:
+    """Parse one finished response: UI stream parts, the streamed text, what is wrong with it."""
+    status = head.split(b" ", 2)[1]
+    if status != b"200":
+        return 0, "", [f"HTTP {status.decode()}"]
+    if b"transfer-encoding: chunked" in head.lower():
+        body = _dechunk(body)
+    parts: list[dict[str, t.Any]] = []
     done = False
-    async with client.stream("POST", url + "/api/chat", json=body) as r:
-        assert r.status_code == 200, r.status_code
-        async for line in r.aiter_lines():
-            if not line.startswith("data: "):
-                continue
+    for frame in body.decode().split("\n\n"):
+        for line in frame.splitlines():
             if line == "data: [DONE]":
                 done = True
-                continue
-            part = json.loads(line[6:])
-            if ttft is None and part["type"] == "text-delta" and part["delta"]:
-                ttft = time.perf_counter() - t0
-            parts.append(part)
-    problems = []
-    if not done:
-        problems.append("no [DONE]")
+            elif line.startswith("data: "):
+                parts.append(json.loads(line[6:]))
+    problems = [] if done else ["no [DONE]"]
     if not parts or parts[0]["type"] != "start" or parts[-1].get("type") != "finish":
         problems.append(f"bad ends: {parts[:1]} ... {parts[-1:]}")
     text = "".join(p["delta"] for p in parts if p["type"] == "text-delta")
-    return (ttft if ttft is not None else float("nan")), len(parts), text, problems
+    return len(parts), text, problems
+
+
+async def one(url: str, i: int, question: str) -> Stream:
+    """One ``POST /api/chat``, read to its end.
+
+    The load generator is a bare HTTP/1.1 client on asyncio streams that only
+    looks for the first ``text-delta`` while reading and parses the rest after
+    the response ended, so its own CPU does not become the TTFT it measures.
+    (With ``httpx``, 200 concurrent streams kept its connection pool busy --
+    a scan of every connection per request and per response -- and the last
+    requests left the client up to 2.5 s late; httpx's trace hooks showed it.)
+    """
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    body = json.dumps(
+        {
+            "id": f"bench{i}",
+            "messages": [{"id": "u", "role": "user", "parts": [{"type": "text", "text": question}]}],
+            "trigger": "submit-message",
+        }
+    ).encode()
+    request = (
+        f"POST /api/chat HTTP/1.1\r\nhost: {host}:{port}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    ).encode() + body
+    t0 = time.perf_counter()
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(request)
+    ttft = float("nan")
+    received = bytearray()
+    while data := await reader.read(65536):
+        if ttft != ttft and b'"text-delta"' in received[-16:] + data:  # noqa: PLR0124 - NaN: not seen yet
+            ttft = time.perf_counter() - t0
+        received += data
+    writer.close()
+    head, _, payload = bytes(received).partition(b"\r\n\r\n")
+    return Stream(ttft, *_check(head, payload))
 
 
 def pct(values: list[float], q: float) -> float:
@@ -80,22 +126,19 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def run(url: str, n: int, question: t.Callable[[int], str], expect: t.Callable[[int], str]) -> dict:
-    limits = httpx.Limits(max_connections=n + 10, max_keepalive_connections=n + 10)
-    # TCP_NODELAY: without it the client's small request writes wait on delayed ACKs (~40 ms per request).
-    transport = httpx.AsyncHTTPTransport(limits=limits, socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
-    async with httpx.AsyncClient(timeout=120, transport=transport) as client:
-        await one(client, url, -1, question(0))  # warm-up: imports and the model client's connection pool
-        t0 = time.perf_counter()
-        results = await asyncio.gather(*(one(client, url, i, question(i)) for i in range(n)))
-        wall = time.perf_counter() - t0
+    await one(url, -1, question(0))  # warm-up: imports and the model client's connection pool
+    t0 = time.perf_counter()
+    results = await asyncio.gather(*(one(url, i, question(i)) for i in range(n)))
+    wall = time.perf_counter() - t0
     bad = []
-    for i, (_, _, text, problems) in enumerate(results):
-        if text != expect(i):
-            problems = [*problems, f"text {text[:60]!r} != {expect(i)[:60]!r}"]
+    for i, r in enumerate(results):
+        problems = r.problems
+        if r.text != expect(i):
+            problems = [*problems, f"text {r.text[:60]!r} != {expect(i)[:60]!r}"]
         if problems:
             bad.append((i, problems))
-    ttfts = [r[0] for r in results]
-    parts = sum(r[1] for r in results)
+    ttfts = [r.ttft for r in results]
+    parts = sum(r.parts for r in results)
     return {
         "streams": n,
         "failed": len(bad),
