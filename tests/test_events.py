@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import typing as t
 
 import pytest
 
@@ -105,6 +106,32 @@ class TestJsonable:
         out = to_jsonable(value)
         assert out == {"s": [1], "b": "hi", "p": {"x": 1}, "nan": "nan", "o": "<opaque>", "3": [1, 2]}
         json.dumps(out)
+
+    def test_containers_of_every_kind_convert_alike(self):
+        """Exact dicts and lists take a fast path; subclasses, proxies and named tuples give the same JSON."""
+        import collections
+        import types
+
+        class Point(t.NamedTuple):
+            x: int
+            y: tuple[int, ...]
+
+        class WithToDict(dict):
+            def to_dict(self):
+                return {"custom": True}
+
+        inner = {"b": (1, 2), 2: [3]}
+        for mapping in (
+            inner,
+            collections.OrderedDict(inner),
+            types.MappingProxyType(inner),
+            collections.defaultdict(int, inner),
+        ):
+            assert to_jsonable(mapping) == {"b": [1, 2], "2": [3]}
+        assert to_jsonable(Point(1, (2,))) == {"x": 1, "y": [2]}
+        assert to_jsonable(WithToDict(a=1)) == {"custom": True}
+        assert to_jsonable(frozenset({"a"})) == ["a"]
+        assert to_jsonable([{"k": math.inf}]) == [{"k": "inf"}]
 
     def test_cycles_do_not_hang(self):
         """A self-referencing structure is cut off instead of recursing forever."""

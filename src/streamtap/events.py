@@ -27,6 +27,7 @@ import json
 import math
 import types
 import typing as t
+from collections import abc
 
 __all__ = [
     "ERROR_DETAIL_PREFIX",
@@ -61,6 +62,7 @@ ERROR_DETAIL_PREFIX = "error.detail."
 such as :attr:`streamtap.llm.LLMError.detail`): spans and server logs show them; what is sent to clients leaves them out."""
 
 _EMPTY: t.Mapping[str, t.Any] = types.MappingProxyType({})
+_SCALARS = (str, bool, int)
 
 
 def to_jsonable(value: t.Any, _depth: int = 0) -> t.Any:
@@ -72,18 +74,25 @@ def to_jsonable(value: t.Any, _depth: int = 0) -> t.Any:
     becomes its ``repr``. Nesting deeper than 32 levels is cut with a repr, so
     a cyclic structure cannot hang a serialiser.
     """
-    if value is None or isinstance(value, (str, bool, int)):
+    if value is None or isinstance(value, _SCALARS):
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else str(value)
     if _depth > 32:
         return repr(value)
     d = _depth + 1
+    tp = type(value)
+    # Exact built-in containers first: they are most of what is converted, and the
+    # abstract-class checks below cost several times more than the conversion itself.
+    if tp is dict or tp is types.MappingProxyType:
+        return {str(k): to_jsonable(v, d) for k, v in value.items()}
+    if tp is list or tp is tuple:
+        return [to_jsonable(v, d) for v in value]
     if hasattr(value, "to_dict") and callable(value.to_dict):
         return value.to_dict()
     if isinstance(value, tuple) and hasattr(value, "_asdict"):
         return {k: to_jsonable(v, d) for k, v in value._asdict().items()}
-    if isinstance(value, t.Mapping):
+    if isinstance(value, abc.Mapping):
         return {str(k): to_jsonable(v, d) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
         return [to_jsonable(v, d) for v in value]
@@ -130,7 +139,7 @@ class Run(t.NamedTuple):
 
     def to_dict(self) -> dict[str, t.Any]:
         """Return the run as a JSON-safe dict (keys in field order)."""
-        return {name: convert(value) for (name, convert), value in zip(_RUN_WIRE, self)}
+        return _run_to_dict(self)
 
 
 class ErrorInfo(t.NamedTuple):
@@ -265,11 +274,41 @@ def _optional_dict(value: t.Any) -> t.Any:
 
 
 def _run_dict(value: Run) -> dict[str, t.Any]:
-    return value.to_dict()
+    return _run_to_dict(value)
 
 
-_RUN_CONVERT: dict[str, Convert] = {"tags": list, "path": list, "metadata": to_jsonable}
-_RUN_WIRE: tuple[tuple[str, Convert], ...] = tuple((name, _RUN_CONVERT.get(name, _same)) for name in Run._fields)
+def _metadata_dict(value: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+    return to_jsonable(value) if value else {}
+
+
+def _compile_to_dict(
+    kind: str | None, wire: t.Iterable[tuple[str, int, Convert]]
+) -> t.Callable[[t.Any], dict[str, t.Any]]:
+    """Generate ``to_dict`` for a tuple whose fields cross the wire as ``wire`` says (key, index, converter).
+
+    The function is written out once per class, as :mod:`dataclasses` writes
+    ``__init__``: one dict display, a converter call only for the fields that
+    need one. A loop over ``wire`` at each call cost three times as much, and
+    every event that leaves the process (web stream, store, recording) pays it.
+    """
+    env: dict[str, t.Any] = {}
+    items = [f"'kind': {kind!r}"] if kind is not None else []
+    for key, index, convert in wire:
+        if convert is _same:
+            items.append(f"{key!r}: self[{index}]")
+        else:
+            env[f"_convert{index}"] = convert
+            items.append(f"{key!r}: _convert{index}(self[{index}])")
+    source = f"def to_dict(self):\n    return {{{', '.join(items)}}}\n"
+    exec(source, env)  # noqa: S102 - the source is built from the class's own field names above
+    fn: t.Callable[[t.Any], dict[str, t.Any]] = env["to_dict"]
+    return fn
+
+
+_RUN_CONVERT: dict[str, Convert] = {"tags": list, "path": list, "metadata": _metadata_dict}
+_run_to_dict = _compile_to_dict(
+    None, [(name, index, _RUN_CONVERT.get(name, _same)) for index, name in enumerate(Run._fields)]
+)
 
 # How each field crosses the wire; a field not named here is already JSON-safe (str, int, float, None).
 _CONVERT: dict[str, Convert] = {
@@ -300,13 +339,17 @@ class _Wire:
     _wire: t.ClassVar[tuple[tuple[str, int, Convert], ...]]
     kind: t.ClassVar[str]
 
+    def __init_subclass__(cls, **kwargs: t.Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "_wire" in cls.__dict__:  # an event class: its to_dict, generated from its fields
+            to_dict = _compile_to_dict(cls.kind, cls._wire)
+            to_dict.__doc__ = _Wire.to_dict.__doc__
+            to_dict.__qualname__ = f"{cls.__qualname__}.to_dict"
+            setattr(cls, "to_dict", to_dict)  # noqa: B010 - mypy keeps the declared signature below
+
     def to_dict(self) -> dict[str, t.Any]:
         """Return the event as a JSON-safe dict: ``kind``, ``seq``, ``run``, then its own fields."""
-        values = t.cast(tuple[t.Any, ...], self)
-        out: dict[str, t.Any] = {"kind": self.kind}
-        for name, index, convert in self._wire:
-            out[name] = convert(values[index])
-        return out
+        raise NotImplementedError  # every event class gets its generated one in __init_subclass__
 
 
 class Start(_Wire, _StartFields):

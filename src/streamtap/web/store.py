@@ -88,7 +88,7 @@ async def follow(store: EventStore, run_id: str, after: int = -1) -> t.AsyncGene
 
 
 class _Buffer:
-    __slots__ = ("changed", "events", "finished", "finished_at", "first_seq", "next_seq")
+    __slots__ = ("events", "finished", "finished_at", "first_seq", "next_seq", "waiters")
 
     def __init__(self) -> None:
         self.events: collections.deque[StoredEvent] = collections.deque()
@@ -96,7 +96,19 @@ class _Buffer:
         self.next_seq = 0
         self.finished = False
         self.finished_at = 0.0
-        self.changed = asyncio.Event()
+        self.waiters: list[asyncio.Future[bool]] = []
+
+    def wake(self) -> None:
+        """Resolve every waiting reader's future (each wakes on the loop's next iteration)."""
+        waiters, self.waiters = self.waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(True)
+
+
+def _time_out(fut: asyncio.Future[bool]) -> None:
+    if not fut.done():
+        fut.set_result(False)
 
 
 class MemoryEventStore:
@@ -147,8 +159,8 @@ class MemoryEventStore:
         if len(buf.events) > self.max_events_per_run:
             buf.events.popleft()
             buf.first_seq = buf.events[0]["seq"]
-        buf.changed.set()
-        buf.changed = asyncio.Event()
+        if buf.waiters:
+            buf.wake()
 
     async def finish(self, run_id: str) -> None:
         """See :meth:`EventStore.finish`."""
@@ -157,7 +169,7 @@ class MemoryEventStore:
             return
         buf.finished = True
         buf.finished_at = time.monotonic()
-        buf.changed.set()
+        buf.wake()
 
     async def read(self, run_id: str, after: int = -1, limit: int = 1000) -> ReadResult | None:
         """See :meth:`EventStore.read`."""
@@ -179,11 +191,19 @@ class MemoryEventStore:
             return True
         if buf.next_seq > after + 1 or buf.finished:
             return True
+        # A bare future, resolved by append() or by the timer: the reader wakes on the
+        # loop's next iteration (asyncio.wait_for would add a task, one iteration more,
+        # per event under load).
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[bool] = loop.create_future()
+        buf.waiters.append(fut)
+        timer = loop.call_later(timeout, _time_out, fut)
         try:
-            await asyncio.wait_for(buf.changed.wait(), timeout)
-        except asyncio.TimeoutError:
-            return False
-        return True
+            return await fut
+        finally:
+            timer.cancel()
+            if fut in buf.waiters:  # timed out or cancelled: append() did not take it
+                buf.waiters.remove(fut)
 
     async def expire(self, now: float | None = None) -> int:
         """See :meth:`EventStore.expire`."""
