@@ -20,6 +20,9 @@ The server (one uvicorn worker and the embedded model server, as in
 share its interpreter.
 
 Run: ``python bench/bench_web.py [--streams 200] [--delay 0.01] [--scenario chat|agent|both]``
+and, for the TTFT ratio to the same model calls without the web layer (median of
+five rounds, each against its own baseline):
+``python bench/bench_web.py --baseline --scenario chat --repeats 5``
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -211,6 +215,14 @@ def server(scenario: str, delay: float) -> t.Iterator[str]:
         proc.wait(30)
 
 
+def _question(i: int) -> str:
+    return f"stream {i} " + " ".join(f"w{j}" for j in range(20))
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--streams", type=int, default=200)
@@ -219,34 +231,47 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--baseline", action="store_true", help="also run the model calls without the web layer, for comparison"
     )
+    ap.add_argument(
+        "--repeats", type=int, default=1, help="rounds (baseline and chat alternate in each); medians are reported"
+    )
     ap.add_argument("--serve", choices=("chat", "agent"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.serve:
         return serve(args.serve, args.delay)
     ok = True
-    if args.baseline:
-        with FakeOpenAI(token_delay=args.delay) as model:
-            base = asyncio.run(
-                direct(model.base_url, args.streams, lambda i: f"stream {i} " + " ".join(f"w{j}" for j in range(20)))
-            )
-        print("direct", json.dumps(base))
-    if args.scenario in ("chat", "both"):
-        with server("chat", args.delay) as url:
-
-            def q(i: int) -> str:
-                return f"stream {i} " + " ".join(f"w{j}" for j in range(20))
-
-            res = asyncio.run(run(url, args.streams, q, lambda i: f"You said: {q(i)}"))
-        print("chat ", json.dumps(res))
-        ok &= res["failed"] == 0
+    rounds: dict[str, list[dict]] = {"direct": [], "chat": []}
+    for _ in range(args.repeats):
+        if args.baseline:
+            with FakeOpenAI(token_delay=args.delay) as model:
+                base = asyncio.run(direct(model.base_url, args.streams, _question))
+            print("direct", json.dumps(base), flush=True)
+            rounds["direct"].append(base)
+        if args.scenario in ("chat", "both"):
+            with server("chat", args.delay) as url:
+                res = asyncio.run(run(url, args.streams, _question, lambda i: f"You said: {_question(i)}"))
+            print("chat  ", json.dumps(res), flush=True)
+            rounds["chat"].append(res)
+            ok &= res["failed"] == 0
     if args.scenario in ("agent", "both"):
         expected = "The current weather in Paris is 22 degrees Celsius."
         with server("agent", args.delay) as url:
             res = asyncio.run(
                 run(url, args.streams, lambda i: "What's the weather in Paris in celsius?", lambda i: expected)
             )
-        print("agent", json.dumps(res))
+        print("agent ", json.dumps(res))
         ok &= res["failed"] == 0
+    if rounds["direct"] and rounds["chat"]:
+        # Each round's ratio uses that round's own baseline: the machine's speed drifts between rounds.
+        ratios = [c["ttft_p50_ms"] / d["ttft_p50_ms"] for d, c in zip(rounds["direct"], rounds["chat"])]
+        spread = [c["ttft_p99_ms"] / c["ttft_p50_ms"] for c in rounds["chat"]]
+        summary = {
+            "rounds": len(ratios),
+            "direct_ttft_p50_ms": _median([d["ttft_p50_ms"] for d in rounds["direct"]]),
+            "chat_ttft_p50_ms": _median([c["ttft_p50_ms"] for c in rounds["chat"]]),
+            "chat_vs_direct_p50": round(_median(ratios), 2),
+            "chat_p99_vs_p50": round(_median(spread), 2),
+        }
+        print("median", json.dumps(summary))
     return 0 if ok else 1
 
 
