@@ -324,3 +324,53 @@ async def test_a_worker_s_spans_continue_the_caller_s_trace(
     assert {s.trace_id for s in spans} == {trace_id}
     roots = [s for s in spans if s.parent_span_id == span_id]
     assert len(roots) == 1 and roots[0].name.startswith("chat")
+
+
+def _agui_body(thread_id: str, text: str, **extra: t.Any) -> dict[str, t.Any]:
+    return {
+        "threadId": thread_id,
+        "runId": "r-" + text.replace(" ", "-"),
+        "messages": [{"id": "u-" + text.replace(" ", "-"), "role": "user", "content": text}],
+        "tools": [],
+        "context": [],
+        **extra,
+    }
+
+
+async def _agui_events(client: httpx.AsyncClient, url: str, body: dict[str, t.Any]) -> list[dict[str, t.Any]]:
+    resp = await client.post(url, json=body)
+    assert resp.status_code == 200, resp.text
+    return [json.loads(line[6:]) for line in resp.text.splitlines() if line.startswith("data: ")]
+
+
+async def test_an_agui_interrupt_raised_in_a_worker_is_pending_on_every_web_process_and_answered_through_another(
+    redis_server: RedisServer, prefix: str, model: FakeOpenAI, procs: list[Proc]
+) -> None:
+    url = redis_server.url
+    target = "cluster_targets:approval"
+    procs.append(start_worker(url, prefix, model.base_url, target=target))
+    (web_a, a), (web_b, b) = (
+        start_web(url, prefix, model.base_url, target=target),
+        start_web(url, prefix, model.base_url, target=target),
+    )
+    procs += [web_a, web_b]
+    async with httpx.AsyncClient(timeout=20) as client:
+        first = await _agui_events(client, b + "/api/agui", _agui_body("g1", "check the weather"))
+        assert first[-1]["type"] == "RUN_FINISHED" and first[-1]["outcome"]["type"] == "interrupt", first[-1]
+        [iid] = [i["id"] for i in first[-1]["outcome"]["interrupts"]]
+        # the pause is known to the other web process: a new input without 'resume' is refused there, naming it
+        refused = await client.post(a + "/api/agui", json=_agui_body("g1", "something else"))
+        assert refused.status_code == 409 and iid in refused.json()["error"], refused.text
+        resume = [{"interruptId": iid, "status": "resolved", "payload": {"approved": True}}]
+        second = await _agui_events(client, a + "/api/agui", _agui_body("g1", "yes", resume=resume))
+        said = "".join(e["delta"] for e in second if e["type"] == "TEXT_MESSAGE_CONTENT")
+        assert "it is 22 degrees in Paris." in said and second[-1]["outcome"]["type"] == "success", second[-1]
+        # a new pause, then stop through the other process: "never mind" drops it
+        third = await _agui_events(client, a + "/api/agui", _agui_body("g2", "check again"))
+        assert third[-1]["outcome"]["type"] == "interrupt", third[-1]
+        stopped = await client.post(b + "/api/agui/g2/stop")
+        assert stopped.status_code == 200, stopped.text
+        answer = stopped.json()
+        assert answer["stopped"] is True and isinstance(answer["dismissed"], str) and answer["dismissed"], answer
+        again = await client.post(a + "/api/agui", json=_agui_body("g2", "something else", resume=resume))
+        assert again.status_code == 409 and "no pending interrupt" in again.json()["error"], again.text

@@ -41,6 +41,7 @@ import typing as t
 
 from .agui_input import RunInput, ag_ui_core, parse_run_input
 from .chat import BadRequest, valid_id
+from .service import resolved
 from .store import EXPIRED, follow
 from .ui_stream import UIMessageMapper
 
@@ -452,8 +453,7 @@ def agui_routes(
     async def run_agent(request: Request) -> Response:
         try:
             req = parse_run_input(await read_json(request), max_messages=max_messages)
-            conv = service.conversations.get(req.thread_id)
-            pending = conv.pending if conv is not None and conv.active is None else None
+            pending = await resolved(service.pending(req.thread_id))
             if req.resume and pending is None:
                 raise BadRequest(
                     409, f"Thread {req.thread_id!r} has no pending interrupt to resume; send the run without 'resume'."
@@ -469,7 +469,7 @@ def agui_routes(
                         "resume: [{interruptId, status: 'resolved', payload}] or status 'cancelled'.",
                     )
                 if "resume" not in req.chat.body:  # every entry cancelled: drop the pause, run the new input
-                    service.dismiss_pending(req.thread_id)
+                    await resolved(service.dismiss_pending(req.thread_id))
             if not req.chat.last_user_text and "resume" not in req.chat.body:
                 raise BadRequest(
                     422, "The run has no user message with text; add {'role': 'user', 'content': '...'} to messages."
@@ -499,7 +499,7 @@ def agui_routes(
         thread_id = request.path_params["thread_id"]
         if not valid_id(thread_id):
             return _error(422, f"Invalid thread id {thread_id!r}.")
-        dismissed = service.dismiss_pending(thread_id)
+        dismissed = await resolved(service.dismiss_pending(thread_id))
         if dismissed is not None:
             return JSONResponse({"stopped": True, "dismissed": dismissed})
         run = await service.stop(thread_id)

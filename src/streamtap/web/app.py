@@ -130,7 +130,8 @@ def create_app(
             (default :class:`~streamtap.web.service.ChatService`: runs in this
             process). ``streamtap_redis.RedisChatService.factory(client)`` shares
             chats through Redis and sends the runs to workers; its ``active``,
-            ``run_of``, ``has_pending``, ``dismiss_pending`` and ``stop`` may be coroutines.
+            ``run_of``, ``pending``, ``has_pending``, ``dismiss_pending`` and ``stop`` may be coroutines
+            (the endpoints take either through :func:`~streamtap.web.service.resolved`).
 
     Returns:
         A Starlette application; ``app.state.chat`` is its :class:`ChatService`,

@@ -10,7 +10,6 @@ it, once it has checked that the ``web`` extra is installed.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import typing as t
 from importlib import resources
@@ -25,7 +24,7 @@ from ..tracing import conversation
 from .chat import BadRequest, ChatRequest, parse_chat_request, valid_id
 from .client_errors import ClientErrors
 from .openapi import openapi_document
-from .service import ActiveRun, ChatService
+from .service import ActiveRun, ChatService, resolved
 from .store import EXPIRED, follow
 from .ui_stream import UI_STREAM_HEADERS, UIMessageMapper, encode_json, encode_part
 
@@ -252,7 +251,7 @@ class Endpoints:
         service = self.service
         try:
             req: ChatRequest = parse_chat_request(await self.read_json(request), max_messages=self.max_messages)
-            answering = "resume" in req.body or bool(await _resolved(service.has_pending(req.chat_id)))
+            answering = "resume" in req.body or bool(await resolved(service.has_pending(req.chat_id)))
             if not answering and not req.last_user_text:
                 msg = "The last user message has no text; put the question in a {'type': 'text', 'text': ...} part."
                 raise BadRequest(422, msg)
@@ -273,13 +272,13 @@ class Endpoints:
         if wanted is not None and not valid_id(wanted):
             return self.error(422, f"Invalid run id {wanted!r}: {_RUN_ID_RULE}.")
         if wanted is not None:  # a given run of this chat, finished or not, while its events are kept
-            run = await _resolved(self.service.run_of(chat_id, wanted))
+            run = await resolved(self.service.run_of(chat_id, wanted))
             if run is None or await self.store.read(run.run_id, limit=0) is None:
                 return self.error(
                     404, f"Chat {chat_id!r} has no run {wanted!r} any more (unknown, or its events expired)."
                 )
         else:
-            run = await _resolved(self.service.active(chat_id))
+            run = await resolved(self.service.active(chat_id))
             if run is None:
                 return Response(status_code=204)
         live = run if isinstance(run, ActiveRun) else None  # a finished run has no readers to count
@@ -290,7 +289,7 @@ class Endpoints:
         chat_id = request.path_params["chat_id"]
         if not valid_id(chat_id):
             return self.error(422, f"Invalid chat id {chat_id!r}.")
-        dismissed = await _resolved(self.service.dismiss_pending(chat_id))
+        dismissed = await resolved(self.service.dismiss_pending(chat_id))
         if dismissed is not None:
             return JSONResponse({"stopped": True, "dismissed": dismissed})
         run = await self.service.stop(chat_id)
@@ -411,11 +410,6 @@ def _input_text(inputs: t.Any) -> str | None:
     ):
         return str(inputs[-1]["content"])
     return None
-
-
-async def _resolved(value: t.Any) -> t.Any:
-    """``value``, awaited when a service method returned a coroutine (a service kept in Redis)."""
-    return await value if inspect.isawaitable(value) else value
 
 
 def _escape(text: str) -> str:

@@ -21,6 +21,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import inspect
 import logging
 import secrets
 import time
@@ -42,6 +43,7 @@ __all__ = [
     "ChatService",
     "Conversation",
     "FinishedRun",
+    "resolved",
 ]
 
 log = logging.getLogger("streamtap.web")
@@ -403,6 +405,11 @@ class ChatService:
             log.info("Run %s: nobody read it for detach_timeout=%s s; it is cancelled", run.run_id, self.detach_timeout)
             run.handle.cancel(CLIENT_GONE)
 
+    def pending(self, chat_id: str) -> dict[str, t.Any] | None:
+        """The interrupt record the conversation waits an answer for, while no run is going in it; else ``None``."""
+        conv = self.conversations.get(chat_id)
+        return conv.pending if conv is not None and conv.active is None else None
+
     def has_pending(self, chat_id: str) -> bool:
         """Whether the conversation waits for the answer to an interrupt (its next message answers it)."""
         conv = self.conversations.get(chat_id)
@@ -513,3 +520,14 @@ class ChatService:
             run.handle.cancel(SHUTDOWN)
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=_CANCELLED_END_WAIT)
+
+
+async def resolved(value: t.Any) -> t.Any:
+    """``value``, awaited when it is awaitable: what a chat service method returned.
+
+    A service kept in another process (``streamtap_redis.RedisChatService``)
+    answers ``active``, ``run_of``, ``pending``, ``has_pending``,
+    ``dismiss_pending`` and ``stop`` with coroutines; :class:`ChatService`
+    answers at once. Endpoints call them through this, so either serves.
+    """
+    return await value if inspect.isawaitable(value) else value

@@ -199,6 +199,12 @@ class RedisChatService(ChatService):
             return None
         return str(record.get("id") or record.get("pause_id") or "pending")
 
+    async def pending(self, chat_id: str) -> dict[str, t.Any] | None:  # type: ignore[override]
+        """The interrupt record the chat waits an answer for, while no run is going in it (on any process)."""
+        if await self.state.active(chat_id) is not None:
+            return None
+        return await self.state.pending(chat_id)
+
     async def has_pending(self, chat_id: str) -> bool:  # type: ignore[override]
         """Whether the chat waits for the answer to an interrupt."""
         return await self.state.has_pending(chat_id)

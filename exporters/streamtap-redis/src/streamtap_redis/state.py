@@ -60,11 +60,11 @@ class ChatState:
 
     async def take_pending(self, chat_id: str) -> dict[str, t.Any] | None:
         """Remove and return the pending interrupt record."""
-        raw = await self.client.getdel(self.keys.pending(chat_id))
-        if raw is None:
-            return None
-        value = json.loads(raw)
-        return value if isinstance(value, dict) else {"value": value}
+        return _record(await self.client.getdel(self.keys.pending(chat_id)))
+
+    async def pending(self, chat_id: str) -> dict[str, t.Any] | None:
+        """The pending interrupt record, left in place."""
+        return _record(await self.client.get(self.keys.pending(chat_id)))
 
     async def has_pending(self, chat_id: str) -> bool:
         """Whether an interrupt waits for an answer."""
@@ -73,6 +73,13 @@ class ChatState:
     async def runs(self, chat_id: str) -> list[str]:
         """The chat's run ids, newest first."""
         return [as_text(r) for r in await self.client.lrange(self.keys.history(chat_id), 0, -1)]
+
+
+def _record(raw: bytes | str | None) -> dict[str, t.Any] | None:
+    if raw is None:
+        return None
+    value = json.loads(raw)
+    return value if isinstance(value, dict) else {"value": value}
 
 
 def as_text(value: bytes | str) -> str:
