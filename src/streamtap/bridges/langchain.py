@@ -556,7 +556,7 @@ def instrument(handler: StreamtapCallbackHandler | None = None) -> StreamtapCall
     Args:
         handler: the handler to register (default: a new :class:`StreamtapCallbackHandler`).
     """
-    global _hook  # noqa: PLW0603 - one process-wide install of the framework's own global hook, undone by uninstall()
+    global _hook  # noqa: PLW0603 - the framework's own process-wide hook, installed once: instrument() is idempotent
     with _hook_lock:
         if _hook is not None:
             return t.cast(StreamtapCallbackHandler, _hook.get())

@@ -385,7 +385,7 @@ def instrument(dispatcher: t.Any = None) -> tuple[StreamtapSpanHandler, Streamta
     Returns:
         The two handlers.
     """
-    global _installed  # LlamaIndex's root dispatcher is process-wide; this records our one pair  # noqa: PLW0603 - one process-wide install of the framework's own global hook, undone by uninstall()
+    global _installed  # LlamaIndex's root dispatcher is process-wide; this records our one pair  # noqa: PLW0603 - the framework's own process-wide hook, installed once: instrument() is idempotent
     with _installed_lock:
         if _installed is not None and dispatcher is None:
             return _installed

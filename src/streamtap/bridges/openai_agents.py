@@ -339,7 +339,7 @@ def instrument(processor: StreamtapTracingProcessor | None = None) -> StreamtapT
     Args:
         processor: the processor to register (default: a new :class:`StreamtapTracingProcessor`).
     """
-    global _processor  # the SDK's processor list is process-wide; this records our one entry  # noqa: PLW0603 - one process-wide install of the framework's own global hook, undone by uninstall()
+    global _processor  # the SDK's processor list is process-wide; this records our one entry  # noqa: PLW0603 - the framework's own process-wide hook, installed once: instrument() is idempotent
     with _processor_lock:
         if _processor is None:
             from agents import add_trace_processor
