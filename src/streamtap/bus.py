@@ -131,6 +131,13 @@ class Sink(t.Protocol):
         ...
 
 
+Subscriber = t.Callable[[Event], t.Any]
+"""A subscriber: a plain callable that takes one event. It may be ``async def``."""
+
+Calls = tuple[tuple[Subscriber, t.Callable[[BaseException], None]], ...]
+"""Subscribers as ``(call, on_failure)`` pairs: call ``call(event)``; if it raises, ``on_failure(exc)``."""
+
+
 class _Registry:
     """The subscriptions that take every sender, per kind, as tuples replaced on change.
 
@@ -139,7 +146,19 @@ class _Registry:
     through blinker, whose sender index does the filtering.
     """
 
-    __slots__ = ("_lock", "chunk", "chunk_calls", "custom", "end", "start", "tool")
+    __slots__ = (
+        "_lock",
+        "chunk",
+        "chunk_calls",
+        "custom",
+        "custom_calls",
+        "end",
+        "end_calls",
+        "start",
+        "start_calls",
+        "tool",
+        "tool_calls",
+    )
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -148,30 +167,36 @@ class _Registry:
         self.tool: tuple[Subscription, ...] = ()
         self.custom: tuple[Subscription, ...] = ()
         self.end: tuple[Subscription, ...] = ()
-        self.chunk_calls: tuple[tuple[Subscriber, t.Callable[[BaseException], None]], ...] = ()
-        """The chunk subscribers as ``(call, on_failure)`` pairs: the hot path calls them without a method hop."""
+        # Each kind's subscribers as ``(call, on_failure)`` pairs: producers call them without a method hop.
+        self.start_calls: Calls = ()
+        self.chunk_calls: Calls = ()
+        self.tool_calls: Calls = ()
+        self.custom_calls: Calls = ()
+        self.end_calls: Calls = ()
 
     def add(self, kind: str, sub: Subscription) -> None:
         """Add ``sub`` to the subscribers of ``kind``."""
         with self._lock:
-            setattr(self, kind, (*getattr(self, kind), sub))
-            self._rebuild()
+            self._set(kind, (*getattr(self, kind), sub))
 
     def remove(self, kind: str, sub: Subscription) -> None:
         """Remove ``sub`` from the subscribers of ``kind``."""
         with self._lock:
-            setattr(self, kind, tuple(s for s in getattr(self, kind) if s is not sub))
-            self._rebuild()
+            self._set(kind, tuple(s for s in getattr(self, kind) if s is not sub))
 
-    def _rebuild(self) -> None:
-        self.chunk_calls = tuple(s.direct_call() for s in self.chunk)
+    def _set(self, kind: str, subs: tuple[Subscription, ...]) -> None:
+        # The pairs first: a producer that sees a new subscription in `kind` finds its call too.
+        setattr(self, f"{kind}_calls", tuple(s.direct_call() for s in subs))
+        setattr(self, kind, subs)
+
+    def calls(self, kind: str) -> Calls:
+        """The subscribers of ``kind`` as ``(call, on_failure)`` pairs."""
+        return t.cast(Calls, getattr(self, f"{kind}_calls"))
 
 
 registry = _Registry()
 """The direct subscribers of each kind (``registry.chunk`` is a tuple of subscriptions)."""
 
-Subscriber = t.Callable[[Event], t.Any]
-"""A subscriber: a plain callable that takes one event. It may be ``async def``."""
 
 F = t.TypeVar("F", bound=t.Callable[..., t.Any])
 

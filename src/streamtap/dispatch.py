@@ -30,6 +30,7 @@ running on a stream consumer's own loop await
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import itertools
 import threading
@@ -67,6 +68,7 @@ _custom_sig = bus.signals["custom"]
 _end_sig = bus.signals["end"]
 _EMPTY: t.Mapping[str, t.Any] = types.MappingProxyType({})
 _LAZY_LOCK = threading.Lock()  # guards the first use of a run's tree or token
+_NO_LOCK: t.ContextManager[t.Any] = contextlib.nullcontext()  # a tree's lock until it is shared (never entered)
 _HANDOVER_MAX = 64  # items a same-thread stream hands over at most at once: the reader's batch stays in the CPU cache
 
 
@@ -82,9 +84,10 @@ class Tree:
     def __init__(self) -> None:
         self.counter = itertools.count()
         """The tree's ``seq`` numbers (``next()`` is atomic)."""
-        # Re-entrant: a subscriber may call a module, whose events belong to the same tree.
-        self.lock = threading.RLock()
-        """Taken around numbering and delivery once the tree is shared."""
+        # Made by share(), before `shared` is set: a tree one thread emits into never needs it.
+        self.lock: t.ContextManager[t.Any] = _NO_LOCK
+        """Taken around numbering and delivery once the tree is shared (re-entrant: a subscriber may
+        call a module, whose events belong to the same tree)."""
         self.owner = _get_ident()
         """The thread that emits without the lock while the tree is not shared."""
         self.shared = False
@@ -98,6 +101,9 @@ class Tree:
         Waits (yielding the GIL) until the owner has finished the unlocked
         emission it may be in; the owner sees ``shared`` at its next one.
         """
+        with _LAZY_LOCK:  # the first of several sharing threads makes the lock; all then use it
+            if self.lock is _NO_LOCK:
+                self.lock = threading.RLock()
         self.shared = True
         # The owner raised `busy` before reading `shared`; we set `shared` before reading `busy`:
         # one of the two sees the other, so no unlocked emission overlaps a locked one.
@@ -315,7 +321,7 @@ class Emitter:
         try:
             return t.cast(
                 Event,
-                self._send(type(event), tuple(event)[2:], getattr(_registry, kind), bus.signals[kind], event.run),
+                self._send(type(event), tuple(event)[2:], _registry.calls(kind), bus.signals[kind], event.run),
             )
         finally:
             _relaying.reset(token)
@@ -324,11 +330,11 @@ class Emitter:
         self,
         cls: type[t.Any],
         fields: tuple[t.Any, ...],
-        subs: tuple[t.Any, ...],
+        calls: bus.Calls,
         sig: t.Any,
         run: Run | None = None,
     ) -> t.Any:
-        """Number, build and deliver one event of ``cls`` (``fields`` are those after ``run, seq``)."""
+        """Number, build and deliver one event of ``cls`` (``fields`` are those after ``run, seq``) to the sinks, ``calls`` and ``sig``."""
         run = self.run if run is None else run
         tree = self._tree or self.tree()
         sinks = self.sinks
@@ -342,8 +348,11 @@ class Emitter:
                     for sink in sinks:
                         if sink.put(ev):
                             full = True
-                    for sub in subs:
-                        sub.deliver(ev)
+                    for call, failed in calls:
+                        try:
+                            call(ev)
+                        except Exception as exc:
+                            failed(exc)
                     if sig.receivers:
                         sig.send(self.module, event=ev)
                     done = True
@@ -357,8 +366,11 @@ class Emitter:
                 for sink in sinks:
                     if sink.put(ev):
                         full = True
-                for sub in subs:
-                    sub.deliver(ev)
+                for call, failed in calls:
+                    try:
+                        call(ev)
+                    except Exception as exc:
+                        failed(exc)
                 if sig.receivers:
                     sig.send(self.module, event=ev)
         if full:
@@ -404,32 +416,32 @@ class Emitter:
             error = ErrorInfo.from_exception(error)
         elif isinstance(error, str):
             error = ErrorInfo("ToolError", error)
-        subs = _registry.tool
-        if self.sinks or subs or _tool_sig.receivers:
-            self._send(Tool, (call_id, name, phase, arguments, result, error), subs, _tool_sig)
+        calls = _registry.tool_calls
+        if self.sinks or calls or _tool_sig.receivers:
+            self._send(Tool, (call_id, name, phase, arguments, result, error), calls, _tool_sig)
 
     def emit(self, name: str, data: t.Any = None) -> None:
         """Send a custom progress event (see :func:`streamtap.emit`)."""
-        subs = _registry.custom
-        if self.sinks or subs or _custom_sig.receivers:
-            self._send(Custom, (name, data), subs, _custom_sig)
+        calls = _registry.custom_calls
+        if self.sinks or calls or _custom_sig.receivers:
+            self._send(Custom, (name, data), calls, _custom_sig)
 
     def send_start(self, inputs: t.Any) -> None:
         """Send the run's :class:`~streamtap.events.Start` (called by ModuleBase only; the run's clocks started with it)."""
-        subs = _registry.start
-        if self.sinks or subs or _start_sig.receivers:
-            self._send(Start, (inputs, self.started_at), subs, _start_sig)
+        calls = _registry.start_calls
+        if self.sinks or calls or _start_sig.receivers:
+            self._send(Start, (inputs, self.started_at), calls, _start_sig)
 
     def send_end(self, status: Status, output: t.Any = None, error: ErrorInfo | None = None) -> End | None:
         """Send the run's one :class:`~streamtap.events.End` (called by ModuleBase only); ``None`` if nobody listens."""
-        subs = _registry.end
-        if not (self.sinks or subs or _end_sig.receivers):
+        calls = _registry.end_calls
+        if not (self.sinks or calls or _end_sig.receivers):
             return None
         now = time.perf_counter()
         first = None if self._t_first is None else self._t_first - self._t0
         timings = _tuple_new(Timings, (self.started_at, now - self._t0, first))
         fields = (status, output, error, self.usage, timings, self.attributes or _EMPTY)
-        return t.cast(End, self._send(End, fields, subs, _end_sig))
+        return t.cast(End, self._send(End, fields, calls, _end_sig))
 
     def listened(self) -> bool:
         """Whether anything at all can receive this run's chunks (a stream, a subscriber, a receiver)."""

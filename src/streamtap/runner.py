@@ -166,8 +166,10 @@ class Runner:
             meta = self.metadata if options.metadata is None else options.metadata
         if parent is None:
             run = _tuple_new(Run, (rid, name, self.kind, None, rid, tags, meta, (name,)))
-            root = Tree() if sink is not None else None  # else made on first use
             sinks: tuple[t.Any, ...] = (sink,) if sink is not None else ()
+            # Made now when the Start goes out (no other thread can see this run yet: no lock to take), else
+            # on first use: a call nobody listens to never needs one.
+            root = Tree() if sinks or _registry.start or _start_receivers else None
             tok = token  # None: made on first use; until then nobody can cancel this call
         else:
             prun = parent.run
