@@ -130,3 +130,49 @@ def test_a_second_thread_waits_for_the_owners_delivery_in_flight() -> None:
         Owner()()
     assert order == sorted(order)
     assert order == list(range(len(order)))
+
+
+def test_every_later_sharing_thread_also_waits_for_the_owners_delivery_in_flight() -> None:
+    """A third thread that finds the tree already shared still waits for the owner's unlocked delivery (seq order)."""
+    in_delivery, release = threading.Event(), threading.Event()
+    delivered: list[tuple[int, str]] = []
+
+    class Quiet(ModuleBase):
+        def forward(self) -> None:
+            return None
+
+    def blocking(ev: streamtap.Event) -> None:
+        if ev.kind == "chunk" and ev.delta == "owner":
+            in_delivery.set()
+            assert release.wait(DEADLINE)
+
+    with (
+        streamtap.subscribe(blocking, kinds="chunk"),
+        streamtap.subscribe(lambda ev: delivered.append((ev.seq, ev.delta)), kinds="chunk"),
+    ):
+        run = Quiet().begin(parent=None)
+        ctx = run.context
+        tree = ctx.tree()
+        first = threading.Thread(target=ctx.chunk, args=("first sharer",))
+        second = threading.Thread(target=ctx.chunk, args=("second sharer",))
+
+        def sharers() -> None:
+            assert in_delivery.wait(DEADLINE)
+            first.start()  # shares the tree, then waits for the owner's delivery in flight
+            deadline = time.monotonic() + DEADLINE
+            while not tree.shared:
+                assert time.monotonic() < deadline, "the first thread never shared the tree"
+                time.sleep(0.001)
+            second.start()  # finds the tree shared: it must wait too, not deliver now
+            second.join(0.5)  # long enough for a thread that does not wait to deliver
+            release.set()
+
+        helper = threading.Thread(target=sharers)
+        helper.start()
+        ctx.chunk("owner")  # this thread owns the tree: unlocked, held in `blocking` until released
+        for th in (helper, first, second):
+            th.join(DEADLINE)
+            assert not th.is_alive()
+        run.end()
+    assert delivered[0][1] == "owner", delivered
+    assert [seq for seq, _ in delivered] == sorted(seq for seq, _ in delivered), delivered

@@ -15,10 +15,10 @@ Ordering without a lock per event: while a single thread produces into a
 tree, nothing is locked; ``seq`` comes from an :func:`itertools.count` and
 delivery happens in that thread, so delivery order is ``seq`` order. The first
 time another thread emits into the tree, the tree becomes *shared*: that
-thread waits for the owner to finish the emission it is in (a handshake on
-two flags, sequentially consistent under the GIL) and from then on every
-emission, the owner's included, numbers and delivers under the tree's
-re-entrant lock. ``seq`` stays strictly increasing and gap-free across
+thread, and any other that comes before the owner is out, waits for the
+owner to finish the emission it is in (a handshake on flags, sequentially
+consistent under the GIL), and from then on every emission, the owner's
+included, numbers and delivers under the tree's re-entrant lock. ``seq`` stays strictly increasing and gap-free across
 threads either way.
 
 Back-pressure happens outside any lock: :meth:`Sink.put <streamtap.bus.Sink.put>`
@@ -79,7 +79,7 @@ class Tree:
     emits without locking until :meth:`share` is called by another thread.
     """
 
-    __slots__ = ("busy", "counter", "lock", "owner", "shared")
+    __slots__ = ("busy", "counter", "drained", "lock", "owner", "shared")
 
     def __init__(self) -> None:
         self.counter = itertools.count()
@@ -94,6 +94,10 @@ class Tree:
         """Whether a second thread has emitted into the tree (then every emission locks)."""
         self.busy = 0
         """How deep the owner is in unlocked emissions (written by the owner only)."""
+        self.drained = False
+        """Whether the owner's last unlocked emission has ended since the tree was shared (then only locked
+        emissions remain). A thread other than the owner calls :meth:`share` until it is set: seeing
+        ``shared`` is not enough, the owner may still be inside the emission it began before."""
 
     def share(self) -> None:
         """Called by a thread other than the owner before its first emission: switch the tree to locking.
@@ -109,6 +113,7 @@ class Tree:
         # one of the two sees the other, so no unlocked emission overlaps a locked one.
         while self.busy:
             time.sleep(0)
+        self.drained = True
 
 
 class _Cancellable(t.Protocol):
@@ -203,7 +208,7 @@ class Emitter:
                     done = True
             finally:
                 tree.busy -= 1
-        elif not tree.shared:
+        elif not tree.drained:
             tree.share()
         if not done:
             with tree.lock:
@@ -358,7 +363,7 @@ class Emitter:
                     done = True
             finally:
                 tree.busy -= 1
-        elif not tree.shared:
+        elif not tree.drained:
             tree.share()
         if not done:
             with tree.lock:
