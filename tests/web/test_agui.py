@@ -293,3 +293,41 @@ def test_agui_pending_interrupt_needs_resume_and_cancelled_resume_drops_it():
         dropped = _events(c.post(srv.url + "/api/agui", json=body))
     assert dropped[-1]["type"] == "RUN_FINISHED" and dropped[-1]["outcome"]["type"] == "success"
     assert "".join(e["delta"] for e in dropped if e["type"] == "TEXT_MESSAGE_CONTENT") == "Answering other."
+
+
+def test_agui_a_refused_cancelling_resume_keeps_the_pause():
+    """A resume that cancels every interrupt but is refused (no user text: 422) loses nothing: the pause stays."""
+    from streamtap.flows import Flow, Node, interrupt
+
+    class Ask(Node):
+        def prep(self, shared: dict[str, t.Any]) -> str:
+            return str(shared["q"])
+
+        def exec(self, q: str) -> t.Iterator[str]:
+            if q == "book":
+                interrupt({"question": "Sure?"}, schema={"type": "boolean"})
+            yield f"Answering {q}."
+
+    app = create_app(lambda: Flow(Ask(), name="Asker"), to_input=lambda r: {"q": r.last_user_text})
+    with BackgroundServer(app) as srv, httpx.Client(timeout=10) as c:
+        first = _events(
+            c.post(
+                srv.url + "/api/agui",
+                json=_run_body(threadId="k1", messages=[{"id": "u1", "role": "user", "content": "book"}]),
+            )
+        )
+        [iid] = [i["id"] for i in first[-1]["outcome"]["interrupts"]]
+        refused = c.post(
+            srv.url + "/api/agui",
+            json=_run_body(
+                threadId="k1",
+                messages=[{"id": "a1", "role": "assistant", "content": "no user text here"}],
+                resume=[{"interruptId": iid, "status": "cancelled"}],
+            ),
+        )
+        assert refused.status_code == 422 and "no user message with text" in refused.json()["error"], refused.text
+        still = c.post(
+            srv.url + "/api/agui",
+            json=_run_body(threadId="k1", messages=[{"id": "u2", "role": "user", "content": "other"}]),
+        )
+    assert still.status_code == 409 and iid in still.json()["error"], still.text

@@ -458,22 +458,23 @@ def agui_routes(
                 raise BadRequest(
                     409, f"Thread {req.thread_id!r} has no pending interrupt to resume; send the run without 'resume'."
                 )
-            if pending is not None:
-                if not req.resume:
-                    ids = [e.get("id") for e in pending.get("interrupts") or () if isinstance(e, dict)] or [
-                        pending.get("id")
-                    ]
-                    raise BadRequest(
-                        409,
-                        f"Thread {req.thread_id!r} has pending interrupt(s) {ids}: answer them with "
-                        "resume: [{interruptId, status: 'resolved', payload}] or status 'cancelled'.",
-                    )
-                if "resume" not in req.chat.body:  # every entry cancelled: drop the pause, run the new input
-                    await resolved(service.dismiss_pending(req.thread_id))
-            if not req.chat.last_user_text and "resume" not in req.chat.body:
+            if pending is not None and not req.resume:
+                ids = [e.get("id") for e in pending.get("interrupts") or () if isinstance(e, dict)] or [
+                    pending.get("id")
+                ]
+                raise BadRequest(
+                    409,
+                    f"Thread {req.thread_id!r} has pending interrupt(s) {ids}: answer them with "
+                    "resume: [{interruptId, status: 'resolved', payload}] or status 'cancelled'.",
+                )
+            answering = "resume" in req.chat.body
+            if not req.chat.last_user_text and not answering:
                 raise BadRequest(
                     422, "The run has no user message with text; add {'role': 'user', 'content': '...'} to messages."
                 )
+            if pending is not None and not answering:
+                # Every entry cancelled: drop the pause (only now, once the request is known to be good), run the input.
+                await resolved(service.dismiss_pending(req.thread_id))
             run = await service.start(req.chat)
         except BadRequest as exc:
             return _error(exc.status, exc.message)
