@@ -184,3 +184,83 @@ async def test_serving_options_extend_the_apps_policy(client):
     assert "0.0.0.0" not in lan.state.security.hosts
     with pytest.raises(UsageError, match="create_app"):
         serve(lambda scope, receive, send: None, allowed_hosts=["x.lan"])  # not a streamtap app: say so, do not ignore
+
+
+# -- the access token: every route but the page, wherever the app is served ----------------
+
+TOKEN = "s3cret-token"
+BEARER = {"authorization": f"Bearer {TOKEN}"}
+
+
+def _agui_body(thread: str) -> dict[str, t.Any]:
+    return {
+        "threadId": thread,
+        "runId": "r1",
+        "state": None,
+        "messages": [{"id": "m1", "role": "user", "content": "hi"}],
+        "tools": [],
+        "context": [],
+        "forwardedProps": {},
+    }
+
+
+def _assert_token_refusal(r: t.Any) -> None:
+    assert r.status_code == 401, (r.request.url, r.status_code, r.text)
+    assert "Authorization: Bearer" in r.json()["error"]
+
+
+async def test_token_guards_an_agui_path_outside_api(serve, client):
+    module = Counting()
+    srv = serve(module, token=TOKEN, agui_path="/agui")
+    _assert_token_refusal(await client.post(srv.url + "/agui", json=_agui_body("t1")))
+    _assert_token_refusal(await client.post(srv.url + "/agui/t1/stop"))
+    _assert_token_refusal(
+        await client.post(srv.url + "/agui", json=_agui_body("t1"), headers={"authorization": "Bearer nope"})
+    )
+    _assert_token_refusal(await client.get(srv.url + "/not-a-route"))  # unknown paths too: secure by default
+    assert module.calls == 0
+    assert srv.server.config.app.state.chat.conversations == {}
+    r = await client.post(srv.url + "/agui", json=_agui_body("t1"), headers=BEARER)
+    assert r.status_code == 200 and "RUN_FINISHED" in r.text, r.text
+    assert (await client.post(srv.url + "/agui/t1/stop", headers=BEARER)).status_code == 200
+    assert module.calls == 1
+    for path in ("/", "/static/app.js", "/openapi.json"):  # the page loads without the token, then sends it
+        assert (await client.get(srv.url + path)).status_code == 200, path
+
+
+async def _check_prefixed(client: t.Any, module: Counting, api: str, page: str) -> None:
+    """``api`` and ``page``: the URLs of the app's ``/api`` and of its page as a client reaches them."""
+    _assert_token_refusal(await client.post(api + "/chat", json=chat_body("hi", chat_id="p1")))
+    _assert_token_refusal(await client.post(api + "/chat/p1/stop"))
+    _assert_token_refusal(await client.get(api + "/chat/p1/stream"))
+    assert module.calls == 0
+    res = await read_sse(client, "POST", api + "/chat", json=chat_body("hi", chat_id="p1"), headers=BEARER)
+    assert res.status == 200 and res.done, res
+    assert module.calls == 1
+    for path in ("", "static/app.js", "openapi.json"):
+        assert (await client.get(page + path)).status_code == 200, path
+
+
+async def test_token_is_required_under_a_root_path(client):
+    """``uvicorn --root-path /bot`` behind a prefix-stripping proxy: ``scope["path"]`` is ``/bot/api/...``."""
+    from streamtap.web.server import BackgroundServer
+
+    module = Counting()
+    srv = BackgroundServer(create_app(module, token=TOKEN))
+    srv.config.root_path = "/bot"
+    with srv:
+        await _check_prefixed(client, module, srv.url + "/api", srv.url + "/")
+
+
+async def test_token_is_required_when_mounted_under_a_prefix(client):
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    from streamtap.web.server import BackgroundServer
+
+    module = Counting()
+    inner = create_app(module, token=TOKEN)
+    outer = Starlette(routes=[Mount("/bot", app=inner)])
+    outer.state.chat = inner.state.chat
+    with BackgroundServer(outer) as srv:
+        await _check_prefixed(client, module, srv.url + "/bot/api", srv.url + "/bot/")

@@ -91,7 +91,8 @@ def create_app(
             message's text; ``lambda r: r.history()`` passes the whole chat).
         resume: resumes an interrupted run with the user's answer
             (default: :mod:`streamtap.interrupts`).
-        token: when set, every ``/api`` request needs ``Authorization: Bearer <token>``.
+        token: when set, every request needs ``Authorization: Bearer <token>`` except the page
+            (``/``), ``/static/...`` and ``/openapi.json``, wherever the app is mounted.
             Without a token only loopback clients are served.
         cancel_on_disconnect: cancel a run (reason ``client gone``) when its last
             reader disconnects before the end (default: keep it going, buffered,

@@ -7,9 +7,13 @@ refused request never reaches one (no run starts, nothing is read):
    (``localhost``, ``127.0.0.1``, ``[::1]``) or one of ``allowed_hosts``.
    Starlette's :class:`~starlette.middleware.trustedhost.TrustedHostMiddleware`
    decides; a refusal is ``400`` with a message saying what to configure.
-2. **Client and token**: with an access token every ``/api`` request needs
-   ``Authorization: Bearer <token>`` (``401``); without one only loopback
-   clients are served (``403``).
+2. **Client and token**: with an access token every request needs
+   ``Authorization: Bearer <token>`` (``401``) -- the API, the AG-UI endpoint
+   wherever ``agui_path`` puts it, and any unknown path -- except the built-in
+   page (``/``, ``/static/...``) and ``/openapi.json``, which hold no data.
+   Paths are taken relative to where the app is served (``root_path``: a
+   Starlette ``Mount`` or ``uvicorn --root-path``), as Starlette routes them.
+   Without a token only loopback clients are served (``403``).
 3. **Origin** (cross-site requests): a state-changing request (any method but
    ``GET``, ``HEAD``, ``OPTIONS``) whose ``Origin`` -- or, without one, whose
    ``Referer`` -- is neither the app's own origin (the one of the ``Host`` it
@@ -39,6 +43,36 @@ LOOPBACK_HOSTS: tuple[str, ...] = ("localhost", "127.0.0.1", "[::1]")
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
 _HOST_NAME = re.compile(r"(\*\.)?[a-z0-9_\-.]+|\*|\[[0-9a-f:.]+\]")
+_PUBLIC_PATHS = frozenset({"", "/", "/openapi.json"})
+"""Route paths served without the token: the page (``""`` is a mount point without its slash) and the API description."""
+_PUBLIC_PREFIXES = ("/static/",)
+"""Route path prefixes served without the token: the page's files."""
+
+try:
+    from starlette._utils import get_route_path as _get_route_path
+except ImportError:  # pragma: no cover - starlette absent (no web extra) or older than get_route_path
+    _starlette_route_path: t.Callable[[t.Any], str] | None = None
+else:
+    _starlette_route_path = _get_route_path
+
+
+def _route_path(scope: t.Any) -> str:
+    """The request's path relative to where the app is mounted (``root_path`` stripped), as Starlette routes it."""
+    if _starlette_route_path is not None:
+        return _starlette_route_path(scope)
+    path: str = scope["path"]
+    root_path: str = scope.get("root_path", "")
+    if not root_path or not path.startswith(root_path):
+        return path
+    if path == root_path:
+        return ""
+    return path[len(root_path) :] if path[len(root_path)] == "/" else path
+
+
+def _needs_token(scope: t.Any) -> bool:
+    """Whether a request must carry the access token (when there is one): all but the page and ``/openapi.json``."""
+    path = _route_path(scope)
+    return not (path in _PUBLIC_PATHS or path.startswith(_PUBLIC_PREFIXES))
 
 
 def is_loopback(host: str | None) -> bool:
@@ -125,7 +159,7 @@ class SecurityPolicy:
     before it starts serving.
 
     Args:
-        token: the bearer token ``/api`` requests need (``None``: loopback clients only).
+        token: the bearer token every request but the page's and ``/openapi.json`` needs (``None``: loopback clients only).
         allowed_hosts: ``Host`` names served besides :data:`LOOPBACK_HOSTS`
             (``*.example.com`` wildcards; ``*`` turns the check off).
         allowed_origins: origins (``https://app.example.com``) whose pages
@@ -274,10 +308,13 @@ class RequestGuard:
                     403,
                     "This server has no access token, so it only serves loopback clients. Start it with a token to allow others.",
                 )
-        elif scope["path"].startswith("/api"):
+        elif _needs_token(scope):
             scheme, _, given = headers.get(b"authorization", b"").partition(b" ")
             if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), policy.token):
-                return 401, "Missing or wrong bearer token: send 'Authorization: Bearer <token>'."
+                return 401, (
+                    "Missing or wrong bearer token: send 'Authorization: Bearer <token>' with the token the server "
+                    "was started with (the built-in page sends it when opened as /#token=<token>)."
+                )
         if scope["method"] in _SAFE_METHODS:
             return None
         source_header = b"origin" if b"origin" in headers else b"referer"
