@@ -48,18 +48,12 @@ _PUBLIC_PATHS = frozenset({"", "/", "/openapi.json"})
 _PUBLIC_PREFIXES = ("/static/",)
 """Route path prefixes served without the token: the page's files."""
 
-try:
-    from starlette._utils import get_route_path as _get_route_path
-except ImportError:  # pragma: no cover - starlette absent (no web extra) or older than get_route_path
-    _starlette_route_path: t.Callable[[t.Any], str] | None = None
-else:
-    _starlette_route_path = _get_route_path
-
 
 def _route_path(scope: t.Any) -> str:
-    """The request's path relative to where the app is mounted (``root_path`` stripped), as Starlette routes it."""
-    if _starlette_route_path is not None:
-        return _starlette_route_path(scope)
+    """The request's path relative to where the app is mounted (``root_path`` stripped), as Starlette routes it.
+
+    The rule of Starlette's own (private) ``get_route_path``, written here: this module imports no web framework.
+    """
     path: str = scope["path"]
     root_path: str = scope.get("root_path", "")
     if not root_path or not path.startswith(root_path):
