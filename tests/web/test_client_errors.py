@@ -94,3 +94,91 @@ def test_describe_keeps_own_words_and_never_a_message_in_short_mode():
     assert errors.describe(cancelled, run_id="r1") == "RunCancelled: stopped by the user"
     full = ClientErrors("full").describe(secret, run_id="r1")
     assert KEY not in full and "[REDACTED]" in full
+
+
+# -- a paused flow's private state, a cancel reason: what the app's settings keep back -----------------
+
+_PUBLIC_RECORD_KEYS = {"id", "type", "interrupts"}
+
+
+def _paused_flow():
+    """Outer(Inner(Prepare >> Ask)): Ask pauses; every run on the way up ends interrupted with a record."""
+    from streamtap.flows import Flow, Node, interrupt
+
+    class Prepare(Node):
+        def exec(self, prep_res):
+            return "ready"
+
+        def post(self, shared, prep_res, exec_res):
+            shared["internal_db_password"] = "hunter2-from-vault"  # server-side working state
+
+    class Ask(Node):
+        def exec(self, prep_res):
+            interrupt({"question": "Proceed?"}, schema={"type": "boolean"})
+            return "done"
+
+    return Flow(Flow(Prepare() >> Ask(), name="Inner"), name="Outer")
+
+
+def _events(text: str) -> list[dict]:
+    return [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: ")]
+
+
+async def test_no_pause_record_state_leaves_through_the_events_endpoint(serve, client):
+    srv = serve(_paused_flow, to_input=lambda r: {"q": r.last_user_text})
+    res = await read_sse(client, "POST", srv.url + "/api/chat", json=chat_body("go", chat_id="p1"))
+    run_id = res.parts[0]["messageMetadata"]["runId"]
+    [shown] = [p["data"] for p in res.parts if p["type"] == "data-interrupt"]
+    for query in ("", "?view=user"):
+        r = await client.get(f"{srv.url}/api/runs/{run_id}/events{query}")
+        ends = [e for e in _events(r.text) if e["kind"] == "end" and e.get("status") == "interrupted"]
+        assert ends and any(e["run"]["run_id"] == run_id for e in ends), r.text
+        if not query:
+            assert {e["run"]["name"] for e in ends} >= {"Outer", "Inner", "Ask"}  # the children's records too
+        for end in ends:
+            record = end["output"]
+            assert set(record) <= _PUBLIC_RECORD_KEYS, (end["run"]["name"], sorted(record))
+            assert "hunter2" not in json.dumps(end), end
+            assert record["interrupts"][0]["payload"] == {"question": "Proceed?"}  # the questions stay
+            assert record["interrupts"][0]["schema"] == {"type": "boolean"}
+        root = next(e["output"] for e in ends if e["run"]["run_id"] == run_id)
+        assert {"runId": run_id, **root} == shown  # the UI stream's view of the record, by the same rule
+
+
+async def test_the_abort_reason_uses_the_apps_redaction(serve, client):
+    from streamtap import ModuleBase
+    from streamtap.exceptions import RunCancelled
+
+    class Gives(ModuleBase):
+        blocking = False
+
+        async def forward(self, text):
+            yield "partial "
+            raise RunCancelled("upstream closed: tenant ACME-internal-7731 quota exceeded at db01.corp")
+
+    srv = serve(Gives(), redact=[r"ACME-internal-\d+", r"db01\.corp"])
+    res = await read_sse(client, "POST", srv.url + "/api/chat", json=chat_body("hi", chat_id="c1"))
+    run_id = res.parts[0]["messageMetadata"]["runId"]
+    replay = await read_sse(client, "GET", f"{srv.url}/api/runs/{run_id}/ui")
+    for sse in (res, replay):
+        [abort] = [p for p in sse.parts if p["type"] == "abort"]
+        assert abort["reason"] == "upstream closed: tenant [REDACTED] quota exceeded at [REDACTED]", abort
+        body = "\n".join(f.get("data", "") for f in sse.frames)
+        assert "ACME-internal" not in body and "db01" not in body
+
+
+def test_the_mapper_redacts_with_the_given_redactor_and_by_default_with_the_built_in_patterns():
+    from streamtap.redaction import Redactor
+    from streamtap.web.ui_stream import UIMessageMapper
+
+    def cancelled(reason: str) -> dict:
+        run = {"run_id": "r1", "root_id": "r1", "parent_id": None, "name": "m", "kind": "module"}
+        end = {"kind": "end", "run": run, "status": "cancelled", "error": {"type": "RunCancelled", "message": reason}}
+        return {"kind": "start", "run": run}, end
+
+    for redact, expected in ((Redactor([r"ACME-\d+"]), "[REDACTED] and [REDACTED]"), (None, "ACME-1 and [REDACTED]")):
+        m = UIMessageMapper("r1", redact=redact)
+        m.begin()
+        start, end = cancelled("ACME-1 and sk-abcdefghijkl1234")
+        m.feed(start)
+        assert m.feed(end)[-1] == {"type": "abort", "reason": expected}

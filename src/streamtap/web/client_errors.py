@@ -17,6 +17,10 @@ Either way the text passes the same :class:`~streamtap.redaction.Redactor`
 as spans, and the full (redacted) detail is logged once on the
 ``streamtap.web`` logger when the run's events are stored; the run's span
 records it as well.
+
+A paused run's pause record (its ``End.output``) is the server's: the flow's
+``shared`` store, where to continue, the signature. A client is shown only
+:func:`public_record` of it (the pause id and the questions), on every endpoint.
 """
 
 from __future__ import annotations
@@ -28,13 +32,31 @@ from ..events import ERROR_DETAIL_PREFIX
 from ..exceptions import UsageError
 from ..redaction import Redactor
 
-__all__ = ["ClientErrors", "ErrorDetail"]
+__all__ = ["ClientErrors", "ErrorDetail", "public_record"]
 
 ErrorDetail = t.Literal["short", "full"]
 
 log = logging.getLogger("streamtap.web")
 
 _OWN_WORDS = (".interrupts.", "RunCancelled")  # messages streamtap writes for the user: safe to show, redacted
+
+_PAUSE_RECORD = "streamtap.pause"  # streamtap.interrupts.records.RECORD_TYPE
+_PUBLIC_ENTRY = ("id", "node", "path", "payload", "schema", "expires_at")
+
+
+def public_record(record: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+    """What a client may see of a pause record: its id and the questions, never the flow's state.
+
+    The ``shared`` store, ``state``, ``signature`` and the rest stay in the
+    process; each interrupt keeps its ``id``, ``node``, ``path``, ``payload``,
+    ``schema`` and ``expires_at``. Anything that is not a pause record comes back as a plain copy.
+    """
+    if record.get("type") != _PAUSE_RECORD:
+        return dict(record)
+    entries = [
+        {k: e[k] for k in _PUBLIC_ENTRY if k in e} for e in record.get("interrupts") or () if isinstance(e, t.Mapping)
+    ]
+    return {"id": record.get("id"), "type": _PAUSE_RECORD, "interrupts": entries}
 
 
 class ClientErrors:
@@ -83,7 +105,14 @@ class ClientErrors:
         )
 
     def event(self, ev: t.Mapping[str, t.Any], root_id: str) -> t.Mapping[str, t.Any]:
-        """``ev`` (an ``Event.to_dict()``) as a client may see it: its ``error`` described, not copied."""
+        """``ev`` (an ``Event.to_dict()``) as a client may see it.
+
+        Its ``error`` is described, not copied; the pause record of an
+        interrupted run's ``End`` (the root's or any child's) becomes its :func:`public_record`.
+        """
+        output = ev.get("output")
+        if ev.get("kind") == "end" and ev.get("status") == "interrupted" and isinstance(output, t.Mapping):
+            ev = {**ev, "output": public_record(output)}
         error = ev.get("error")
         if not error:
             return ev

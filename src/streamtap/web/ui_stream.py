@@ -19,7 +19,9 @@ parts itself, so the protocol's ordering rules hold on every path:
 * a run that failed sends ``error`` then ``finish`` with reason ``error``; an
   interrupted run sends a ``data-interrupt`` part with the pause record's id
   and questions (``interrupts``: id, node, payload, schema -- never the
-  flow's saved state), then ``finish``; a cancelled run ends with ``abort``.
+  flow's saved state: :func:`~streamtap.web.client_errors.public_record`,
+  the rule of the events endpoint too), then ``finish``; a cancelled run
+  ends with ``abort``, its reason redacted.
 
 What is user-facing text is decided by :class:`streamtap.answer.AnswerText`,
 the rule ``stream.text()`` uses too: ``text`` chunks of every run except
@@ -45,6 +47,8 @@ import re
 import typing as t
 
 from ..answer import AnswerText
+from ..redaction import Redactor
+from .client_errors import ClientErrors, public_record
 
 __all__ = ["UI_STREAM_HEADERS", "ErrorText", "UIMessageMapper", "data_part_name", "encode_json", "encode_part"]
 
@@ -122,14 +126,6 @@ the tool's name for a failed tool call). The web app passes
 """
 
 
-def _full_error(error: t.Mapping[str, t.Any] | None, *, run_id: str = "", kind: str = "", name: str = "") -> str:
-    """The default :data:`ErrorText`: ``Type: message``, redacted."""
-    if not error:
-        return "the run failed"
-    typ, msg = error.get("type") or "Error", error.get("message") or ""
-    return _redact(f"{typ}: {msg}" if msg else str(typ))
-
-
 class _RunInfo(t.NamedTuple):
     name: str
     kind: str
@@ -160,6 +156,11 @@ class UIMessageMapper:
             runs would bloat the message); the root's are always sent.
         describe_error: what a client is shown for a failed run or tool call
             (:data:`ErrorText`; default ``Type: message``, redacted).
+        redact: ``redact(text) -> text``, applied to the other texts the mapper writes (the
+            ``abort`` reason, the ``close`` reason) and to the default ``describe_error``'s.
+            Default: the redactor of ``describe_error`` when that is a
+            :meth:`ClientErrors.describe <streamtap.web.client_errors.ClientErrors.describe>` (the app's
+            redaction settings), else a :class:`~streamtap.redaction.Redactor` with the built-in patterns.
     """
 
     def __init__(
@@ -173,8 +174,13 @@ class UIMessageMapper:
         cancel_reason: t.Callable[[], str | None] | None = None,
         max_run_parts: int = 500,
         describe_error: ErrorText | None = None,
+        redact: t.Callable[[str], str] | None = None,
     ) -> None:
-        self.describe_error: ErrorText = describe_error or _full_error
+        if redact is None:
+            owner = getattr(describe_error, "__self__", None)
+            redact = owner.redact if isinstance(owner, ClientErrors) else Redactor()
+        self.redact: t.Callable[[str], str] = redact
+        self.describe_error: ErrorText = describe_error or self._full_error
         self.cancel_reason = cancel_reason
         self.max_run_parts = max_run_parts
         self._reported: set[str] = set()
@@ -214,10 +220,19 @@ class UIMessageMapper:
         if self.done:
             return []
         out = self._close_step()
-        out.append({"type": "error", "errorText": reason})
+        out.append({"type": "error", "errorText": self.redact(reason)})
         out.append({"type": "finish", "finishReason": "error"})
         self.done = True
         return out
+
+    def _full_error(
+        self, error: t.Mapping[str, t.Any] | None, *, run_id: str = "", kind: str = "", name: str = ""
+    ) -> str:
+        """The default :data:`ErrorText`: ``Type: message``, redacted."""
+        if not error:
+            return "the run failed"
+        typ, msg = error.get("type") or "Error", error.get("message") or ""
+        return self.redact(f"{typ}: {msg}" if msg else str(typ))
 
     # -- events -----------------------------------------------------------------
 
@@ -335,7 +350,7 @@ class UIMessageMapper:
         elif status == "interrupted":
             record = output if isinstance(output, dict) else {"value": output}
             iid = str(record.get("id") or record.get("interrupt_id") or rid)
-            out.append({"type": "data-interrupt", "id": iid, "data": {"runId": rid, **_public(record)}})
+            out.append({"type": "data-interrupt", "id": iid, "data": {"runId": rid, **public_record(record)}})
             out.append({"type": "finish", "finishReason": "other"})
         else:  # cancelled
             reason = (
@@ -343,7 +358,7 @@ class UIMessageMapper:
                 or (ev.get("error") or {}).get("message")
                 or "stopped"
             )
-            out.append({"type": "abort", "reason": _redact(str(reason))})
+            out.append({"type": "abort", "reason": self.redact(str(reason))})
         self.done = True
         return out
 
@@ -490,12 +505,6 @@ class UIMessageMapper:
         return out
 
 
-def _redact(text: str) -> str:
-    from ..redaction import Redactor
-
-    return Redactor()(text)
-
-
 def _parse_json(text: str) -> t.Any:
     if not text:
         return None
@@ -503,12 +512,3 @@ def _parse_json(text: str) -> t.Any:
         return json.loads(text)
     except ValueError:
         return text
-
-
-def _public(record: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
-    """What a front end needs of a pause record: its id and the questions (not the flow's state)."""
-    if record.get("type") != "streamtap.pause":
-        return dict(record)
-    keep = ("id", "node", "path", "payload", "schema", "expires_at")
-    entries = [{k: e[k] for k in keep if k in e} for e in record.get("interrupts") or () if isinstance(e, dict)]
-    return {"id": record.get("id"), "type": "streamtap.pause", "interrupts": entries}
