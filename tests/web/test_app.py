@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import typing as t
 
 import pytest
 
@@ -514,3 +515,59 @@ async def test_stop_dismisses_a_pending_interrupt(serve, client):
     assert stop["stopped"] is True and stop["dismissed"]
     later = await read_sse(client, "POST", srv.url + "/api/chat", json=chat_body("what is 2+2", chat_id="s4"))
     assert "".join(p["delta"] for p in by_type(later.parts, "text-delta")) == "Answering what is 2+2."
+
+
+async def test_a_stop_that_outlasts_its_wait_answers_stopping_not_stopped(serve, client):
+    """A run that has not ended when the stop's wait runs out is reported as stopping (202), never as stopped."""
+    import threading
+
+    from streamtap import ModuleBase
+
+    release = threading.Event()
+
+    class Stubborn(ModuleBase):
+        def forward(self, text: str) -> t.Iterator[str]:
+            yield "working"
+            assert release.wait(10)  # busy with something that does not look at the cancel for a while
+            yield " done"
+
+    srv = serve(Stubborn())
+    srv.config.app.state.chat.stop_wait = 0.2
+    async with client.stream("POST", srv.url + "/api/chat", json=chat_body("go", chat_id="stubborn")) as r:
+        it = r.aiter_text()
+        await read_until(it, lambda p: p["type"] == "text-delta")
+        stop = await client.post(srv.url + "/api/chat/stubborn/stop")
+        assert stop.status_code == 202, stop.text
+        body = stop.json()
+        assert body["stopped"] is False and body["stopping"] is True and body["status"] is None, body
+        release.set()
+        rest = "".join([chunk async for chunk in it])
+    parts = [json.loads(f["data"]) for f in parse_frames(rest) if f.get("data") not in (None, "[DONE]")]
+    assert parts[-1] == {"type": "abort", "reason": "stop request"}, parts[-3:]
+    again = await client.post(srv.url + "/api/chat/stubborn/stop")
+    assert again.status_code == 200 and again.json()["stopped"] is False
+
+
+async def test_resume_with_no_pending_interrupt_is_409_and_starts_nothing(serve, client):
+    srv = serve(Talker())
+    body = {**chat_body("yes", chat_id="noresume"), "resume": True}
+    r = await client.post(srv.url + "/api/chat", json=body)
+    assert r.status_code == 409 and "no pending interrupt" in r.json()["error"], r.text
+    assert (await client.get(srv.url + "/api/chat/noresume/stream")).status_code == 204
+
+
+async def test_events_resumed_from_before_what_the_store_kept_say_where_the_gap_is(serve, client):
+    """Events the store dropped (max_events_per_run) are reported as a gap, never skipped silently."""
+    from streamtap.web.store import MemoryEventStore
+
+    srv = serve(Talker(reasoning=False), store=MemoryEventStore(max_events_per_run=5))
+    words = " ".join(f"w{i}" for i in range(20))
+    res = await read_sse(client, "POST", srv.url + "/api/chat", json=chat_body(words, chat_id="gappy"))
+    run_id = res.parts[0]["messageMetadata"]["runId"]
+    events = await read_sse(client, "GET", srv.url + f"/api/runs/{run_id}/events", headers={"last-event-id": "2"})
+    data = [json.loads(f["data"]) for f in events.frames if "data" in f]
+    kept = [d for d in data if d["kind"] != "gap"]
+    [gap] = [d for d in data if d["kind"] == "gap"]
+    first_kept = kept[0]["seq"]
+    assert first_kept > 3 and gap["from_seq"] == 3 and gap["to_seq"] == first_kept - 1, (gap, first_kept)
+    assert data[0] == gap and [d["seq"] for d in kept] == list(range(first_kept, first_kept + len(kept)))

@@ -17,7 +17,8 @@ Endpoints (all JSON errors are ``{"error": "<what is wrong and what to do>"}``):
     Cancel the conversation's run server-side; the model call's HTTP stream closes.
 ``GET /api/runs/{run_id}/events``
     Plain SSE of streamtap events (``Event.to_dict()``), ``id:`` = ``seq``;
-    ``Last-Event-ID`` (or ``?after=``) resumes with no gap and no duplicate;
+    ``Last-Event-ID`` (or ``?after=``) resumes with no gap and no duplicate
+    (events the store no longer keeps are reported as one ``{"kind": "gap", ...}`` message);
     ``?view=user`` keeps only user-facing events (root start/end, text, custom).
 ``GET /api/runs/{run_id}/ui``
     The run as a UI message stream v1 (verbose; full replay, then live):

@@ -24,7 +24,7 @@ from ..tracing import conversation
 from .chat import BadRequest, ChatRequest, parse_chat_request, valid_id
 from .client_errors import ClientErrors
 from .openapi import openapi_document
-from .service import ActiveRun, ChatService, resolved
+from .service import ActiveRun, ChatService, resolved, stop_answer
 from .store import EXPIRED, follow
 from .ui_stream import UI_STREAM_HEADERS, UIMessageMapper, encode_json, encode_part
 
@@ -229,9 +229,15 @@ class Endpoints:
         complete = False
         try:
             yield b"retry: 1000\n\n"
+            last = after
             async for batch in follow(self.store, run_id, after):
                 if batch is None:
                     break
+                if batch and batch[0]["seq"] > last + 1:
+                    # The store dropped these (max_events_per_run): say so, never skip them silently.
+                    yield b"data: %s\n\n" % encode_json(_gap(run_id, last + 1, batch[0]["seq"] - 1))
+                if batch:
+                    last = batch[-1]["seq"]
                 out = [
                     b"id: %d\ndata: %s\n\n" % (ev["seq"], encode_json(self.errors.event(ev, run_id)))
                     for ev in batch
@@ -251,7 +257,12 @@ class Endpoints:
         service = self.service
         try:
             req: ChatRequest = parse_chat_request(await self.read_json(request), max_messages=self.max_messages)
-            answering = "resume" in req.body or bool(await resolved(service.has_pending(req.chat_id)))
+            pending = bool(await resolved(service.has_pending(req.chat_id)))
+            if "resume" in req.body and not pending:
+                raise BadRequest(
+                    409, f"Chat {req.chat_id!r} has no pending interrupt to answer; send the message without 'resume'."
+                )
+            answering = "resume" in req.body or pending
             if not answering and not req.last_user_text:
                 msg = "The last user message has no text; put the question in a {'type': 'text', 'text': ...} part."
                 raise BadRequest(422, msg)
@@ -295,7 +306,8 @@ class Endpoints:
         run = await self.service.stop(chat_id)
         if run is None:
             return JSONResponse({"stopped": False, "reason": "no run is going in this chat"})
-        return JSONResponse({"stopped": True, "runId": run.run_id, "status": run.status})
+        body = stop_answer(run)
+        return JSONResponse(body, status_code=200 if body["stopped"] else 202)
 
     async def run_events(self, request: Request) -> Response:
         """``GET /api/runs/{run_id}/events``: the run's events as SSE, resumable from ``Last-Event-ID``."""
@@ -414,3 +426,14 @@ def _input_text(inputs: t.Any) -> str | None:
 
 def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+
+
+def _gap(run_id: str, first: int, last: int) -> dict[str, t.Any]:
+    """The marker the events endpoint sends where the store no longer holds events ``first`` .. ``last``."""
+    return {
+        "kind": "gap",
+        "run_id": run_id,
+        "from_seq": first,
+        "to_seq": last,
+        "reason": "these events are no longer kept (the store's max_events_per_run); the stream goes on after them",
+    }

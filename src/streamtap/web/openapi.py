@@ -19,6 +19,24 @@ _ERROR = {
 _SSE = {"text/event-stream": {"schema": {"type": "string"}}}
 
 
+_stop_body: dict[str, t.Any] = {
+    "application/json": {
+        "schema": {
+            "type": "object",
+            "required": ["stopped"],
+            "properties": {
+                "stopped": {"type": "boolean"},
+                "stopping": {"type": "boolean"},
+                "runId": {"type": "string"},
+                "status": {"type": ["string", "null"]},
+                "dismissed": {"type": "string"},
+                "reason": {"type": "string"},
+            },
+        }
+    }
+}
+
+
 def _errors(*codes: int) -> dict[str, t.Any]:
     return {str(c): _ERROR for c in codes}
 
@@ -97,16 +115,12 @@ def openapi_document(*, page: bool = True, token: bool = False) -> dict[str, t.A
                 "parameters": [chat_id],
                 "responses": {
                     "200": {
-                        "description": "Whether something was stopped.",
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["stopped"],
-                                    "properties": {"stopped": {"type": "boolean"}},
-                                }
-                            }
-                        },
+                        "description": "Whether something was stopped (the run ended, or the pending interrupt was dismissed).",
+                        "content": _stop_body,
+                    },
+                    "202": {
+                        "description": "The run was asked to stop and had not ended within the stop's wait; its stream ends when it does.",
+                        "content": _stop_body,
                     },
                     **guard,
                     **_errors(415, 422),

@@ -44,6 +44,7 @@ __all__ = [
     "Conversation",
     "FinishedRun",
     "resolved",
+    "stop_answer",
 ]
 
 log = logging.getLogger("streamtap.web")
@@ -211,6 +212,8 @@ class ChatService:
         self.detach_timeout: float | None = None
         self.draining = False
         """Set by :meth:`shutdown`: new runs are refused (503)."""
+        self.stop_wait = 10.0
+        """Seconds a stop request waits for its run to end before answering (then: ``stopping``, 202)."""
         self.configure(cancel_on_disconnect=cancel_on_disconnect, detach_timeout=detach_timeout)
 
     def configure(self, *, cancel_on_disconnect: bool | None = None, detach_timeout: float | None = None) -> None:
@@ -481,14 +484,18 @@ class ChatService:
             except BaseException:  # noqa: S110 - best effort: nothing useful to report here
                 pass
 
-    async def stop(self, chat_id: str, *, wait: float = 10.0) -> ActiveRun | None:
-        """Cancel the conversation's run (its model stream closes) and wait for it to end."""
+    async def stop(self, chat_id: str, *, wait: float | None = None) -> ActiveRun | None:
+        """Cancel the conversation's run (its model stream closes) and wait for it to end.
+
+        Waits at most ``wait`` seconds (default :attr:`stop_wait`); the run
+        returned has ended if its ``status`` is set (see :func:`stop_answer`).
+        """
         run = self.active(chat_id)
         if run is None:
             return None
         run.handle.cancel(STOP_REQUEST)
         try:
-            await asyncio.wait_for(run.finished.wait(), wait)
+            await asyncio.wait_for(run.finished.wait(), self.stop_wait if wait is None else wait)
         except asyncio.TimeoutError:
             pass
         return run
@@ -520,6 +527,24 @@ class ChatService:
             run.handle.cancel(SHUTDOWN)
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=_CANCELLED_END_WAIT)
+
+
+def stop_answer(run: ActiveRun) -> dict[str, t.Any]:
+    """What a stop endpoint answers once it asked ``run`` to stop: ``stopped`` only if the run has ended.
+
+    A run that did not end within the stop's wait (a module that ignores
+    cancellation for a while) is ``{"stopped": false, "stopping": true, ...}``:
+    it was asked to stop, its stream ends when it does.
+    """
+    if run.status is not None or run.finished.is_set():
+        return {"stopped": True, "runId": run.run_id, "status": run.status}
+    return {
+        "stopped": False,
+        "stopping": True,
+        "runId": run.run_id,
+        "status": None,
+        "reason": "the run was asked to stop and has not ended yet; its stream ends when it does",
+    }
 
 
 async def resolved(value: t.Any) -> t.Any:
