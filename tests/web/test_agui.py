@@ -331,3 +331,127 @@ def test_agui_a_refused_cancelling_resume_keeps_the_pause():
             json=_run_body(threadId="k1", messages=[{"id": "u2", "role": "user", "content": "other"}]),
         )
     assert still.status_code == 409 and iid in still.json()["error"], still.text
+
+
+# -- the AG-UI client is a reader of its run -------------------------------------------
+
+
+def _words(n: int) -> str:
+    return " ".join(f"w{i}" for i in range(n))
+
+
+def _text(events: list[dict[str, t.Any]]) -> str:
+    return "".join(e["delta"] for e in events if e["type"] == "TEXT_MESSAGE_CONTENT")
+
+
+def _read_until(lines: t.Iterator[str], typ: str) -> list[dict[str, t.Any]]:
+    """The events of an open AG-UI stream up to the first of type ``typ`` (bounded by the client's timeout)."""
+    seen = []
+    for line in lines:
+        if line.startswith("data: "):
+            seen.append(json.loads(line[6:]))
+            if seen[-1]["type"] == typ:
+                return seen
+    raise AssertionError(f"the stream ended without {typ}: {seen}")
+
+
+def test_agui_client_reading_its_run_keeps_detach_timeout_from_cancelling_it():
+    """``detach_timeout`` cancels runs nobody reads; the AG-UI client reading its stream is a reader."""
+    words = _words(8)  # 8 x 0.15 s: four times the detach timeout
+    app = create_app(Talker(delay=0.15, reasoning=False), detach_timeout=0.3)
+    with BackgroundServer(app) as srv:
+        r = httpx.post(
+            srv.url + "/api/agui",
+            json=_run_body(threadId="d1", messages=[{"id": "u1", "role": "user", "content": words}]),
+            timeout=30,
+        )
+    evs = _events(r)
+    assert evs[-1]["type"] == "RUN_FINISHED" and evs[-1]["outcome"]["type"] == "success", evs[-1]
+    assert _text(evs) == words
+    [run] = app.state.chat.recent.values()
+    assert run.status == "ok" and run.cancel_reason is None
+
+
+def test_agui_run_being_read_is_not_superseded_by_a_new_message():
+    """A new message on a thread whose AG-UI run a client is reading gets 409; the run goes on to its end."""
+    words = _words(60)  # 3 s of words: the two refused requests take at most 0.5 s each
+    app = create_app(Talker(delay=0.05, reasoning=False))
+    with BackgroundServer(app) as srv, httpx.Client(timeout=30) as c:
+        url = srv.url + "/api/agui"
+        body = _run_body(threadId="s1", messages=[{"id": "u1", "role": "user", "content": words}])
+        with c.stream("POST", url, json=body) as stream:
+            lines = stream.iter_lines()
+            head = _read_until(lines, "TEXT_MESSAGE_CONTENT")
+            chat = c.post(
+                srv.url + "/api/chat",
+                json={
+                    "id": "s1",
+                    "messages": [{"id": "m2", "role": "user", "parts": [{"type": "text", "text": "hi"}]}],
+                },
+            )
+            agui = c.post(
+                url, json=_run_body(threadId="s1", runId="r2", messages=[{"id": "u2", "role": "user", "content": "x"}])
+            )
+            rest = [json.loads(line[6:]) for line in lines if line.startswith("data: ")]
+    assert chat.status_code == 409 and "a client is reading it" in chat.json()["error"], chat.text[:200]
+    assert agui.status_code == 409 and "a client is reading it" in agui.json()["error"], agui.text[:200]
+    evs = head + rest
+    assert evs[-1]["type"] == "RUN_FINISHED" and evs[-1]["outcome"]["type"] == "success", evs[-1]
+    assert _text(evs) == words
+
+
+def test_agui_disconnect_cancels_the_run_once_with_the_agui_reason():
+    """The AG-UI client going away stops its run (AGUIOptions.cancel_on_disconnect), even where the app's own
+    cancel_on_disconnect and detach_timeout would also cancel it: the reason says the AG-UI client left."""
+    app = create_app(Talker(delay=0.05, reasoning=False), cancel_on_disconnect=True, detach_timeout=5)
+    with BackgroundServer(app) as srv, httpx.Client(timeout=30) as c:
+        body = _run_body(threadId="g1", messages=[{"id": "u1", "role": "user", "content": _words(400)}])
+        with c.stream("POST", srv.url + "/api/agui", json=body) as stream:
+            lines = stream.iter_lines()  # held: a dropped line iterator closes the connection at once
+            [started, *_] = _read_until(lines, "TEXT_MESSAGE_CONTENT")
+            run = app.state.chat.runs[started["metadata"]["streamtapRunId"]]
+            assert run.readers == 1
+        assert wait_until(lambda: run.status is not None, 10), "the run kept going after the client left"
+    assert run.status == "cancelled" and run.cancel_reason == "the AG-UI client disconnected"
+    assert run.readers == 0
+
+
+def test_agui_resume_naming_an_unknown_interrupt_is_refused_and_keeps_the_pause():
+    """A resolved resume entry is checked against the pending interrupt ids (like the AI SDK's resume.answers)."""
+    from streamtap.flows import Flow, Node, interrupt
+
+    class Ask(Node):
+        def prep(self, shared: dict[str, t.Any]) -> str:
+            return str(shared["q"])
+
+        def exec(self, q: str) -> t.Iterator[str]:
+            ok = interrupt({"question": "Delete everything?"}, schema={"type": "boolean"})
+            yield "Deleted everything." if ok else "Kept."
+
+    def resume(iid: str, run_id: str = "r2") -> dict[str, t.Any]:
+        return _run_body(
+            threadId="w1",
+            runId=run_id,
+            messages=[{"id": "u1", "role": "user", "content": "go"}],
+            resume=[{"interruptId": iid, "status": "resolved", "payload": True}],
+        )
+
+    app = create_app(lambda: Flow(Ask(), name="Asker"), to_input=lambda r: {"q": r.last_user_text})
+    with BackgroundServer(app) as srv, httpx.Client(timeout=10) as c:
+        url = srv.url + "/api/agui"
+        first = _events(
+            c.post(url, json=_run_body(threadId="w1", messages=[{"id": "u1", "role": "user", "content": "go"}]))
+        )
+        [iid] = [i["id"] for i in first[-1]["outcome"]["interrupts"]]
+        wrong = _events(c.post(url, json=resume("no-such-interrupt")))
+        invalid = c.post(url, json=resume("not an id!"))
+        still = c.post(url, json=_run_body(threadId="w1", messages=[{"id": "u2", "role": "user", "content": "x"}]))
+        right = _events(c.post(url, json=resume(iid, "r3")))
+    assert wrong[-1]["type"] == "RUN_ERROR", wrong[-1]
+    assert "UnknownInterruptError" in wrong[-1]["message"] and "'no-such-interrupt'" in wrong[-1]["message"]
+    assert "Deleted everything." not in _text(wrong)
+    assert invalid.status_code == 422 and "'not an id!'" in invalid.json()["error"], invalid.text
+    assert "interruptId" in invalid.json()["error"]
+    assert still.status_code == 409 and iid in still.json()["error"], still.text  # the pause is still pending
+    assert right[-1]["type"] == "RUN_FINISHED" and right[-1]["outcome"]["type"] == "success", right[-1]
+    assert _text(right) == "Deleted everything."

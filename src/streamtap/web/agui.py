@@ -41,7 +41,7 @@ import typing as t
 
 from .agui_input import RunInput, ag_ui_core, parse_run_input
 from .chat import BadRequest, valid_id
-from .service import resolved
+from .service import resolved, stop_answer
 from .store import EXPIRED, follow
 from .ui_stream import UIMessageMapper
 
@@ -51,9 +51,12 @@ if t.TYPE_CHECKING:  # pragma: no cover
     from starlette.routing import Route
 
     from .client_errors import ClientErrors
-    from .service import ChatService
+    from .service import ActiveRun, ChatService
 
-__all__ = ["AGUIMapper", "AGUIOptions", "RunInput", "agui_routes", "parse_run_input"]
+__all__ = ["AGUI_GONE", "AGUIMapper", "AGUIOptions", "RunInput", "agui_routes", "parse_run_input"]
+
+AGUI_GONE = "the AG-UI client disconnected"
+"""Cancel reason: the AG-UI client went away before the run's end (``AGUIOptions.cancel_on_disconnect``)."""
 
 AGUIEvent = t.Any
 """An ``ag_ui.core`` event model (``RunStartedEvent``, ``TextMessageContentEvent``...)."""
@@ -375,9 +378,12 @@ class AGUIOptions:
 
     Attributes:
         path: where it is mounted (``POST {path}``, ``POST {path}/{threadId}/stop``).
-        cancel_on_disconnect: cancel the run when the client goes away. On by
-            default: ``@ag-ui/client`` cannot reattach to a run (its
-            ``connect()`` is not implemented), so ``abortRun()`` means stop.
+        cancel_on_disconnect: cancel the run (reason :data:`AGUI_GONE`) when the
+            client goes away before its end. On by default: ``@ag-ui/client``
+            cannot reattach to a run (its ``connect()`` is not implemented), so
+            ``abortRun()`` means stop. Either way the client counts as a reader
+            of its run while connected, as an AI SDK stream does (see
+            :meth:`~streamtap.web.service.ChatService.reader_joined`).
     """
 
     path: str = "/api/agui"
@@ -425,8 +431,11 @@ def agui_routes(
     encoder = EventEncoder()
     store = service.store
 
-    async def frames(run: t.Any, mapper: AGUIMapper) -> t.AsyncIterator[bytes]:
+    async def frames(run: ActiveRun, mapper: AGUIMapper) -> t.AsyncIterator[bytes]:
+        # The client is a reader of its run, as for the AI SDK stream: detach_timeout leaves it alone
+        # and a new message on the thread gets 409 instead of cancelling it.
         complete = False
+        service.reader_joined(run)
 
         def enc(events: list[t.Any]) -> bytes:
             return "".join(encoder.encode(e) for e in events).encode("utf-8", "backslashreplace")
@@ -447,8 +456,11 @@ def agui_routes(
                     yield enc(mapper.close())
             complete = True
         finally:
-            if not complete and options.cancel_on_disconnect:
-                run.handle.cancel("the AG-UI client disconnected")
+            stopped = not complete and options.cancel_on_disconnect
+            if stopped:  # the AG-UI client cannot reattach: its disconnect is a stop
+                run.handle.cancel(AGUI_GONE)
+            # Already cancelled: the service must not cancel it again (its cancel_on_disconnect).
+            service.reader_left(run, complete or stopped)
 
     async def run_agent(request: Request) -> Response:
         try:
@@ -506,7 +518,8 @@ def agui_routes(
         run = await service.stop(thread_id)
         if run is None:
             return JSONResponse({"stopped": False, "reason": "no run is going in this thread"})
-        return JSONResponse({"stopped": True, "runId": run.run_id, "status": run.status})
+        body = stop_answer(run)
+        return JSONResponse(body, status_code=200 if body["stopped"] else 202)
 
     return [
         Route(path, run_agent, methods=["POST"]),

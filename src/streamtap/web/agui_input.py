@@ -93,10 +93,17 @@ def parse_run_input(body: t.Any, *, max_messages: int) -> RunInput:
             {"id": m.id, "role": role, "parts": [{"type": "text", "text": _content_text(getattr(m, "content", None))}]}
         )
     resume = [r.model_dump(by_alias=True) for r in (parsed.resume or [])]
+    for i, r in enumerate(resume):
+        if not valid_id(r["interruptId"]):
+            shown = repr(r["interruptId"])[:100]
+            raise BadRequest(
+                422,
+                f"'resume[{i}].interruptId' must be an interrupt id (1-128 characters of letters, digits, "
+                f"'_', '-', '.', ':'), got {shown}.",
+            )
     resolved = [r for r in resume if r["status"] == "resolved"]
-    if len(resolved) == 1:
-        extra["resume"] = resolved[0].get("payload")
-    elif resolved:
+    if resolved:
+        # Keyed by id, even for one: resuming checks each id is pending (UnknownInterruptError otherwise).
         extra["resume"] = {"answers": {r["interruptId"]: r.get("payload") for r in resolved}}
     chat_body = {"id": parsed.thread_id, "messages": ui_messages, "trigger": "submit-message", **extra}
     chat = ChatRequest(parsed.thread_id, ui_messages, "submit-message", None, chat_body)
