@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
 import typing as t
 
 import pytest
@@ -115,3 +116,52 @@ def test_a_reader_waiting_in_another_thread_is_woken_by_the_end() -> None:
     assert done.wait(10), "the reader was never woken by the run's end"
     reader.join(10)
     assert got[0] == "start" and got[-1] == "end" and got.count("chunk") == 2
+
+
+class _Driver:
+    """A reader-driven run whose one step ends the stream once the producer waiting for room has gone on."""
+
+    def __init__(self, buf: StreamBuffer) -> None:
+        self.buf = buf
+        self.pumping: int | None = None
+        self.went_on = threading.Event()
+
+    def step(self, buffer: StreamBuffer | None = None) -> bool:
+        self.pumping = threading.get_ident()
+        try:
+            if buffer is not None and buffer._producers_waiting:
+                buffer.stepping()
+            assert self.went_on.wait(5), "a producer waiting for room was not let go while the reader stepped"
+        finally:
+            self.pumping = None
+        self.buf.finish()
+        return True
+
+
+def test_a_producer_waiting_for_room_is_woken_when_the_reader_steps() -> None:
+    """The reader wakes a producer that waits for room before it steps (it cannot make room while it produces)."""
+    buf = StreamBuffer(4, "block")
+    driver = _Driver(buf)
+    buf.driver = driver
+    events = [Chunk(None, i, "x", "text", None) for i in range(4)]  # type: ignore[arg-type]
+
+    def produce() -> None:
+        for ev in events:
+            if buf.put(ev):
+                buf.wait_for_room()
+        driver.went_on.set()
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    deadline = time.monotonic() + 5
+    while not buf._producers_waiting and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert buf._producers_waiting
+    # The events a hot-path read took just before the producer said it waits: nobody made room for it since.
+    buf._q.clear()
+    try:
+        assert buf.get(timeout=5) is None
+    finally:
+        buf.close()  # lets the producer go whatever happened
+    producer.join(5)
+    assert not producer.is_alive()

@@ -466,3 +466,70 @@ class TestConcurrencyRegressions:
         with pytest.raises(UsageError, match="async for"):
             list(stream)
         stream.close()
+
+
+class ASleeps(ModuleBase):
+    async def forward(self, delay: float):
+        await asyncio.sleep(delay)
+        return "done"
+
+
+class TestAstartResult:
+    async def test_result_from_another_thread_waits_for_the_task(self):
+        """handle.result() of an astart() run, called from another thread, waits for the task."""
+        handle = ASleeps().astart(0.05)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            out = pool.submit(handle.result, 5)
+            assert await handle == "done"
+            assert await asyncio.wrap_future(out) == "done"
+
+    async def test_result_from_another_thread_keeps_its_timeout(self):
+        handle = ASleeps().astart(30)
+
+        def wait_briefly() -> float:
+            t0 = time.monotonic()
+            with pytest.raises(TimeoutError):
+                handle.result(0.05)
+            return time.monotonic() - t0
+
+        assert await asyncio.to_thread(wait_briefly) < 5
+        handle.cancel("done testing")
+        with pytest.raises(RunCancelled):
+            await handle
+
+    async def test_result_after_cancel_raises_run_cancelled(self):
+        """A cancelled astart() run's result() raises RunCancelled(reason), on the loop's thread or another."""
+        handle = ASleeps().astart(30)
+        await asyncio.sleep(0)
+        handle.cancel("stop")
+        with pytest.raises(RunCancelled):
+            await handle
+        with pytest.raises(RunCancelled, match="stop"):
+            handle.result()
+
+        def other() -> None:
+            with pytest.raises(RunCancelled, match="stop"):
+                handle.result(5)
+
+        await asyncio.to_thread(other)
+
+    async def test_result_on_the_task_loop_thread_is_still_a_usage_error(self):
+        handle = ASleeps().astart(0.01)
+        with pytest.raises(UsageError, match="await handle"):
+            handle.result(1)
+        assert await handle == "done"
+
+
+@pytest.mark.parametrize("module", [Count, ACount])
+def test_closing_the_owner_after_a_view_still_cancels_the_run(module):
+    """Closing handle.events() first leaves the owning stream's close() its cancel (and, read, its abandon)."""
+    with capture_events() as seen:
+        stream = module().stream(100_000)
+        next(stream), next(stream)  # the reader has the run (same-thread stream for Count)
+        stream.handle.events().close()
+        stream.close()
+        assert stream.handle.cancelled
+        with pytest.raises(RunCancelled):
+            stream.handle.result(5)
+    assert [e.status for e in seen.of("end")] == ["cancelled"]
+    check_invariants(seen)

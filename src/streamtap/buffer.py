@@ -38,8 +38,12 @@ class Driver(t.Protocol):
         """The thread advancing the run right now, or ``None``."""
         ...
 
-    def step(self) -> bool:
-        """Advance the run by one step; ``False`` when the calling thread cannot."""
+    def step(self, buffer: StreamBuffer | None = None) -> bool:
+        """Advance the run by one step; ``False`` when the calling thread cannot.
+
+        Once :attr:`pumping` is set, and before the step produces anything, it calls
+        ``buffer.stepping()`` if producers wait for room in ``buffer``.
+        """
         ...
 
 
@@ -177,6 +181,10 @@ class StreamBuffer:
                 # The consumer resets the count when it notifies: one notification per wait,
                 # not one per event it pops while this thread is still waking up.
                 self._producers_waiting += 1
+                # Looked at after the count is raised: a reader that enters a step from now on sees the
+                # count and wakes this thread (stepping), one that entered before is seen here.
+                if driver is not None and driver.pumping is not None:
+                    return  # the reader is producing: it cannot make room until its step returns
                 self._cond.wait()
 
     def wait_for_room(self) -> None:
@@ -250,6 +258,11 @@ class StreamBuffer:
 
     # -- consumer side -----------------------------------------------------
 
+    def stepping(self) -> None:
+        """The reader has entered a step: producers waiting for room go on (it cannot make room while it produces)."""
+        with self._cond:
+            self._cond.notify_all()
+
     def _made_room(self) -> None:
         if self._producers_waiting or self._room_waiter is not None:
             with self._cond:
@@ -308,7 +321,7 @@ class StreamBuffer:
                 if self.policy == "block":
                     self.put = q.append
                 try:
-                    stepped = driver.step()
+                    stepped = driver.step(self)
                 finally:
                     self.put = _ignore if self.finished or self.closed else self._put
                 if stepped:

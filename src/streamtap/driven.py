@@ -43,6 +43,9 @@ import typing as t
 
 from .exceptions import RunCancelled
 
+if t.TYPE_CHECKING:
+    from .buffer import StreamBuffer
+
 __all__ = ["GRACE", "ClaimTimer", "DrivenRun"]
 
 Steps = t.Generator[None, None, None]
@@ -89,25 +92,48 @@ class DrivenRun:
         """Whether the reader or a pool thread has taken the run (or it has ended)."""
         return self._owner is not None or self.done
 
-    def run_in_thread(self) -> None:
-        """The pool's side (submitted by :class:`ClaimTimer`): unless the reader has taken the run, run it to the end here."""
-        if not self._lock.acquire(blocking=False):
-            return  # the reader is advancing it
+    def run_in_thread(self, reason: str | None = None) -> None:
+        """The pool's side (submitted by :class:`ClaimTimer`): unless the reader has taken the run, run it to the end here.
+
+        Args:
+            reason: start the run cancelled with this reason (nobody else can run it: the pool is shut down).
+        """
+        lock = self._lock
+        if not lock.acquire(blocking=False):
+            if self._owner is not None or self.done:
+                return  # the reader is advancing it
+            # The holder has not claimed the run: abandon() (brief), or a reader about to claim it.
+            # Returning now would leave an untaken run to nobody: wait for the holder and look again.
+            lock.acquire()
         try:
             if self._owner is not None or self.done:
                 return
             self._owner = "thread"
+            if reason is not None and self._abandoned is None:
+                self._abandoned = reason
         finally:
-            self._lock.release()
+            lock.release()
         self.context.run(self._to_the_end)
 
     def _to_the_end(self) -> None:
-        for _ in self.steps:
+        steps = self.steps
+        reason = self._abandoned
+        if reason is not None and next(steps, self) is not self:
+            # Left before it was taken (or the pool is gone): the run starts, and ends cancelled at once.
+            self.done = True
+            _throw(steps, reason)  # already in self.context
+            return
+        for _ in steps:
             pass
         self.done = True
 
-    def step(self) -> bool:
-        """The reader's side: advance the run by one item; ``False`` when this thread cannot (read and wait instead)."""
+    def step(self, buffer: StreamBuffer | None = None) -> bool:
+        """The reader's side: advance the run by one item; ``False`` when this thread cannot (read and wait instead).
+
+        Args:
+            buffer: the stream's buffer, whose producers waiting for room are let go once :attr:`pumping`
+                is set, before the item is made (the reader cannot make room while it produces).
+        """
         if self._owner == "thread" or self.done:
             return False
         if not self._lock.acquire(blocking=False):
@@ -119,6 +145,8 @@ class DrivenRun:
                 return False
             self._pumping = threading.get_ident()
             try:
+                if buffer is not None and buffer._producers_waiting:
+                    buffer.stepping()
                 if self.context.run(next, self.steps, self) is self:
                     self.done = True
             finally:
@@ -129,10 +157,18 @@ class DrivenRun:
         finally:
             self._lock.release()
 
-    def finish(self) -> None:
-        """Drive a reader-owned run to its end in this thread (for ``handle.result()``)."""
-        while not self.done and self._owner == "reader" and self.step():
-            pass
+    def finish(self, deadline: float | None = None, buffer: StreamBuffer | None = None) -> None:
+        """Drive a reader-owned run to its end in this thread (for ``handle.result()``).
+
+        Args:
+            deadline: a :func:`time.monotonic` time after which no further step is taken (checked between steps).
+            buffer: as for :meth:`step`.
+        """
+        while not self.done and self._owner == "reader":
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+            if not self.step(buffer):
+                return
 
     def abandon(self, reason: str) -> None:
         """The reader left early: end a run it owns now, with status ``cancelled``.
@@ -155,10 +191,15 @@ class DrivenRun:
 
     def _end(self, reason: str) -> None:
         self.done = True
-        try:
-            self.context.run(self.steps.throw, RunCancelled(reason))
-        except (RunCancelled, StopIteration):
-            pass
+        self.context.run(_throw, self.steps, reason)
+
+
+def _throw(steps: Steps, reason: str) -> None:
+    """End the suspended run ``steps`` with status ``cancelled``."""
+    try:
+        steps.throw(RunCancelled(reason))
+    except (RunCancelled, StopIteration):
+        pass
 
 
 class ClaimTimer:
@@ -223,5 +264,13 @@ class ClaimTimer:
                 quiet_since = time.monotonic()
                 try:
                     self._submit(run.run_in_thread)
-                except RuntimeError:  # the pool is shut down (interpreter exit): nobody can run it any more
-                    run.abandon("the SDK's thread pool is shut down")
+                except RuntimeError:  # the pool is shut down (interpreter exit): nobody else can run it any more
+                    _run_cancelled(run, "the SDK's thread pool is shut down")
+
+
+def _run_cancelled(run: DrivenRun, reason: str) -> None:
+    """Unless its reader takes it, run ``run`` cancelled (it starts, then ends at once): in a thread of its own, else here."""
+    try:
+        threading.Thread(target=run.run_in_thread, args=(reason,), name="streamtap-cancelled", daemon=True).start()
+    except RuntimeError:  # no new thread at interpreter shutdown
+        run.run_in_thread(reason)

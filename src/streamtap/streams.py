@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import threading
+import time
 import typing as t
 
 from .answer import AnswerText
@@ -275,12 +277,13 @@ class RunStream(_Iterable):
         buf = self._buf
         if not buf.closed:
             buf.close()
-            if self._owns_run and not buf.finished:
-                reason = "the stream was closed before the run ended"
-                self.handle.cancel(reason)
-                driven = self.handle._driven
-                if driven is not None:
-                    driven.abandon(reason)
+        # Even when the buffer is closed already (a view of handle.events() was closed first): the run is ours.
+        if self._owns_run and not buf.finished:
+            reason = "the stream was closed before the run ended"
+            self.handle.cancel(reason)
+            driven = self.handle._driven
+            if driven is not None:
+                driven.abandon(reason)
 
     async def aclose(self) -> None:
         """Async :meth:`close`."""
@@ -380,26 +383,55 @@ class RunHandle:
         """Wait for the call and return its output (sync).
 
         Raises:
+            RunCancelled: the run was cancelled.
             TimeoutError: when ``timeout`` seconds pass first.
-            UsageError: when the run is an asyncio task of the calling thread's own loop (await it instead).
+            UsageError: when the run is an unfinished asyncio task of the calling thread's own loop (await it instead).
         """
-        fut = self._future
+        fut: concurrent.futures.Future[t.Any] | asyncio.Future[t.Any] | None = self._future
         assert fut is not None
-        if self._driven is not None:
-            self._driven.finish()  # a run its reader took: nobody else advances it
-        if isinstance(fut, asyncio.Future):
-            if fut.done():
-                return fut.result()
-            msg = "This run is a task on an event loop: use 'await handle' rather than handle.result()."
-            raise UsageError(msg)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        driven = self._driven
+        if driven is not None:
+            # A run its reader took: nobody else advances it. Its steps stop at the deadline.
+            driven.finish(deadline, self._buffer)
         try:
-            return fut.result(timeout)
+            if isinstance(fut, asyncio.Future):
+                if fut.done():
+                    return fut.result()
+                fut = self._task_outcome(fut)
+            return fut.result(None if deadline is None else max(0.0, deadline - time.monotonic()))
         except (concurrent.futures.CancelledError, asyncio.CancelledError):
             raise RunCancelled(self.token.reason or "cancelled") from None
         except concurrent.futures.TimeoutError:
             if fut.done():  # the run itself raised a TimeoutError: report it unchanged
                 raise
             raise TimeoutError(f"Run {self.run_id} did not finish within {timeout} s.") from None
+
+    def _task_outcome(self, task: asyncio.Future[t.Any]) -> concurrent.futures.Future[t.Any]:
+        """A thread-safe future of an unfinished task's outcome, to wait for from a thread other than the task's loop's."""
+        loop = task.get_loop()
+        buf = self._buffer
+        if asyncio._get_running_loop() is loop or (buf is not None and buf._loop_thread == threading.get_ident()):
+            msg = "This run is a task on an event loop: use 'await handle' rather than handle.result()."
+            raise UsageError(msg)
+        outcome: concurrent.futures.Future[t.Any] = concurrent.futures.Future()
+
+        def copy(done: asyncio.Future[t.Any]) -> None:
+            if done.cancelled():
+                outcome.cancel()
+            elif (exc := done.exception()) is not None:
+                outcome.set_exception(exc)
+            else:
+                outcome.set_result(done.result())
+
+        try:
+            loop.call_soon_threadsafe(task.add_done_callback, copy)
+        except RuntimeError:  # the loop is closed
+            if not task.done():
+                msg = "This run is a task of an event loop that is closed: it will never finish."
+                raise UsageError(msg) from None
+            copy(task)
+        return outcome
 
     async def wait(self) -> t.Any:
         """Await the call and return its output."""
