@@ -69,7 +69,6 @@ _end_sig = bus.signals["end"]
 _EMPTY: t.Mapping[str, t.Any] = types.MappingProxyType({})
 _LAZY_LOCK = threading.Lock()  # guards the first use of a run's tree or token
 _NO_LOCK: t.ContextManager[t.Any] = contextlib.nullcontext()  # a tree's lock until it is shared (never entered)
-_HANDOVER_MAX = 64  # items a same-thread stream hands over at most at once: the reader's batch stays in the CPU cache
 
 
 class Tree:
@@ -232,7 +231,7 @@ class Emitter:
         items: t.Iterable[t.Any],
         keep: t.Callable[[t.Any], t.Any] | None,
         other: t.Callable[[t.Any, t.Any], object],
-        interval: float | None = None,
+        stepwise: bool = False,
     ) -> t.Generator[None, None, None]:
         """Stream every item of ``items``: the one inlined fast path of a generator ``forward``.
 
@@ -242,14 +241,11 @@ class Emitter:
         :meth:`chunk`. ``keep(item)``, when given, is called first for each
         (to build the output).
 
-        A generator. With ``interval`` ``None`` it never yields (drive it
-        with ``for _ in ...: pass``). Otherwise it yields after the first
-        item, then after 64 items or after the first item produced
-        ``interval`` seconds or more after it last yielded, whichever comes
-        first: a same-thread stream hands its reader the
-        events so far at each yield (see :mod:`streamtap.driven`). The clock
-        is read after every item, so an item is never held longer than the
-        producer's next item takes, plus ``interval``.
+        A generator. Unless ``stepwise`` it never yields (drive it with
+        ``for _ in ...: pass``). ``stepwise``, it yields after every item: a
+        same-thread stream hands its reader the events so far at each yield
+        (see :mod:`streamtap.driven`), so no item waits for the next one,
+        however long the generator then takes (a tool call, a stalled model).
 
         Raises:
             RunCancelled: the run has been asked to stop.
@@ -259,11 +255,6 @@ class Emitter:
         sinks = self.sinks
         tree = self._tree or self.tree()
         counter = tree.counter
-        clock = time.perf_counter
-        timed = interval is not None
-        span = interval or 0.0
-        due = 0.0  # the first item is handed over at once
-        n = 0
         # Read per resumption, not per item: the thread may change between two of them.
         mine = tree.owner == _get_ident()
         for item in items:
@@ -304,13 +295,9 @@ class Emitter:
                         mine = False
                     elif full:
                         self._wait_for_room_sync()
-            if timed:
-                n += 1
-                if n >= _HANDOVER_MAX or clock() >= due:
-                    yield
-                    n = 0
-                    due = clock() + span
-                    mine = tree.owner == _get_ident()
+            if stepwise:
+                yield
+                mine = tree.owner == _get_ident()
 
     def relay(self, event: Event) -> Event:
         """Deliver ``event``, an event of a run of another process, into this run's tree; returns it as delivered.

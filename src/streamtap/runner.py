@@ -43,7 +43,7 @@ from .shapes import (
     returns_value,
 )
 
-__all__ = ["HANDOVER_S", "Call", "Runner", "Running", "status_of"]
+__all__ = ["Call", "Runner", "Running", "status_of"]
 
 _start_receivers = bus.signals["start"].receivers
 _chunk_receivers = bus.signals["chunk"].receivers
@@ -51,9 +51,6 @@ _end_receivers = bus.signals["end"].receivers
 _registry = bus.registry
 _tuple_new = tuple.__new__
 _scope_signal = bus.scope_signal
-
-HANDOVER_S = 0.001
-"""A same-thread stream hands its reader what its generator produced in this many seconds (see Emitter.chunks)."""
 
 
 def status_of(exc: BaseException) -> Status:
@@ -309,7 +306,7 @@ class Runner:
                         capture(gen, box) if returns else gen,
                         parts.append if self.join_output else None,
                         emit_item,
-                        HANDOVER_S,
+                        stepwise=True,
                     )
                 finally:
                     gen.close()
