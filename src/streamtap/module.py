@@ -232,6 +232,12 @@ class ModuleBase(Runner):
         ``.text()`` / ``.filter(...)`` views) from this or any other thread.
         Buffering defaults to 1,024 events with back-pressure; see
         :meth:`buffered` to change it.
+
+        A synchronous generator ``forward`` is advanced by the reader itself
+        (no thread hand-off); what a child module emits between two of its
+        items then reaches the reader when the generator yields its next item.
+        Where such a child's progress must show as it happens, read
+        ``module.start(...).events()`` (see docs/guide/core.md, "Same-thread streams").
         """
         return self.buffered().stream(*args, **kwargs)
 
