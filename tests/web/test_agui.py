@@ -259,7 +259,8 @@ def test_agui_forwarded_props_switch_streaming_and_verbose_off():
     assert q[-1]["type"] == v[-1]["type"] == "RUN_FINISHED"
 
 
-def test_agui_pending_interrupt_needs_resume_and_cancelled_resume_drops_it():
+def _asker_app() -> t.Any:
+    """An app whose flow pauses (a yes/no interrupt) when asked to "book", and answers anything else."""
     from streamtap.flows import Flow, Node, interrupt
 
     class Ask(Node):
@@ -271,15 +272,20 @@ def test_agui_pending_interrupt_needs_resume_and_cancelled_resume_drops_it():
                 interrupt({"question": "Sure?"}, schema={"type": "boolean"})
             yield f"Answering {q}."
 
-    app = create_app(lambda: Flow(Ask(), name="Asker"), to_input=lambda r: {"q": r.last_user_text})
-    with BackgroundServer(app) as srv, httpx.Client(timeout=10) as c:
-        first = _events(
-            c.post(
-                srv.url + "/api/agui",
-                json=_run_body(threadId="p1", messages=[{"id": "u1", "role": "user", "content": "book"}]),
-            )
-        )
-        [iid] = [i["id"] for i in first[-1]["outcome"]["interrupts"]]
+    return create_app(lambda: Flow(Ask(), name="Asker"), to_input=lambda r: {"q": r.last_user_text})
+
+
+def _paused(c: httpx.Client, url: str, thread_id: str) -> str:
+    """Run "book" in ``thread_id`` until it pauses; the interrupt's id."""
+    body = _run_body(threadId=thread_id, messages=[{"id": "u1", "role": "user", "content": "book"}])
+    first = _events(c.post(url + "/api/agui", json=body))
+    [iid] = [i["id"] for i in first[-1]["outcome"]["interrupts"]]
+    return str(iid)
+
+
+def test_agui_pending_interrupt_needs_resume_and_cancelled_resume_drops_it():
+    with BackgroundServer(_asker_app()) as srv, httpx.Client(timeout=10) as c:
+        iid = _paused(c, srv.url, "p1")
         again = c.post(
             srv.url + "/api/agui",
             json=_run_body(threadId="p1", messages=[{"id": "u2", "role": "user", "content": "other"}]),
@@ -297,26 +303,8 @@ def test_agui_pending_interrupt_needs_resume_and_cancelled_resume_drops_it():
 
 def test_agui_a_refused_cancelling_resume_keeps_the_pause():
     """A resume that cancels every interrupt but is refused (no user text: 422) loses nothing: the pause stays."""
-    from streamtap.flows import Flow, Node, interrupt
-
-    class Ask(Node):
-        def prep(self, shared: dict[str, t.Any]) -> str:
-            return str(shared["q"])
-
-        def exec(self, q: str) -> t.Iterator[str]:
-            if q == "book":
-                interrupt({"question": "Sure?"}, schema={"type": "boolean"})
-            yield f"Answering {q}."
-
-    app = create_app(lambda: Flow(Ask(), name="Asker"), to_input=lambda r: {"q": r.last_user_text})
-    with BackgroundServer(app) as srv, httpx.Client(timeout=10) as c:
-        first = _events(
-            c.post(
-                srv.url + "/api/agui",
-                json=_run_body(threadId="k1", messages=[{"id": "u1", "role": "user", "content": "book"}]),
-            )
-        )
-        [iid] = [i["id"] for i in first[-1]["outcome"]["interrupts"]]
+    with BackgroundServer(_asker_app()) as srv, httpx.Client(timeout=10) as c:
+        iid = _paused(c, srv.url, "k1")
         refused = c.post(
             srv.url + "/api/agui",
             json=_run_body(
